@@ -1,0 +1,151 @@
+//! Advertisements: which program of which package runs on which collection, and when.
+
+use crate::ids::{AdvertisementId, PackageId};
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+/// Whether an advertisement's times are UTC or each client's local time (SMS's "UTC" box).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeBasis {
+    Utc,
+    ClientLocal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advertisement {
+    pub id: AdvertisementId,
+    pub name: String,
+    pub package: PackageId,
+    pub program: Program,
+    /// The target collection's name.
+    pub collection: String,
+    /// When the program becomes available.
+    pub start: NaiveDateTime,
+    /// When the program must have run (mandatory assignments); empty: optional only.
+    pub mandatory: Vec<NaiveDateTime>,
+    pub time_basis: TimeBasis,
+    pub enabled: bool,
+}
+
+/// A program of a package: the command a client runs and how to read its exit code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub name: String,
+    pub command_line: String,
+    pub exit: ExitRules,
+}
+
+/// Exit conditions, as Cluster-Aware Updating's hotfix rules: every code listed in one of the
+/// sets means that outcome; any other code is a failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRules {
+    pub success: Vec<i32>,
+    pub success_reboot_required: Vec<i32>,
+    pub fail_reboot_required: Vec<i32>,
+    pub already_installed: Vec<i32>,
+    pub not_applicable: Vec<i32>,
+    /// CAU's `alwaysReboot`: a success code is read as success-reboot-required.
+    pub always_reboot: bool,
+}
+
+impl Default for ExitRules {
+    /// The defaults of CAU's hotfix rules for .msi/.msu installers.
+    fn default() -> Self {
+        ExitRules {
+            success: vec![0],
+            success_reboot_required: vec![3010, 1641],
+            fail_reboot_required: vec![],
+            // WU_S_ALREADY_INSTALLED (0x00240006)
+            already_installed: vec![0x0024_0006],
+            // WU_E_NOT_APPLICABLE (0x80240017)
+            not_applicable: vec![0x8024_0017_u32 as i32],
+            always_reboot: false,
+        }
+    }
+}
+
+/// What an exit code means under a program's [`ExitRules`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitOutcome {
+    Success,
+    SuccessRebootRequired,
+    FailRebootRequired,
+    AlreadyInstalled,
+    NotApplicable,
+    Failure,
+}
+
+impl ExitRules {
+    pub fn classify(&self, code: i32) -> ExitOutcome {
+        if self.success.contains(&code) {
+            if self.always_reboot {
+                ExitOutcome::SuccessRebootRequired
+            } else {
+                ExitOutcome::Success
+            }
+        } else if self.success_reboot_required.contains(&code) {
+            ExitOutcome::SuccessRebootRequired
+        } else if self.fail_reboot_required.contains(&code) {
+            ExitOutcome::FailRebootRequired
+        } else if self.already_installed.contains(&code) {
+            ExitOutcome::AlreadyInstalled
+        } else if self.not_applicable.contains(&code) {
+            ExitOutcome::NotApplicable
+        } else {
+            ExitOutcome::Failure
+        }
+    }
+
+    /// Refuses rules where one code means two outcomes.
+    pub fn validate(&self) -> Result<(), String> {
+        let sets: [(&str, &Vec<i32>); 5] = [
+            ("success", &self.success),
+            ("success-reboot-required", &self.success_reboot_required),
+            ("fail-reboot-required", &self.fail_reboot_required),
+            ("already-installed", &self.already_installed),
+            ("not-applicable", &self.not_applicable),
+        ];
+        if self.success.is_empty() {
+            return Err("exit rules need at least one success code".into());
+        }
+        for (i, (a, sa)) in sets.iter().enumerate() {
+            for (b, sb) in &sets[i + 1..] {
+                if let Some(c) = sa.iter().find(|c| sb.contains(c)) {
+                    return Err(format!(
+                        "exit code {c} is listed as both {a} and {b}: give each code one meaning"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cau_exit_rules() {
+        let r = ExitRules::default();
+        assert_eq!(r.classify(0), ExitOutcome::Success);
+        assert_eq!(r.classify(3010), ExitOutcome::SuccessRebootRequired);
+        assert_eq!(r.classify(0x0024_0006), ExitOutcome::AlreadyInstalled);
+        assert_eq!(r.classify(0x8024_0017_u32 as i32), ExitOutcome::NotApplicable);
+        assert_eq!(r.classify(1), ExitOutcome::Failure);
+        assert_eq!(r.classify(-1), ExitOutcome::Failure);
+        let always = ExitRules {
+            always_reboot: true,
+            ..ExitRules::default()
+        };
+        assert_eq!(always.classify(0), ExitOutcome::SuccessRebootRequired);
+        let clash = ExitRules {
+            fail_reboot_required: vec![3010],
+            ..ExitRules::default()
+        };
+        assert!(clash.validate().is_err());
+        assert!(ExitRules::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,186 @@
+//! Config events: what a site decides, appended to its config log and replicated down the tree.
+
+use crate::advert::Advertisement;
+use crate::catalog::CatalogDelta;
+use crate::ids::{AdvertisementId, ManifestId, PackageId, SiteCode};
+use crate::manifest::Manifest;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// One entry of a config log: who decided it, their sequence number for it, when, and what.
+///
+/// `(origin, origin_seq)` is the dedupe key: a site applies an event with a given key once.
+/// Each origin numbers its own events 1, 2, 3, ... with no gaps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub origin: SiteCode,
+    pub origin_seq: u64,
+    pub time: DateTime<Utc>,
+    pub body: ConfigEvent,
+}
+
+/// Priority of a package (and of the jobs that carry it), as SMS's High/Medium/Low.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Medium,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+}
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "high" => Ok(Priority::High),
+            "medium" => Ok(Priority::Medium),
+            "low" => Ok(Priority::Low),
+            _ => Err(format!("invalid priority {s:?}: use high, medium or low")),
+        }
+    }
+}
+
+/// A published source version of a package. The manifest travels with the event, so a site
+/// that has applied the event knows exactly which chunks the version needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageVersion {
+    pub package: PackageId,
+    pub name: String,
+    /// 1 for the first publish, then +1 for every publish whose content changed.
+    pub source_version: u32,
+    pub priority: Priority,
+    pub manifest_id: ManifestId,
+    pub manifest: Manifest,
+}
+
+/// Where a package should be present.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionTarget {
+    /// The site server's content store of this site.
+    Site(SiteCode),
+    /// One distribution point of a site.
+    DistributionPoint { site: SiteCode, dp: String },
+    /// Every member of a DP group.
+    DpGroup(String),
+}
+
+impl fmt::Display for DistributionTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DistributionTarget::Site(s) => write!(f, "site {s}"),
+            DistributionTarget::DistributionPoint { site, dp } => write!(f, "dp {site}/{dp}"),
+            DistributionTarget::DpGroup(g) => write!(f, "dp-group {g}"),
+        }
+    }
+}
+
+/// Every kind of config event. Variants only ever grow at the end (DESIGN §4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigEvent {
+    PackageVersionPublished(PackageVersion),
+    PackageVersionRetired {
+        package: PackageId,
+        source_version: u32,
+    },
+    AdvertisementCreated(Advertisement),
+    AdvertisementChanged(Advertisement),
+    AdvertisementDisabled {
+        id: AdvertisementId,
+    },
+    DistributionTargetsAdded {
+        package: PackageId,
+        targets: Vec<DistributionTarget>,
+    },
+    DistributionTargetsRemoved {
+        package: PackageId,
+        targets: Vec<DistributionTarget>,
+    },
+    CatalogDelta(CatalogDelta),
+    SyncRequest {
+        catalog_version: u64,
+    },
+    PackagePriorityChanged {
+        package: PackageId,
+        priority: Priority,
+    },
+}
+
+impl ConfigEvent {
+    /// A short name for logs and tables.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigEvent::PackageVersionPublished(_) => "package-version-published",
+            ConfigEvent::PackageVersionRetired { .. } => "package-version-retired",
+            ConfigEvent::AdvertisementCreated(_) => "advertisement-created",
+            ConfigEvent::AdvertisementChanged(_) => "advertisement-changed",
+            ConfigEvent::AdvertisementDisabled { .. } => "advertisement-disabled",
+            ConfigEvent::DistributionTargetsAdded { .. } => "distribution-targets-added",
+            ConfigEvent::DistributionTargetsRemoved { .. } => "distribution-targets-removed",
+            ConfigEvent::CatalogDelta(_) => "catalog-delta",
+            ConfigEvent::SyncRequest { .. } => "sync-request",
+            ConfigEvent::PackagePriorityChanged { .. } => "package-priority-changed",
+        }
+    }
+
+    /// One line saying what the event is about, for `site-server log`.
+    pub fn summary(&self) -> String {
+        match self {
+            ConfigEvent::PackageVersionPublished(v) => format!(
+                "{} {:?} version {} ({} files, {} bytes, manifest {})",
+                v.package,
+                v.name,
+                v.source_version,
+                v.manifest.files.len(),
+                v.manifest.total_size(),
+                v.manifest_id.short()
+            ),
+            ConfigEvent::PackageVersionRetired {
+                package,
+                source_version,
+            } => format!("{package} version {source_version}"),
+            ConfigEvent::AdvertisementCreated(a) | ConfigEvent::AdvertisementChanged(a) => {
+                format!(
+                    "{} {:?}: package {} program {:?} to {:?}",
+                    a.id, a.name, a.package, a.program.name, a.collection
+                )
+            }
+            ConfigEvent::AdvertisementDisabled { id } => id.to_string(),
+            ConfigEvent::DistributionTargetsAdded { package, targets }
+            | ConfigEvent::DistributionTargetsRemoved { package, targets } => {
+                let t: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+                format!("{package}: {}", t.join(", "))
+            }
+            ConfigEvent::CatalogDelta(d) => format!(
+                "catalog version {} from {:?}: {} changes",
+                d.catalog_version,
+                d.source,
+                d.changes.len()
+            ),
+            ConfigEvent::SyncRequest { catalog_version } => {
+                format!("sync to catalog version {catalog_version}")
+            }
+            ConfigEvent::PackagePriorityChanged { package, priority } => {
+                format!("{package} priority {priority}")
+            }
+        }
+    }
+}
