@@ -1,0 +1,515 @@
+//! The content store: chunks on disk by id.
+//!
+//! Layout: `ROOT/ab/abcdef...` (the first two hex digits fan out into 256 directories),
+//! temporary files in `ROOT/tmp/`. Each chunk file is
+//!
+//! ```text
+//! offset 0  2 bytes  magic "SC"
+//! offset 2  u8       format version (1)
+//! offset 3  u8       codec: 0 raw, 1 zstd
+//! offset 4  u32 LE   raw length
+//! offset 8  ...      payload (raw bytes, or one zstd frame)
+//! ```
+//!
+//! Invariants: a chunk file appears under its final name only complete and fsynced (it is
+//! written to `tmp/`, fsynced, then renamed); a chunk is stored only if the BLAKE3 of its raw
+//! bytes equals its id; every read re-hashes, so a chunk that rotted on disk is never returned.
+
+use schema::ChunkId;
+use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+const MAGIC: [u8; 2] = *b"SC";
+const VERSION: u8 = 1;
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const HEADER_LEN: usize = 8;
+/// zstd level: 3 is zstd's default, the best speed/ratio trade for content that is written
+/// once and read many times.
+const LEVEL: i32 = 3;
+/// The largest raw chunk accepted (a little over the chunker's maximum).
+pub const MAX_CHUNK: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk {expected} refused: its bytes hash to {actual}")]
+    HashMismatch { expected: ChunkId, actual: ChunkId },
+    #[error("chunk {id} is corrupt on disk ({path}): {reason}; run a scrub and fetch it again")]
+    Corrupt {
+        id: ChunkId,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("chunk {0} is not in the content store")]
+    Missing(ChunkId),
+    #[error("chunk of {0} bytes is larger than the {MAX_CHUNK}-byte limit")]
+    TooLarge(usize),
+    #[error("content store I/O on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a scrub found wrong with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubProblem {
+    pub path: PathBuf,
+    pub id: Option<ChunkId>,
+    pub reason: String,
+}
+
+/// The result of [`ContentStore::verify_all`].
+#[derive(Debug, Clone, Default)]
+pub struct ScrubReport {
+    pub chunks_ok: u64,
+    pub raw_bytes: u64,
+    pub problems: Vec<ScrubProblem>,
+}
+
+/// Per-thread reusable buffers and compressor: publishing calls `insert` thousands of times
+/// and fresh allocations are slow on first touch.
+struct Scratch {
+    compressor: zstd::bulk::Compressor<'static>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    out: Vec<u8>,
+    file: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = s.get_or_insert_with(|| Scratch {
+            compressor: zstd::bulk::Compressor::new(LEVEL).expect("zstd compressor"),
+            decompressor: zstd::bulk::Decompressor::new().expect("zstd decompressor"),
+            out: Vec::new(),
+            file: Vec::new(),
+        });
+        f(s)
+    })
+}
+
+/// Chunks on disk by id. Cheap to share between threads (`&ContentStore` is `Sync`).
+pub struct ContentStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    /// Fan-out directories that received a rename since the last [`ContentStore::sync`].
+    dirty: [AtomicBool; 256],
+    counter: AtomicU64,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the store at `root`. Stale temporary files older than an
+    /// hour, left by a killed writer, are removed.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        for i in 0..=255u8 {
+            let d = root.join(hex::encode([i]));
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            let cutoff = SystemTime::now() - Duration::from_secs(3600);
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t < cutoff)
+                    .unwrap_or(false);
+                if old {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(ContentStore {
+            root,
+            tmp,
+            dirty: std::array::from_fn(|_| AtomicBool::new(false)),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where chunk `id` lives.
+    pub fn path_of(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.path_of(id).is_file()
+    }
+
+    /// Stores `raw` as chunk `id` after checking that it hashes to `id`; refuses a mismatch.
+    /// Returns whether the chunk was new.
+    pub fn put(&self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+        let actual = ChunkId::of(raw);
+        if actual != *id {
+            return Err(StoreError::HashMismatch {
+                expected: *id,
+                actual,
+            });
+        }
+        self.write_new(id, raw)
+    }
+
+    /// Stores local content: hashes `raw` (so the id is right by construction) and stores it
+    /// unless present. Returns the id and whether the chunk was new.
+    pub fn insert(&self, raw: &[u8]) -> Result<(ChunkId, bool), StoreError> {
+        let id = ChunkId::of(raw);
+        let new = self.write_new(&id, raw)?;
+        Ok((id, new))
+    }
+
+    fn write_new(&self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+        if raw.len() > MAX_CHUNK {
+            return Err(StoreError::TooLarge(raw.len()));
+        }
+        let path = self.path_of(id);
+        if path.is_file() {
+            return Ok(false);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .tmp
+            .join(format!("{}.{}.{n}", id.short(), std::process::id()));
+        with_scratch(|s| -> Result<(), StoreError> {
+            s.out.clear();
+            s.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let compressed = s
+                .compressor
+                .compress_to_buffer(raw, &mut s.out)
+                .map(|_| !s.out.is_empty() && s.out.len() < raw.len() - raw.len() / 32)
+                .unwrap_or(false);
+            let (codec, payload): (u8, &[u8]) = if compressed {
+                (CODEC_ZSTD, &s.out)
+            } else {
+                (CODEC_RAW, raw)
+            };
+            let mut header = [0u8; HEADER_LEN];
+            header[..2].copy_from_slice(&MAGIC);
+            header[2] = VERSION;
+            header[3] = codec;
+            header[4..8].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            let write = (|| {
+                f.write_all(&header)?;
+                f.write_all(payload)?;
+                f.sync_data()
+            })();
+            drop(f);
+            if let Err(e) = write {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(&tmp)(e));
+            }
+            Ok(())
+        })?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path)(e));
+        }
+        self.dirty[id.0[0] as usize].store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Makes the renames since the last call durable (fsyncs the fan-out directories that
+    /// changed). Call it before recording anywhere that the chunks are present.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        for (i, d) in self.dirty.iter().enumerate() {
+            if d.swap(false, Ordering::Relaxed) {
+                let dir = self.root.join(hex::encode([i as u8]));
+                File::open(&dir)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads chunk `id` into `out` (replacing its contents), verifying its hash.
+    pub fn get_into(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: *id,
+            path: path.clone(),
+            reason,
+        };
+        with_scratch(|s| {
+            s.file.clear();
+            match File::open(&path) {
+                Ok(mut f) => f.read_to_end(&mut s.file).map_err(io_err(&path))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::Missing(*id))
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            decode_chunk_file(&s.file, &mut s.decompressor, out).map_err(corrupt)
+        })?;
+        let actual = ChunkId::of(out);
+        if actual != *id {
+            return Err(corrupt(format!("content hashes to {actual}")));
+        }
+        Ok(())
+    }
+
+    /// Reads chunk `id`, verifying its hash.
+    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.get_into(id, &mut out)?;
+        Ok(out)
+    }
+
+    /// Scrub: re-reads and re-hashes every chunk file and names every one that is corrupt,
+    /// unreadable or misnamed.
+    pub fn verify_all(&self) -> Result<ScrubReport, StoreError> {
+        let mut report = ScrubReport::default();
+        let mut buf = Vec::new();
+        for i in 0..=255u8 {
+            let dir = self.root.join(hex::encode([i]));
+            let mut names: Vec<_> = fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
+                .filter_map(|e| e.ok())
+                .collect();
+            names.sort_by_key(|e| e.file_name());
+            for e in names {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = match name.parse::<ChunkId>() {
+                    Ok(id) if name.starts_with(&hex::encode([i])) => id,
+                    _ => {
+                        report.problems.push(ScrubProblem {
+                            path,
+                            id: None,
+                            reason: "not a chunk file name (64 hex digits)".into(),
+                        });
+                        continue;
+                    }
+                };
+                match self.get_into(&id, &mut buf) {
+                    Ok(()) => {
+                        report.chunks_ok += 1;
+                        report.raw_bytes += buf.len() as u64;
+                    }
+                    Err(StoreError::Corrupt { reason, .. }) => {
+                        report.problems.push(ScrubProblem {
+                            path,
+                            id: Some(id),
+                            reason,
+                        })
+                    }
+                    Err(e) => report.problems.push(ScrubProblem {
+                        path,
+                        id: Some(id),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// A reader that reassembles a file from its chunk list, verifying every chunk.
+    pub fn reader<'a>(&'a self, chunks: &'a [schema::manifest::ChunkRef]) -> FileReader<'a> {
+        FileReader {
+            store: self,
+            chunks,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+/// Decodes a chunk file's bytes into `out` (no hash check).
+fn decode_chunk_file(
+    file: &[u8],
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if file.len() < HEADER_LEN {
+        return Err(format!("file is {} bytes, shorter than its header", file.len()));
+    }
+    if file[..2] != MAGIC || file[2] != VERSION {
+        return Err("bad magic or format version in chunk header".into());
+    }
+    let raw_len = u32::from_le_bytes(file[4..8].try_into().expect("4 bytes")) as usize;
+    if raw_len > MAX_CHUNK {
+        return Err(format!("header claims {raw_len} bytes, over the limit"));
+    }
+    let payload = &file[HEADER_LEN..];
+    out.clear();
+    match file[3] {
+        CODEC_RAW => out.extend_from_slice(payload),
+        CODEC_ZSTD => {
+            out.reserve(raw_len);
+            decompressor
+                .decompress_to_buffer(payload, out)
+                .map_err(|e| format!("zstd payload does not decompress: {e}"))?;
+        }
+        c => return Err(format!("unknown codec {c}")),
+    }
+    if out.len() != raw_len {
+        return Err(format!(
+            "decodes to {} bytes, header says {raw_len}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a file back from its chunks, in order, verifying each chunk as it is loaded.
+pub struct FileReader<'a> {
+    store: &'a ContentStore,
+    chunks: &'a [schema::manifest::ChunkRef],
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(c) = self.chunks.get(self.next) else {
+                return Ok(0);
+            };
+            self.store
+                .get_into(&c.id, &mut self.buf)
+                .map_err(io::Error::other)?;
+            if self.buf.len() != c.len as usize {
+                return Err(io::Error::other(format!(
+                    "chunk {} is {} bytes, manifest says {}",
+                    c.id,
+                    self.buf.len(),
+                    c.len
+                )));
+            }
+            self.next += 1;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::manifest::ChunkRef;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(d.path().join("chunks")).unwrap();
+        (d, s)
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn put_get_has_and_dedupe() {
+        let (_d, s) = store();
+        let text = b"hello world ".repeat(10_000);
+        let (id, new) = s.insert(&text).unwrap();
+        assert!(new);
+        assert!(s.has(&id));
+        assert_eq!(s.get(&id).unwrap(), text);
+        assert!(!s.insert(&text).unwrap().1, "stored once");
+        // compressible content is stored compressed, noise raw
+        assert!(fs::metadata(s.path_of(&id)).unwrap().len() < 10_000);
+        let n = noise(100_000, 1);
+        let (nid, _) = s.insert(&n).unwrap();
+        assert_eq!(
+            fs::metadata(s.path_of(&nid)).unwrap().len(),
+            100_000 + HEADER_LEN as u64
+        );
+        assert_eq!(s.get(&nid).unwrap(), n);
+        s.sync().unwrap();
+        assert!(fs::read_dir(s.root().join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn put_refuses_a_mismatch_and_stores_nothing() {
+        let (_d, s) = store();
+        let id = ChunkId::of(b"right");
+        let err = s.put(&id, b"wrong").unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        assert!(!s.has(&id));
+        assert!(!s.has(&ChunkId::of(b"wrong")));
+        assert!(s.put(&id, b"right").unwrap());
+    }
+
+    #[test]
+    fn rot_is_caught_on_read_and_by_scrub() {
+        let (_d, s) = store();
+        let (a, _) = s.insert(&b"abc".repeat(50_000)).unwrap();
+        let (b, _) = s.insert(&noise(70_000, 2)).unwrap();
+        let p = s.path_of(&b);
+        let mut bytes = fs::read(&p).unwrap();
+        bytes[5000] ^= 1;
+        fs::write(&p, bytes).unwrap();
+        assert!(matches!(s.get(&b), Err(StoreError::Corrupt { .. })));
+        assert!(s.get(&a).is_ok());
+        let r = s.verify_all().unwrap();
+        assert_eq!(r.chunks_ok, 1);
+        assert_eq!(r.problems.len(), 1);
+        assert_eq!(r.problems[0].id, Some(b));
+        assert_eq!(r.problems[0].path, p);
+        // a truncated compressed chunk
+        let pa = s.path_of(&a);
+        let bytes = fs::read(&pa).unwrap();
+        fs::write(&pa, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(s.verify_all().unwrap().problems.len(), 2);
+    }
+
+    #[test]
+    fn reader_reassembles_and_refuses_bad_chunks() {
+        let (_d, s) = store();
+        let parts = [noise(300_000, 3), b"xyz".repeat(100_000), noise(10, 4)];
+        let chunks: Vec<ChunkRef> = parts
+            .iter()
+            .map(|p| ChunkRef {
+                id: s.insert(p).unwrap().0,
+                len: p.len() as u32,
+            })
+            .collect();
+        let mut out = Vec::new();
+        s.reader(&chunks).read_to_end(&mut out).unwrap();
+        assert_eq!(out, parts.concat());
+        let missing = [ChunkRef {
+            id: ChunkId::of(b"absent"),
+            len: 6,
+        }];
+        assert!(s.reader(&missing).read_to_end(&mut Vec::new()).is_err());
+    }
+}
