@@ -1,0 +1,157 @@
+//! A site's identity on disk: `tls/cert.pem`, `tls/key.pem` and `signing.key` in its data dir.
+
+use ed25519_dalek::SigningKey;
+use ring::rand::SecureRandom;
+use schema::SiteCode;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const CERT_FILE: &str = "tls/cert.pem";
+pub const KEY_FILE: &str = "tls/key.pem";
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot create the TLS certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {reason}; re-run `site-server init` in a new data directory")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("no system randomness available: {0}")]
+    Random(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a site tells others about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicIdentity {
+    /// SHA-256 of the certificate's DER, lower-case hex: what peers pin.
+    pub fingerprint: String,
+    /// The ed25519 verifying key, lower-case hex: what checks this site's bundles.
+    pub public_key: String,
+}
+
+/// The SHA-256 fingerprint of a DER certificate, lower-case hex.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der))
+}
+
+/// Writes `contents` to `path`, readable by the owner only, failing if it exists.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(contents).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Makes a new identity for site `code` in `dir` (which must not hold one yet).
+pub fn create(dir: &Path, code: SiteCode) -> Result<PublicIdentity, IdentityError> {
+    let tls = dir.join("tls");
+    fs::create_dir_all(&tls).map_err(io(&tls))?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![format!(
+        "{}.site.siterep",
+        code.as_str().to_ascii_lowercase()
+    )])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, code.as_str());
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = params.self_signed(&key)?;
+    write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
+    let cert_path = dir.join(CERT_FILE);
+    fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|e| IdentityError::Random(e.to_string()))?;
+    let signing = SigningKey::from_bytes(&seed);
+    write_private(
+        &dir.join(SIGNING_KEY_FILE),
+        format!("{}\n", hex::encode(seed)).as_bytes(),
+    )?;
+    Ok(PublicIdentity {
+        fingerprint: fingerprint(cert.der()),
+        public_key: hex::encode(signing.verifying_key().as_bytes()),
+    })
+}
+
+/// The certificate of the identity in `dir`, as DER.
+pub fn load_cert_der(dir: &Path) -> Result<Vec<u8>, IdentityError> {
+    let path = dir.join(CERT_FILE);
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let p = pem::parse(text).map_err(|e| IdentityError::Invalid {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if p.tag() != "CERTIFICATE" {
+        return Err(IdentityError::Invalid {
+            path,
+            reason: format!("PEM block is {:?}, expected CERTIFICATE", p.tag()),
+        });
+    }
+    Ok(p.into_contents())
+}
+
+/// The signing key of the identity in `dir`.
+pub fn load_signing_key(dir: &Path) -> Result<SigningKey, IdentityError> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| IdentityError::Invalid {
+        path,
+        reason: "expected 64 hex digits".into(),
+    })?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The public half of the identity in `dir`.
+pub fn load_public(dir: &Path) -> Result<PublicIdentity, IdentityError> {
+    Ok(PublicIdentity {
+        fingerprint: fingerprint(&load_cert_der(dir)?),
+        public_key: hex::encode(load_signing_key(dir)?.verifying_key().as_bytes()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn create_then_load_gives_the_same_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let code = SiteCode::new("CEN").unwrap();
+        let made = create(d.path(), code).unwrap();
+        assert_eq!(made.fingerprint.len(), 64);
+        assert_eq!(made.public_key.len(), 64);
+        assert_eq!(load_public(d.path()).unwrap(), made);
+        for f in [KEY_FILE, SIGNING_KEY_FILE] {
+            let mode = fs::metadata(d.path().join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        // a second identity differs and never overwrites the first
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(create(other.path(), code).unwrap(), made);
+        assert!(create(d.path(), code).is_err());
+        assert_eq!(load_public(d.path()).unwrap(), made);
+    }
+}
