@@ -310,13 +310,11 @@ impl ContentStore {
                         report.chunks_ok += 1;
                         report.raw_bytes += buf.len() as u64;
                     }
-                    Err(StoreError::Corrupt { reason, .. }) => {
-                        report.problems.push(ScrubProblem {
-                            path,
-                            id: Some(id),
-                            reason,
-                        })
-                    }
+                    Err(StoreError::Corrupt { reason, .. }) => report.problems.push(ScrubProblem {
+                        path,
+                        id: Some(id),
+                        reason,
+                    }),
                     Err(e) => report.problems.push(ScrubProblem {
                         path,
                         id: Some(id),
@@ -347,7 +345,10 @@ fn decode_chunk_file(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     if file.len() < HEADER_LEN {
-        return Err(format!("file is {} bytes, shorter than its header", file.len()));
+        return Err(format!(
+            "file is {} bytes, shorter than its header",
+            file.len()
+        ));
     }
     if file[..2] != MAGIC || file[2] != VERSION {
         return Err("bad magic or format version in chunk header".into());

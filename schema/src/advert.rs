@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(r.classify(0), ExitOutcome::Success);
         assert_eq!(r.classify(3010), ExitOutcome::SuccessRebootRequired);
         assert_eq!(r.classify(0x0024_0006), ExitOutcome::AlreadyInstalled);
-        assert_eq!(r.classify(0x8024_0017_u32 as i32), ExitOutcome::NotApplicable);
+        assert_eq!(
+            r.classify(0x8024_0017_u32 as i32),
+            ExitOutcome::NotApplicable
+        );
         assert_eq!(r.classify(1), ExitOutcome::Failure);
         assert_eq!(r.classify(-1), ExitOutcome::Failure);
         let always = ExitRules {

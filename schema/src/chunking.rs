@@ -163,14 +163,10 @@ mod tests {
     #[test]
     fn streaming_matches_whole_buffer_chunking() {
         let data = pseudo_random(9 * MAX_SIZE + 12345, 7);
-        let whole: Vec<usize> = fastcdc::v2020::FastCDC::new(
-            &data,
-            MIN_SIZE as u32,
-            AVG_SIZE as u32,
-            MAX_SIZE as u32,
-        )
-        .map(|c| c.length)
-        .collect();
+        let whole: Vec<usize> =
+            fastcdc::v2020::FastCDC::new(&data, MIN_SIZE as u32, AVG_SIZE as u32, MAX_SIZE as u32)
+                .map(|c| c.length)
+                .collect();
         for piece in [usize::MAX, 65_536, 1_000_003] {
             let got: Vec<usize> = chunks_of(&data, piece).iter().map(|c| c.len()).collect();
             assert_eq!(got, whole, "piece {piece}");

@@ -155,10 +155,16 @@ mod tests {
         assert!(err.to_string().contains("upgrade"));
         let mut enc = encode(&sample()).unwrap();
         enc[0] = b'X';
-        assert!(matches!(decode::<EventEnvelope>(&enc), Err(DecodeError::Magic(_))));
+        assert!(matches!(
+            decode::<EventEnvelope>(&enc),
+            Err(DecodeError::Magic(_))
+        ));
         let mut enc = encode(&sample()).unwrap();
         enc[4] = 7;
-        assert!(matches!(decode::<EventEnvelope>(&enc), Err(DecodeError::Codec(7))));
+        assert!(matches!(
+            decode::<EventEnvelope>(&enc),
+            Err(DecodeError::Codec(7))
+        ));
         assert!(decode::<EventEnvelope>(&enc[..3]).is_err());
         let enc = encode(&sample()).unwrap();
         assert!(decode::<EventEnvelope>(&enc[..enc.len() - 1]).is_err());

@@ -24,7 +24,11 @@ pub struct SiteCode([u8; 3]);
 impl SiteCode {
     pub fn new(s: &str) -> Result<Self, IdError> {
         let b = s.as_bytes();
-        if b.len() != 3 || !b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+        if b.len() != 3
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
             return Err(IdError::SiteCode(s.to_string()));
         }
         Ok(SiteCode([b[0], b[1], b[2]]))
@@ -101,7 +105,9 @@ impl PackageId {
     /// The largest number a 5-digit id can carry.
     pub const MAX_NUMBER: u32 = 99_999;
     pub fn new(site: SiteCode, number: u32) -> Option<Self> {
-        (1..=Self::MAX_NUMBER).contains(&number).then_some(PackageId { site, number })
+        (1..=Self::MAX_NUMBER)
+            .contains(&number)
+            .then_some(PackageId { site, number })
     }
 }
 impl fmt::Display for PackageId {

@@ -34,7 +34,12 @@ pub struct MessageDef {
     pub text: &'static str,
 }
 
-const fn def(id: u32, severity: Severity, component: &'static str, text: &'static str) -> MessageDef {
+const fn def(
+    id: u32,
+    severity: Severity,
+    component: &'static str,
+    text: &'static str,
+) -> MessageDef {
     MessageDef {
         id,
         severity,
@@ -48,39 +53,179 @@ use Severity::{Error, Info, Warning};
 /// The whole catalogue, sorted by id. The README's table is generated from this one
 /// (`site-server status catalogue`); a test keeps it sorted and free of duplicates.
 pub const CATALOGUE: &[MessageDef] = &[
-    def(2330, Info, "distribution_manager", "Distribution of package %1 version %2 to distribution point %3 is complete and verified."),
-    def(2342, Info, "distribution_manager", "Started distributing package %1 version %2 to distribution point %3."),
-    def(3531, Info, "sender", "Sending package %1 version %2 to site %3: %4% complete."),
-    def(3532, Error, "sender", "Error sending package %1 version %2 to site %3: %4"),
-    def(3533, Info, "sender", "Sent package %1 version %2 to site %3."),
-    def(11250, Warning, "advertisement", "No scheduled installation window (early start); waiting to retry."),
-    def(11251, Warning, "advertisement", "No scheduled installation window (late start); waiting to retry."),
-    def(11252, Info, "advertisement", "The user changed the installation schedule."),
-    def(11253, Info, "advertisement", "The user postponed the installation."),
-    def(11254, Info, "advertisement", "The installation was postponed automatically."),
-    def(11256, Warning, "advertisement", "No scheduled installation window (expiry limit); waiting to retry."),
-    def(11257, Info, "advertisement", "The user changed the restart schedule required to install updates."),
-    def(11258, Info, "advertisement", "The user postponed the restart required to install updates."),
-    def(11259, Info, "advertisement", "The restart required to install updates was postponed automatically."),
-    def(11261, Info, "advertisement", "Installation complete; the user changed the restart schedule."),
-    def(11262, Info, "advertisement", "Installation complete; the user postponed the restart."),
-    def(11263, Info, "advertisement", "Installation complete; the restart was postponed automatically."),
+    def(
+        2330,
+        Info,
+        "distribution_manager",
+        "Distribution of package %1 version %2 to distribution point %3 is complete and verified.",
+    ),
+    def(
+        2342,
+        Info,
+        "distribution_manager",
+        "Started distributing package %1 version %2 to distribution point %3.",
+    ),
+    def(
+        3531,
+        Info,
+        "sender",
+        "Sending package %1 version %2 to site %3: %4% complete.",
+    ),
+    def(
+        3532,
+        Error,
+        "sender",
+        "Error sending package %1 version %2 to site %3: %4",
+    ),
+    def(
+        3533,
+        Info,
+        "sender",
+        "Sent package %1 version %2 to site %3.",
+    ),
+    def(
+        11250,
+        Warning,
+        "advertisement",
+        "No scheduled installation window (early start); waiting to retry.",
+    ),
+    def(
+        11251,
+        Warning,
+        "advertisement",
+        "No scheduled installation window (late start); waiting to retry.",
+    ),
+    def(
+        11252,
+        Info,
+        "advertisement",
+        "The user changed the installation schedule.",
+    ),
+    def(
+        11253,
+        Info,
+        "advertisement",
+        "The user postponed the installation.",
+    ),
+    def(
+        11254,
+        Info,
+        "advertisement",
+        "The installation was postponed automatically.",
+    ),
+    def(
+        11256,
+        Warning,
+        "advertisement",
+        "No scheduled installation window (expiry limit); waiting to retry.",
+    ),
+    def(
+        11257,
+        Info,
+        "advertisement",
+        "The user changed the restart schedule required to install updates.",
+    ),
+    def(
+        11258,
+        Info,
+        "advertisement",
+        "The user postponed the restart required to install updates.",
+    ),
+    def(
+        11259,
+        Info,
+        "advertisement",
+        "The restart required to install updates was postponed automatically.",
+    ),
+    def(
+        11261,
+        Info,
+        "advertisement",
+        "Installation complete; the user changed the restart schedule.",
+    ),
+    def(
+        11262,
+        Info,
+        "advertisement",
+        "Installation complete; the user postponed the restart.",
+    ),
+    def(
+        11263,
+        Info,
+        "advertisement",
+        "Installation complete; the restart was postponed automatically.",
+    ),
     def(11264, Info, "advertisement", "Started a mandatory restart."),
-    def(11265, Info, "advertisement", "Started a forced mandatory restart."),
-    def(11266, Info, "advertisement", "Installation complete; restart skipped because of the workstation role."),
-    def(11267, Info, "advertisement", "Installation complete; restart skipped because of the server role."),
-    def(11268, Info, "advertisement", "Installation complete; no restart needed."),
-    def(11270, Warning, "advertisement", "The computer must be restarted."),
-    def(40001, Info, "site_server", "Site server %1 started (config log at %2 events, report log at %3)."),
+    def(
+        11265,
+        Info,
+        "advertisement",
+        "Started a forced mandatory restart.",
+    ),
+    def(
+        11266,
+        Info,
+        "advertisement",
+        "Installation complete; restart skipped because of the workstation role.",
+    ),
+    def(
+        11267,
+        Info,
+        "advertisement",
+        "Installation complete; restart skipped because of the server role.",
+    ),
+    def(
+        11268,
+        Info,
+        "advertisement",
+        "Installation complete; no restart needed.",
+    ),
+    def(
+        11270,
+        Warning,
+        "advertisement",
+        "The computer must be restarted.",
+    ),
+    def(
+        40001,
+        Info,
+        "site_server",
+        "Site server %1 started (config log at %2 events, report log at %3).",
+    ),
     def(40002, Info, "site_server", "Site server %1 is stopping."),
-    def(40100, Info, "publisher", "Package %1 (%2) version %3 published: %4 files, %5 bytes, %6 new chunks."),
+    def(
+        40100,
+        Info,
+        "publisher",
+        "Package %1 (%2) version %3 published: %4 files, %5 bytes, %6 new chunks.",
+    ),
     def(40101, Info, "publisher", "Package %1 version %2 retired."),
-    def(40102, Info, "publisher", "Package %1 priority changed to %2."),
-    def(40110, Info, "offer_manager", "Advertisement %1 created: package %2 program %3 to collection %4."),
+    def(
+        40102,
+        Info,
+        "publisher",
+        "Package %1 priority changed to %2.",
+    ),
+    def(
+        40110,
+        Info,
+        "offer_manager",
+        "Advertisement %1 created: package %2 program %3 to collection %4.",
+    ),
     def(40111, Info, "offer_manager", "Advertisement %1 changed."),
     def(40112, Info, "offer_manager", "Advertisement %1 disabled."),
-    def(40120, Info, "distribution_manager", "Package %1 targeted at %2."),
-    def(40121, Info, "distribution_manager", "Package %1 no longer targeted at %2."),
+    def(
+        40120,
+        Info,
+        "distribution_manager",
+        "Package %1 targeted at %2.",
+    ),
+    def(
+        40121,
+        Info,
+        "distribution_manager",
+        "Package %1 no longer targeted at %2.",
+    ),
 ];
 
 /// The catalogue row of `id`.
@@ -101,7 +246,11 @@ pub fn render(id: u32, insertion: &[String]) -> String {
     let mut chars = d.text.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '%' {
-            if let Some(n) = chars.peek().and_then(|d| d.to_digit(10)).filter(|n| *n >= 1) {
+            if let Some(n) = chars
+                .peek()
+                .and_then(|d| d.to_digit(10))
+                .filter(|n| *n >= 1)
+            {
                 chars.next();
                 match insertion.get(n as usize - 1) {
                     Some(s) => out.push_str(s),
@@ -132,7 +281,10 @@ mod tests {
             3531,
             &["CEN00001".into(), "2".into(), "S01".into(), "40".into()],
         );
-        assert_eq!(s, "Sending package CEN00001 version 2 to site S01: 40% complete.");
+        assert_eq!(
+            s,
+            "Sending package CEN00001 version 2 to site S01: 40% complete."
+        );
         assert!(render(3533, &[]).contains("<%1 missing>"));
         assert!(render(1, &[]).contains("unknown message id 1"));
     }

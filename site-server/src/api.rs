@@ -1,0 +1,184 @@
+//! The admin HTTP API (axum), on loopback, behind a bearer token.
+//!
+//! At start the daemon writes `admin.json` (address, token, pid; mode 0600) into the data
+//! directory; the CLI reads it. Every route needs `Authorization: Bearer TOKEN`; a request
+//! without it, or with another token, gets 401 and does nothing.
+
+use crate::decide::{AdvertRequest, PublishRequest, Refusal};
+use crate::site::{MessageQuery, OpError, Site};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use schema::encoding;
+use schema::PackageId;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// What `admin.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminInfo {
+    pub addr: String,
+    pub token: String,
+    pub pid: u32,
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Refused(r @ Refusal::UnknownPackage(_)) => {
+                ApiError(StatusCode::NOT_FOUND, r.to_string())
+            }
+            OpError::Refused(r) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, r.to_string()),
+            OpError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Runs a blocking site operation off the async runtime.
+async fn blocking<T: Send + 'static>(
+    site: &Arc<Site>,
+    f: impl FnOnce(&Site) -> Result<T, OpError> + Send + 'static,
+) -> ApiResult<T> {
+    let site = site.clone();
+    match tokio::task::spawn_blocking(move || f(&site)).await {
+        Ok(r) => r.map(Json).map_err(ApiError::from),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("operation panicked: {e}"),
+        )),
+    }
+}
+
+struct AppState {
+    site: Arc<Site>,
+    token: String,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        _ => {
+            tracing::warn!("admin API call refused: missing or wrong token");
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token: use the token in the data directory's admin.json"
+                    .into(),
+            )
+            .into_response()
+        }
+    }
+}
+
+pub fn router(site: Arc<Site>, token: String) -> Router {
+    let st = Arc::new(AppState {
+        site: site.clone(),
+        token,
+    });
+    Router::new()
+        .route("/v1/identity", get(identity))
+        .route("/v1/packages", get(packages))
+        .route("/v1/packages/publish", post(publish))
+        .route("/v1/packages/{id}", get(package))
+        .route("/v1/adverts", get(adverts).post(create_advert))
+        .route("/v1/log", get(log))
+        .route("/v1/status/messages", get(messages))
+        .layer(DefaultBodyLimit::max(encoding::MAX_DECODED))
+        .layer(middleware::from_fn_with_state(st.clone(), auth))
+        .with_state(st)
+}
+
+async fn identity(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::IdentityView> {
+    blocking(&st.site, |s| s.identity()).await
+}
+
+async fn packages(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::PackageSummary>> {
+    blocking(&st.site, |s| s.packages()).await
+}
+
+fn parse_package(id: &str) -> Result<PackageId, ApiError> {
+    id.parse()
+        .map_err(|e: schema::IdError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn package(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::site::PackageDetail> {
+    let id = parse_package(&id)?;
+    blocking(&st.site, move |s| s.package(&id)).await
+}
+
+async fn publish(
+    State(st): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> ApiResult<crate::decide::PublishOutcome> {
+    let req: PublishRequest = encoding::decode(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("publish request does not decode: {e}"),
+        )
+    })?;
+    blocking(&st.site, move |s| s.publish(&req)).await
+}
+
+async fn adverts(State(st): State<Arc<AppState>>) -> ApiResult<Vec<schema::advert::Advertisement>> {
+    blocking(&st.site, |s| s.adverts()).await
+}
+
+async fn create_advert(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<AdvertRequest>,
+) -> ApiResult<schema::advert::Advertisement> {
+    blocking(&st.site, move |s| s.create_advert(&req)).await
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn log(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Vec<crate::site::LogEntry>> {
+    blocking(&st.site, move |s| {
+        s.log(q.from.unwrap_or(1), q.limit.unwrap_or(10_000))
+    })
+    .await
+}
+
+async fn messages(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<MessageQuery>,
+) -> ApiResult<Vec<crate::site::MessageRow>> {
+    blocking(&st.site, move |s| s.messages(&q)).await
+}

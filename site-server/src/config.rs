@@ -1,0 +1,170 @@
+//! `site.toml` and the layout of a site's data directory.
+
+use schema::SiteCode;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "site.toml";
+pub const ADMIN_FILE: &str = "admin.json";
+pub const LOCK_FILE: &str = "lock";
+
+/// The paths inside a data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    pub fn content(&self) -> PathBuf {
+        self.root.join("content")
+    }
+    pub fn admin(&self) -> PathBuf {
+        self.root.join(ADMIN_FILE)
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+    pub fn publish_cache(&self) -> PathBuf {
+        self.root.join("publish-cache")
+    }
+}
+
+/// What `site.toml` holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// This site's code.
+    pub code: SiteCode,
+    /// Where the site listens for its children (QUIC, from the replication issue on).
+    pub listen: SocketAddr,
+    /// Where the admin HTTP API listens; loopback only.
+    pub api: SocketAddr,
+    /// The zone schedules are evaluated in ("UTC" unless set).
+    #[serde(default = "default_zone")]
+    pub zone: String,
+}
+
+fn default_zone() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not an initialized site data directory (no site.toml): run `site-server init --code CODE --data {0}` first")]
+    NotInitialized(String),
+    #[error("{path} is malformed: {reason}; fix the file or re-run `site-server init` in a new directory")]
+    Malformed { path: String, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl SiteConfig {
+    pub fn new(code: SiteCode, listen: SocketAddr, api: SocketAddr) -> Self {
+        SiteConfig {
+            code,
+            listen,
+            api,
+            zone: default_zone(),
+        }
+    }
+
+    /// Checks what serde cannot: the admin API stays on loopback.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.api.ip().is_loopback() {
+            return Err(format!(
+                "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",
+                self.api
+            ));
+        }
+        if self.zone != "UTC" {
+            return Err(format!(
+                "zone = {:?} is not supported yet: use \"UTC\"",
+                self.zone
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn load(dir: &DataDir) -> Result<Self, ConfigError> {
+        let path = dir.config();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotInitialized(dir.root.display().to_string()))
+            }
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let malformed = |reason: String| ConfigError::Malformed {
+            path: path.display().to_string(),
+            reason,
+        };
+        let cfg: SiteConfig =
+            toml::from_str(&text).map_err(|e| malformed(e.message().to_string()))?;
+        cfg.validate().map_err(malformed)?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("site config serializes");
+        format!(
+            "# Site configuration written by `site-server init`.\n\
+             # code: this site's code; listen: QUIC address for children;\n\
+             # api: admin HTTP API (loopback only); zone: schedule time zone.\n{body}"
+        )
+    }
+}
+
+/// Whether `p` exists and is a directory that holds a site.
+pub fn is_initialized(p: &Path) -> bool {
+    p.join(CONFIG_FILE).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(d.path());
+        assert!(matches!(
+            SiteConfig::load(&dir),
+            Err(ConfigError::NotInitialized(_))
+        ));
+        let cfg = SiteConfig::new(
+            SiteCode::new("CEN").unwrap(),
+            "127.0.0.1:4710".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        std::fs::write(dir.config(), cfg.to_toml()).unwrap();
+        assert_eq!(SiteConfig::load(&dir).unwrap(), cfg);
+        for bad in [
+            "code = \"cen\"\nlisten = \"127.0.0.1:1\"\napi = \"127.0.0.1:0\"\n",
+            "code = \"CEN\"\nlisten = \"127.0.0.1:1\"\napi = \"10.0.0.1:0\"\n",
+            "code = \"CEN\"\nlisten = \"127.0.0.1:1\"\napi = \"127.0.0.1:0\"\ntypo = 1\n",
+            "not toml at all [",
+        ] {
+            std::fs::write(dir.config(), bad).unwrap();
+            let err = SiteConfig::load(&dir).unwrap_err();
+            assert!(matches!(err, ConfigError::Malformed { .. }), "{bad}: {err}");
+        }
+    }
+}

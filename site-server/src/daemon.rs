@@ -1,0 +1,173 @@
+//! `site-server run`: the daemon's lifecycle. Takes the data directory's lock, opens the
+//! database and content store, serves the admin API, and shuts down cleanly on SIGINT/SIGTERM.
+
+use crate::api::{self, AdminInfo};
+use crate::config::{DataDir, SiteConfig};
+use crate::db::Db;
+use crate::site::{machine_name, Site};
+use anyhow::Context;
+use ring::rand::SecureRandom;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::sync::Arc;
+
+/// The daemon could not start; `usage` errors are the operator's to fix (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Holds the data directory's lock while alive.
+pub struct DirLock {
+    _file: File,
+}
+
+/// Takes the exclusive lock of a data directory, or says who holds it.
+pub fn lock_data_dir(dir: &DataDir) -> Result<DirLock, StartError> {
+    let path = dir.lock();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StartError::Failed(format!("cannot open {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(StartError::Failed(format!(
+                "data directory {} is in use by another site-server{}: stop it first, or use another --data",
+                dir.root.display(),
+                if pid.is_empty() { String::new() } else { format!(" (pid {pid})") }
+            )));
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(StartError::Failed(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(DirLock { _file: f })
+}
+
+/// Opens everything `run` (and offline commands) need, under the lock.
+pub fn open_site(
+    dir: &DataDir,
+    allow_rebuild_pending: bool,
+) -> Result<(DirLock, Site), StartError> {
+    let cfg = SiteConfig::load(dir).map_err(|e| StartError::Config(e.to_string()))?;
+    let lock = lock_data_dir(dir)?;
+    let db = Db::open(&dir.db(), cfg.code, allow_rebuild_pending)
+        .map_err(|e| StartError::Failed(format!("cannot open the database: {e}")))?;
+    let store = dist_point::ContentStore::open(dir.content())
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    Ok((
+        lock,
+        Site {
+            cfg,
+            dir: dir.clone(),
+            db,
+            store,
+            machine: machine_name(),
+        },
+    ))
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    Ok(hex::encode(b))
+}
+
+/// Writes `admin.json` atomically with mode 0600.
+fn write_admin_file(dir: &DataDir, info: &AdminInfo) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.root.join("admin.json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.admin())?;
+    Ok(())
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(dir: DataDir) -> Result<(), StartError> {
+    let (lock, site) = open_site(&dir, false)?;
+    let listener = tokio::net::TcpListener::bind(site.cfg.api)
+        .await
+        .map_err(|e| {
+            StartError::Config(format!(
+                "cannot listen on api = \"{}\" from {}: {e}; pick a free loopback address",
+                site.cfg.api,
+                dir.config().display()
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    let token = random_token().map_err(|e| StartError::Failed(e.to_string()))?;
+    write_admin_file(
+        &dir,
+        &AdminInfo {
+            addr: addr.to_string(),
+            token: token.clone(),
+            pid: std::process::id(),
+        },
+    )
+    .map_err(|e| StartError::Failed(format!("{e:#}")))?;
+
+    let counts = site
+        .db
+        .counts()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    let code = site.cfg.code;
+    site.raise(
+        40001,
+        vec![],
+        vec![
+            code.to_string(),
+            counts.config_events.to_string(),
+            counts.reports.to_string(),
+        ],
+    )
+    .map_err(|e| StartError::Failed(e.to_string()))?;
+    let site = Arc::new(site);
+    tracing::info!(site = %code, api = %addr, data = %dir.root.display(), "site server started");
+
+    let app = api::router(site.clone(), token);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let _ = site.raise(40002, vec![], vec![code.to_string()]);
+    let _ = std::fs::remove_file(dir.admin());
+    tracing::info!(site = %code, "site server stopped");
+    drop(lock);
+    served.map_err(|e| StartError::Failed(format!("admin API failed: {e}")))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,474 @@
+//! All sled access of the site server lives in this module.
+//!
+//! Trees:
+//! - `config_log`: local position (u64 BE) -> encoded [`EventEnvelope`]
+//! - `report_log`: local position (u64 BE) -> encoded [`ReportEnvelope`]
+//! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
+//! - `cursors`: name -> u64 BE (log lengths, own sequence numbers, later link cursors)
+//! - `proj_*`: the projections of [`crate::projection`]
+//!
+//! Every append writes the log entry, its dedupe key, the counters and the projection update
+//! in one sled transaction, then flushes before the caller is answered.
+
+use crate::decide::{DecideError, Decided, Refusal};
+use crate::projection::{self, Damaged, Meta, PackageRecord, ProjError, ProjectionStore, Table};
+use chrono::{DateTime, Utc};
+use schema::advert::Advertisement;
+use schema::encoding;
+use schema::event::{DistributionTarget, EventEnvelope};
+use schema::manifest::Manifest;
+use schema::report::{Report, ReportEnvelope};
+use schema::{ManifestId, PackageId, SiteCode};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::{Transactional, Tree};
+use std::path::Path;
+
+const LOG: usize = 0;
+const REPORTS: usize = 1;
+const DEDUPE: usize = 2;
+const CURSORS: usize = 3;
+const PROJ: usize = 4;
+
+const CONFIG_LEN: &[u8] = b"config_len";
+const REPORT_LEN: &[u8] = b"report_len";
+const OWN_CONFIG_SEQ: &[u8] = b"own_config_seq";
+const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
+const REBUILDING: &[u8] = b"rebuilding";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Damaged(#[from] Damaged),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{what} at position {position} does not decode ({source}); the log is damaged: restore the data directory from a backup")]
+    Log {
+        what: &'static str,
+        position: u64,
+        source: encoding::DecodeError,
+    },
+    #[error("a rebuild of the projections was interrupted: run `site-server rebuild --data DIR` before starting the daemon")]
+    RebuildPending,
+}
+
+/// The site database.
+pub struct Db {
+    db: sled::Db,
+    /// Trees in the order of the index constants above, projections last (in `Table::ALL` order).
+    trees: Vec<Tree>,
+    own: SiteCode,
+}
+
+/// A non-transactional read view of the projections.
+struct ReadView<'a>(&'a [Tree]);
+
+impl ProjectionStore for ReadView<'_> {
+    type Error = sled::Error;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        Ok(self.0[PROJ + t as usize].get(key)?.map(|v| v.to_vec()))
+    }
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), sled::Error> {
+        self.0[PROJ + t as usize].insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// The projections seen through a running transaction.
+struct TxView<'a>(&'a [TransactionalTree]);
+
+impl ProjectionStore for TxView<'_> {
+    type Error = UnabortableTransactionError;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.0[PROJ + t as usize].get(key)?.map(|v| v.to_vec()))
+    }
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), Self::Error> {
+        self.0[PROJ + t as usize].insert(key, value)?;
+        Ok(())
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<DbError>>;
+
+fn lift(e: ProjError<UnabortableTransactionError>) -> ConflictableTransactionError<DbError> {
+    match e {
+        ProjError::Store(s) => s.into(),
+        ProjError::Damaged(d) => ConflictableTransactionError::Abort(DbError::Damaged(d)),
+    }
+}
+
+fn lift_decide(
+    e: DecideError<UnabortableTransactionError>,
+) -> ConflictableTransactionError<DbError> {
+    match e {
+        DecideError::Refused(r) => ConflictableTransactionError::Abort(DbError::Refused(r)),
+        DecideError::Proj(p) => lift(p),
+    }
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<DbError>>) -> Result<T, DbError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => DbError::Sled(e),
+    })
+}
+
+fn u64_of(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+fn dedupe_key(kind: u8, origin: SiteCode, seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[0] = kind;
+    k[1..4].copy_from_slice(&origin.as_bytes());
+    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn tx_counter(t: &TransactionalTree, key: &[u8]) -> Result<u64, UnabortableTransactionError> {
+    Ok(u64_of(t.get(key)?))
+}
+
+/// Sizes of the two logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogCounts {
+    pub config_events: u64,
+    pub reports: u64,
+}
+
+/// One projection entry: table name, key, value.
+pub type DumpRow = (&'static str, Vec<u8>, Vec<u8>);
+
+/// What `rebuild` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub digest_before: String,
+    pub digest_after: String,
+}
+
+impl Db {
+    /// Opens the database of site `own` at `path`. Refuses to open one whose projection
+    /// rebuild was interrupted, unless `allow_rebuild_pending` (for `rebuild` itself).
+    pub fn open(path: &Path, own: SiteCode, allow_rebuild_pending: bool) -> Result<Self, DbError> {
+        let db = sled::Config::new().path(path).open()?;
+        let mut trees = Vec::new();
+        for name in ["config_log", "report_log", "dedupe", "cursors"] {
+            trees.push(db.open_tree(name)?);
+        }
+        for t in Table::ALL {
+            trees.push(db.open_tree(t.name())?);
+        }
+        let d = Db { db, trees, own };
+        if !allow_rebuild_pending && d.trees[CURSORS].get(REBUILDING)?.is_some() {
+            return Err(DbError::RebuildPending);
+        }
+        Ok(d)
+    }
+
+    pub fn own(&self) -> SiteCode {
+        self.own
+    }
+
+    /// Runs `decide` against the current projections inside one transaction and appends what
+    /// it decided: the config event (with this site as origin and its next sequence number),
+    /// its projection update and its reports, all or nothing. Flushed before returning.
+    pub fn append_own<T>(
+        &self,
+        now: DateTime<Utc>,
+        decide: impl Fn(
+            &TxProjections<'_>,
+        ) -> Result<Decided<T>, DecideError<UnabortableTransactionError>>,
+    ) -> Result<T, DbError> {
+        let own = self.own;
+        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<T> {
+            let view = TxProjections(TxView(tx));
+            let d = decide(&view).map_err(lift_decide)?;
+            if let Some(body) = d.event {
+                let seq = tx_counter(&tx[CURSORS], OWN_CONFIG_SEQ)? + 1;
+                tx[CURSORS].insert(OWN_CONFIG_SEQ, &seq.to_be_bytes())?;
+                let env = EventEnvelope {
+                    origin: own,
+                    origin_seq: seq,
+                    time: now,
+                    body,
+                };
+                append_config_tx(tx, own, &env)?;
+            }
+            for r in d.reports {
+                append_own_report_tx(tx, own, now, r)?;
+            }
+            Ok(d.out)
+        }))?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    /// Appends reports raised by this site (not tied to a config event).
+    pub fn append_own_reports(
+        &self,
+        now: DateTime<Utc>,
+        reports: Vec<Report>,
+    ) -> Result<(), DbError> {
+        unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<()> {
+            for r in &reports {
+                append_own_report_tx(tx, self.own, now, r.clone())?;
+            }
+            Ok(())
+        }))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Appends an event that another site originated, unless its `(origin, seq)` was applied
+    /// before. Returns whether it was new.
+    pub fn append_received(&self, env: &EventEnvelope) -> Result<bool, DbError> {
+        let new = unwrap_tx(
+            self.trees[..]
+                .transaction(|tx| -> TxResult<bool> { append_config_tx(tx, self.own, env) }),
+        )?;
+        self.db.flush()?;
+        Ok(new)
+    }
+
+    pub fn counts(&self) -> Result<LogCounts, DbError> {
+        Ok(LogCounts {
+            config_events: u64_of(self.trees[CURSORS].get(CONFIG_LEN)?),
+            reports: u64_of(self.trees[CURSORS].get(REPORT_LEN)?),
+        })
+    }
+
+    /// Config log entries from local position `from` (1-based), at most `limit`.
+    pub fn log(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventEnvelope)>, DbError> {
+        let mut out = Vec::new();
+        for kv in self.trees[LOG]
+            .range(from.max(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            let pos = u64_of(Some(k));
+            let env = encoding::decode(&v).map_err(|source| DbError::Log {
+                what: "config event",
+                position: pos,
+                source,
+            })?;
+            out.push((pos, env));
+        }
+        Ok(out)
+    }
+
+    /// Report log entries from local position `from` (1-based), at most `limit`, that pass
+    /// `keep`.
+    pub fn reports(
+        &self,
+        from: u64,
+        limit: usize,
+        keep: impl Fn(&ReportEnvelope) -> bool,
+    ) -> Result<Vec<(u64, ReportEnvelope)>, DbError> {
+        let mut out = Vec::new();
+        for kv in self.trees[REPORTS].range(from.max(1).to_be_bytes()..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let pos = u64_of(Some(k));
+            let env: ReportEnvelope = encoding::decode(&v).map_err(|source| DbError::Log {
+                what: "report",
+                position: pos,
+                source,
+            })?;
+            if keep(&env) {
+                out.push((pos, env));
+            }
+        }
+        Ok(out)
+    }
+
+    fn view(&self) -> ReadView<'_> {
+        ReadView(&self.trees)
+    }
+
+    fn read_err(e: ProjError<sled::Error>) -> DbError {
+        match e {
+            ProjError::Store(s) => DbError::Sled(s),
+            ProjError::Damaged(d) => DbError::Damaged(d),
+        }
+    }
+
+    pub fn meta(&self) -> Result<Meta, DbError> {
+        projection::meta(&self.view()).map_err(Self::read_err)
+    }
+
+    pub fn package(&self, id: &PackageId) -> Result<Option<PackageRecord>, DbError> {
+        projection::package(&self.view(), id).map_err(Self::read_err)
+    }
+
+    pub fn packages(&self) -> Result<Vec<PackageRecord>, DbError> {
+        self.all(Table::Packages)
+    }
+
+    pub fn manifest(&self, id: &ManifestId) -> Result<Option<Manifest>, DbError> {
+        projection::manifest(&self.view(), id).map_err(Self::read_err)
+    }
+
+    pub fn adverts(&self) -> Result<Vec<Advertisement>, DbError> {
+        self.all(Table::Adverts)
+    }
+
+    pub fn targets(&self, id: &PackageId) -> Result<Vec<DistributionTarget>, DbError> {
+        projection::targets(&self.view(), id).map_err(Self::read_err)
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(&self, t: Table) -> Result<Vec<T>, DbError> {
+        let mut out = Vec::new();
+        for kv in self.trees[PROJ + t as usize].iter() {
+            let (k, v) = kv?;
+            out.push(encoding::decode(&v).map_err(|source| Damaged {
+                table: t,
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Every projection entry, table by table, in key order: what "byte-identical" compares.
+    pub fn projection_dump(&self) -> Result<Vec<DumpRow>, DbError> {
+        let mut out = Vec::new();
+        for t in Table::ALL {
+            for kv in self.trees[PROJ + t as usize].iter() {
+                let (k, v) = kv?;
+                out.push((t.name(), k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// BLAKE3 over [`Db::projection_dump`], hex.
+    pub fn projection_digest(&self) -> Result<String, DbError> {
+        let mut h = blake3::Hasher::new();
+        for (t, k, v) in self.projection_dump()? {
+            for part in [t.as_bytes(), &k, &v] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+        Ok(h.finalize().to_hex().to_string())
+    }
+
+    /// Throws the projections away and replays the whole config log into fresh ones.
+    ///
+    /// A marker makes an interrupted rebuild visible: the daemon refuses to start until a
+    /// rebuild has completed.
+    pub fn rebuild(&self) -> Result<RebuildReport, DbError> {
+        let digest_before = self.projection_digest()?;
+        self.trees[CURSORS].insert(REBUILDING, &1u64.to_be_bytes())?;
+        self.db.flush()?;
+        for t in Table::ALL {
+            self.trees[PROJ + t as usize].clear()?;
+        }
+        let proj = &self.trees[PROJ..];
+        let mut from = 1u64;
+        let mut events = 0u64;
+        loop {
+            let batch = self.log(from, 512)?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            from = last + 1;
+            events += batch.len() as u64;
+            unwrap_tx(proj.transaction(|tx| -> TxResult<()> {
+                // TxView indexes from PROJ; give it a slice that starts PROJ entries earlier.
+                let view = ProjOnly(tx);
+                for (_, env) in &batch {
+                    projection::apply(&view, self.own, env).map_err(lift)?;
+                }
+                Ok(())
+            }))?;
+        }
+        self.trees[CURSORS].remove(REBUILDING)?;
+        self.db.flush()?;
+        Ok(RebuildReport {
+            events,
+            digest_before,
+            digest_after: self.projection_digest()?,
+        })
+    }
+}
+
+/// A transaction over the projection trees only (indices from 0).
+struct ProjOnly<'a>(&'a [TransactionalTree]);
+
+impl ProjectionStore for ProjOnly<'_> {
+    type Error = UnabortableTransactionError;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.0[t as usize].get(key)?.map(|v| v.to_vec()))
+    }
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), Self::Error> {
+        self.0[t as usize].insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// The projections as a decision sees them inside [`Db::append_own`].
+pub struct TxProjections<'a>(TxView<'a>);
+
+impl ProjectionStore for TxProjections<'_> {
+    type Error = UnabortableTransactionError;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.0.get(t, key)
+    }
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), Self::Error> {
+        self.0.put(t, key, value)
+    }
+}
+
+/// Appends `env` to the config log and applies it, unless its dedupe key is known.
+fn append_config_tx(
+    tx: &[TransactionalTree],
+    own: SiteCode,
+    env: &EventEnvelope,
+) -> TxResult<bool> {
+    let dk = dedupe_key(b'c', env.origin, env.origin_seq);
+    if tx[DEDUPE].get(dk)?.is_some() {
+        return Ok(false);
+    }
+    let pos = tx_counter(&tx[CURSORS], CONFIG_LEN)? + 1;
+    let bytes = encoding::encode(env).map_err(|e| {
+        ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
+    })?;
+    tx[LOG].insert(&pos.to_be_bytes(), bytes)?;
+    tx[DEDUPE].insert(&dk, &pos.to_be_bytes())?;
+    tx[CURSORS].insert(CONFIG_LEN, &pos.to_be_bytes())?;
+    projection::apply(&TxView(tx), own, env).map_err(lift)?;
+    Ok(true)
+}
+
+fn append_own_report_tx(
+    tx: &[TransactionalTree],
+    own: SiteCode,
+    now: DateTime<Utc>,
+    body: Report,
+) -> TxResult<()> {
+    let seq = tx_counter(&tx[CURSORS], OWN_REPORT_SEQ)? + 1;
+    tx[CURSORS].insert(OWN_REPORT_SEQ, &seq.to_be_bytes())?;
+    let env = ReportEnvelope {
+        origin: own,
+        origin_seq: seq,
+        time: now,
+        body,
+    };
+    let pos = tx_counter(&tx[CURSORS], REPORT_LEN)? + 1;
+    let bytes = encoding::encode(&env).map_err(|e| {
+        ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
+    })?;
+    tx[REPORTS].insert(&pos.to_be_bytes(), bytes)?;
+    tx[DEDUPE].insert(&dedupe_key(b'r', own, seq), &pos.to_be_bytes())?;
+    tx[CURSORS].insert(REPORT_LEN, &pos.to_be_bytes())?;
+    Ok(())
+}

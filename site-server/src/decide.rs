@@ -1,0 +1,285 @@
+//! Decisions: turning an operator's request into the config event (and status messages) to
+//! append, or a refusal that says what is wrong and how to fix it.
+//!
+//! Sans-IO like the projections: each function reads the current projections through a
+//! [`ProjectionStore`] and takes the time and site as arguments. The daemon runs them inside
+//! the sled transaction that appends their event, so an id allocated here is never handed out
+//! twice.
+
+use crate::projection::{self, ProjError, ProjectionStore};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use schema::advert::{Advertisement, Program, TimeBasis};
+use schema::event::{ConfigEvent, PackageVersion, Priority};
+use schema::manifest::Manifest;
+use schema::report::{Attribute, Report, StatusMessage};
+use schema::{AdvertisementId, ManifestId, PackageId, SiteCode};
+use serde::{Deserialize, Serialize};
+
+/// Who decides and when.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub site: SiteCode,
+    pub machine: String,
+    pub now: DateTime<Utc>,
+}
+
+impl Ctx {
+    pub fn status(&self, id: u32, attributes: Vec<Attribute>, insertion: Vec<String>) -> Report {
+        Report::Status(StatusMessage::new(
+            id,
+            self.site,
+            self.machine.clone(),
+            self.now,
+            attributes,
+            insertion,
+        ))
+    }
+}
+
+/// Why a request was refused. The text names the thing and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("package {0} does not exist: list packages with `site-server package list`")]
+    UnknownPackage(PackageId),
+    #[error("package {package} belongs to site {owner}: publish its new versions at {owner}")]
+    NotOwner { package: PackageId, owner: SiteCode },
+    #[error("site {0} has used all 99999 {1} ids")]
+    IdsExhausted(SiteCode, &'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{missing} of the manifest's chunks are not in this site's content store (first: {first}): publish again")]
+    MissingChunks { missing: usize, first: String },
+}
+
+/// What a decision produced: the event to append (if any), the reports to append with it, and
+/// the answer for the caller.
+pub struct Decided<T> {
+    pub event: Option<ConfigEvent>,
+    pub reports: Vec<Report>,
+    pub out: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError<E> {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Proj(#[from] ProjError<E>),
+}
+
+/// Which package a publish is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublishTarget {
+    New { name: String },
+    Existing(PackageId),
+}
+
+/// What `package publish` sends to the daemon once the content is in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub target: PublishTarget,
+    pub priority: Option<Priority>,
+    pub manifest: Manifest,
+    /// Chunks this publish added to the store (for the status message).
+    pub new_chunks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    pub package: PackageId,
+    pub name: String,
+    pub source_version: u32,
+    pub manifest_id: ManifestId,
+    /// True when the content equals the current version: nothing was appended.
+    pub unchanged: bool,
+    pub files: u64,
+    pub size: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+}
+
+pub fn publish<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    req: &PublishRequest,
+) -> Result<Decided<PublishOutcome>, DecideError<S::Error>> {
+    req.manifest
+        .validate()
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    let manifest_id = req.manifest.id();
+    let (package, name, source_version, priority) = match &req.target {
+        PublishTarget::New { name } => {
+            let name = check_name("package name", name)?;
+            let meta = projection::meta(s)?;
+            let id = PackageId::new(ctx.site, meta.next_package.max(1))
+                .ok_or(Refusal::IdsExhausted(ctx.site, "package"))?;
+            (id, name, 1, req.priority.unwrap_or_default())
+        }
+        PublishTarget::Existing(id) => {
+            let rec = projection::package(s, id)?.ok_or(Refusal::UnknownPackage(*id))?;
+            if id.site != ctx.site {
+                return Err(Refusal::NotOwner {
+                    package: *id,
+                    owner: id.site,
+                }
+                .into());
+            }
+            if let Some(cur) = rec.current().filter(|c| c.manifest_id == manifest_id) {
+                return Ok(Decided {
+                    event: None,
+                    reports: vec![],
+                    out: outcome(*id, &rec.name, cur.source_version, req, true),
+                });
+            }
+            (
+                *id,
+                rec.name.clone(),
+                rec.latest_number() + 1,
+                req.priority.unwrap_or(rec.priority),
+            )
+        }
+    };
+    let out = outcome(package, &name, source_version, req, false);
+    let report = ctx.status(
+        40100,
+        vec![
+            Attribute::Package(package),
+            Attribute::SourceVersion(source_version),
+        ],
+        vec![
+            package.to_string(),
+            name.clone(),
+            source_version.to_string(),
+            out.files.to_string(),
+            out.size.to_string(),
+            req.new_chunks.to_string(),
+        ],
+    );
+    Ok(Decided {
+        event: Some(ConfigEvent::PackageVersionPublished(PackageVersion {
+            package,
+            name,
+            source_version,
+            priority,
+            manifest_id,
+            manifest: req.manifest.clone(),
+        })),
+        reports: vec![report],
+        out,
+    })
+}
+
+fn outcome(
+    package: PackageId,
+    name: &str,
+    source_version: u32,
+    req: &PublishRequest,
+    unchanged: bool,
+) -> PublishOutcome {
+    PublishOutcome {
+        package,
+        name: name.to_string(),
+        source_version,
+        manifest_id: req.manifest.id(),
+        unchanged,
+        files: req.manifest.files.len() as u64,
+        size: req.manifest.total_size(),
+        chunks: req.manifest.chunk_count() as u64,
+        new_chunks: if unchanged { 0 } else { req.new_chunks },
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<String, Refusal> {
+    let t = name.trim();
+    if t.is_empty() || t.len() > 200 || t.chars().any(|c| c.is_control()) {
+        return Err(Refusal::Invalid(format!(
+            "{what} {name:?} is not usable: give 1-200 printable characters"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// What `adv create` asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertRequest {
+    pub name: Option<String>,
+    pub package: PackageId,
+    pub program: Program,
+    pub collection: String,
+    pub start: Option<NaiveDateTime>,
+    pub mandatory: Vec<NaiveDateTime>,
+    pub utc: bool,
+}
+
+pub fn create_advert<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    req: &AdvertRequest,
+) -> Result<Decided<Advertisement>, DecideError<S::Error>> {
+    if projection::package(s, &req.package)?.is_none() {
+        return Err(Refusal::UnknownPackage(req.package).into());
+    }
+    let program = check_name("program name", &req.program.name)?;
+    let collection = check_name("collection name", &req.collection)?;
+    if req.program.command_line.trim().is_empty() {
+        return Err(
+            Refusal::Invalid("the program's command line is empty: give --command".into()).into(),
+        );
+    }
+    req.program.exit.validate().map_err(Refusal::Invalid)?;
+    let meta = projection::meta(s)?;
+    let number = meta.next_advert.max(AdvertisementId::FIRST_NUMBER);
+    if number > PackageId::MAX_NUMBER {
+        return Err(Refusal::IdsExhausted(ctx.site, "advertisement").into());
+    }
+    let id = AdvertisementId {
+        site: ctx.site,
+        number,
+    };
+    let start = req.start.unwrap_or_else(|| {
+        use chrono::Timelike;
+        let t = ctx.now.naive_utc();
+        t.with_nanosecond(0).unwrap_or(t)
+    });
+    if let Some(m) = req.mandatory.iter().find(|m| **m < start) {
+        return Err(Refusal::Invalid(format!(
+            "mandatory time {m} is before the start time {start}: give a later --mandatory"
+        ))
+        .into());
+    }
+    let adv = Advertisement {
+        id,
+        name: req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} - {}", req.package, program)),
+        package: req.package,
+        program: Program {
+            name: program.clone(),
+            ..req.program.clone()
+        },
+        collection: collection.clone(),
+        start,
+        mandatory: req.mandatory.clone(),
+        time_basis: if req.utc {
+            TimeBasis::Utc
+        } else {
+            TimeBasis::ClientLocal
+        },
+        enabled: true,
+    };
+    let report = ctx.status(
+        40110,
+        vec![
+            Attribute::Advertisement(id),
+            Attribute::Package(req.package),
+            Attribute::Collection(collection.clone()),
+        ],
+        vec![id.to_string(), req.package.to_string(), program, collection],
+    );
+    Ok(Decided {
+        event: Some(ConfigEvent::AdvertisementCreated(adv.clone())),
+        reports: vec![report],
+        out: adv,
+    })
+}

@@ -1,0 +1,340 @@
+//! Projections: the state a site derives from its config log (packages, manifests,
+//! advertisements, distribution targets, catalog).
+//!
+//! Sans-IO: [`apply`] takes an event and a [`ProjectionStore`] (a key-value view that the
+//! caller backs with a sled transaction, or with memory in tests) and never looks at the clock
+//! or the disk. Replaying the same log into an empty store always yields the same bytes, which
+//! is what `site-server rebuild` relies on.
+
+use schema::advert::Advertisement;
+use schema::catalog::{CatalogChange, Update};
+use schema::encoding;
+use schema::event::{ConfigEvent, DistributionTarget, EventEnvelope, Priority};
+use schema::manifest::Manifest;
+use schema::{AdvertisementId, ManifestId, PackageId, SiteCode};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// The projection tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Packages,
+    Manifests,
+    Adverts,
+    Targets,
+    Catalog,
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Packages,
+        Table::Manifests,
+        Table::Adverts,
+        Table::Targets,
+        Table::Catalog,
+        Table::Meta,
+    ];
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::Packages => "proj_packages",
+            Table::Manifests => "proj_manifests",
+            Table::Adverts => "proj_adverts",
+            Table::Targets => "proj_targets",
+            Table::Catalog => "proj_catalog",
+            Table::Meta => "proj_meta",
+        }
+    }
+}
+
+/// A key-value view of the projection tables. Writes take `&self` so a sled transaction can
+/// back it directly.
+pub trait ProjectionStore {
+    type Error;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), Self::Error>;
+}
+
+/// A projected value that does not decode: the projection is damaged; `rebuild` repairs it.
+#[derive(Debug, thiserror::Error)]
+#[error("projection {table:?} key {key:?} does not decode ({source}): run `site-server rebuild`")]
+pub struct Damaged {
+    pub table: Table,
+    pub key: String,
+    pub source: encoding::DecodeError,
+}
+
+/// Errors of a projection read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjError<E> {
+    #[error(transparent)]
+    Store(E),
+    #[error(transparent)]
+    Damaged(#[from] Damaged),
+}
+
+pub fn read<S: ProjectionStore, T: DeserializeOwned>(
+    s: &S,
+    t: Table,
+    key: &[u8],
+) -> Result<Option<T>, ProjError<S::Error>> {
+    match s.get(t, key).map_err(ProjError::Store)? {
+        None => Ok(None),
+        Some(v) => encoding::decode(&v).map(Some).map_err(|source| {
+            ProjError::Damaged(Damaged {
+                table: t,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+        }),
+    }
+}
+
+fn write<S: ProjectionStore, T: Serialize>(
+    s: &S,
+    t: Table,
+    key: &[u8],
+    v: &T,
+) -> Result<(), ProjError<S::Error>> {
+    let bytes = encoding::encode(v).expect("projection records encode");
+    s.put(t, key, bytes).map_err(ProjError::Store)
+}
+
+/// One source version of a package, as the packages table keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub source_version: u32,
+    pub manifest_id: ManifestId,
+    pub published: chrono::DateTime<chrono::Utc>,
+    pub files: u64,
+    pub size: u64,
+    pub chunks: u64,
+    pub retired: bool,
+}
+
+/// A package, as the packages table keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    pub id: PackageId,
+    pub name: String,
+    pub priority: Priority,
+    pub versions: Vec<VersionRecord>,
+}
+
+impl PackageRecord {
+    /// The newest version that is not retired.
+    pub fn current(&self) -> Option<&VersionRecord> {
+        self.versions.iter().rev().find(|v| !v.retired)
+    }
+    pub fn latest_number(&self) -> u32 {
+        self.versions.last().map(|v| v.source_version).unwrap_or(0)
+    }
+}
+
+/// Counters derived from the log (so they rebuild with it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The next package number this site allocates.
+    pub next_package: u32,
+    /// The next advertisement number this site allocates.
+    pub next_advert: u32,
+    /// The catalog version (number of catalog deltas applied).
+    pub catalog_version: u64,
+    /// The catalog version the last sync request asked for.
+    pub sync_requested: u64,
+    /// Events applied to these projections.
+    pub events_applied: u64,
+}
+
+const META_KEY: &[u8] = b"meta";
+
+pub fn package_key(id: &PackageId) -> Vec<u8> {
+    id.to_string().into_bytes()
+}
+pub fn advert_key(id: &AdvertisementId) -> Vec<u8> {
+    id.to_string().into_bytes()
+}
+
+pub fn meta<S: ProjectionStore>(s: &S) -> Result<Meta, ProjError<S::Error>> {
+    Ok(read(s, Table::Meta, META_KEY)?.unwrap_or_default())
+}
+pub fn package<S: ProjectionStore>(
+    s: &S,
+    id: &PackageId,
+) -> Result<Option<PackageRecord>, ProjError<S::Error>> {
+    read(s, Table::Packages, &package_key(id))
+}
+pub fn manifest<S: ProjectionStore>(
+    s: &S,
+    id: &ManifestId,
+) -> Result<Option<Manifest>, ProjError<S::Error>> {
+    read(s, Table::Manifests, &id.0)
+}
+pub fn advert<S: ProjectionStore>(
+    s: &S,
+    id: &AdvertisementId,
+) -> Result<Option<Advertisement>, ProjError<S::Error>> {
+    read(s, Table::Adverts, &advert_key(id))
+}
+pub fn targets<S: ProjectionStore>(
+    s: &S,
+    id: &PackageId,
+) -> Result<Vec<DistributionTarget>, ProjError<S::Error>> {
+    Ok(read(s, Table::Targets, &package_key(id))?.unwrap_or_default())
+}
+
+/// Applies one event of the log to the projections. `own` is this site's code (it decides
+/// which ids this site allocates next). Total: every well-formed event applies; an event that
+/// refers to something unknown (a retire of an unknown version, say) changes nothing but the
+/// event count, so a child never stalls on its parent's log.
+pub fn apply<S: ProjectionStore>(
+    s: &S,
+    own: SiteCode,
+    ev: &EventEnvelope,
+) -> Result<(), ProjError<S::Error>> {
+    let mut m = meta(s)?;
+    m.events_applied += 1;
+    match &ev.body {
+        ConfigEvent::PackageVersionPublished(v) => {
+            let key = package_key(&v.package);
+            let mut rec = package(s, &v.package)?.unwrap_or_else(|| PackageRecord {
+                id: v.package,
+                name: v.name.clone(),
+                priority: v.priority,
+                versions: Vec::new(),
+            });
+            if !rec
+                .versions
+                .iter()
+                .any(|x| x.source_version == v.source_version)
+            {
+                rec.name = v.name.clone();
+                rec.priority = v.priority;
+                rec.versions.push(VersionRecord {
+                    source_version: v.source_version,
+                    manifest_id: v.manifest_id,
+                    published: ev.time,
+                    files: v.manifest.files.len() as u64,
+                    size: v.manifest.total_size(),
+                    chunks: v.manifest.chunk_count() as u64,
+                    retired: false,
+                });
+                rec.versions.sort_by_key(|x| x.source_version);
+                write(s, Table::Packages, &key, &rec)?;
+                if s.get(Table::Manifests, &v.manifest_id.0)
+                    .map_err(ProjError::Store)?
+                    .is_none()
+                {
+                    write(s, Table::Manifests, &v.manifest_id.0, &v.manifest)?;
+                }
+            }
+            if v.package.site == own {
+                m.next_package = m.next_package.max(v.package.number + 1);
+            }
+        }
+        ConfigEvent::PackageVersionRetired {
+            package: id,
+            source_version,
+        } => {
+            if let Some(mut rec) = package(s, id)? {
+                if let Some(v) = rec
+                    .versions
+                    .iter_mut()
+                    .find(|v| v.source_version == *source_version)
+                {
+                    v.retired = true;
+                    write(s, Table::Packages, &package_key(id), &rec)?;
+                }
+            }
+        }
+        ConfigEvent::AdvertisementCreated(a) | ConfigEvent::AdvertisementChanged(a) => {
+            write(s, Table::Adverts, &advert_key(&a.id), a)?;
+            if a.id.site == own {
+                m.next_advert = m.next_advert.max(a.id.number + 1);
+            }
+        }
+        ConfigEvent::AdvertisementDisabled { id } => {
+            if let Some(mut a) = advert(s, id)? {
+                a.enabled = false;
+                write(s, Table::Adverts, &advert_key(id), &a)?;
+            }
+        }
+        ConfigEvent::DistributionTargetsAdded {
+            package: id,
+            targets: add,
+        } => {
+            let mut t = targets(s, id)?;
+            for x in add {
+                if !t.contains(x) {
+                    t.push(x.clone());
+                }
+            }
+            t.sort();
+            write(s, Table::Targets, &package_key(id), &t)?;
+        }
+        ConfigEvent::DistributionTargetsRemoved {
+            package: id,
+            targets: rm,
+        } => {
+            let mut t = targets(s, id)?;
+            t.retain(|x| !rm.contains(x));
+            write(s, Table::Targets, &package_key(id), &t)?;
+        }
+        ConfigEvent::CatalogDelta(d) => {
+            for c in &d.changes {
+                match c {
+                    CatalogChange::Added(u) | CatalogChange::Revised(u) => {
+                        write(s, Table::Catalog, u.id.as_bytes(), u)?
+                    }
+                    CatalogChange::Expired { id } => {
+                        if let Some(mut u) = read::<_, Update>(s, Table::Catalog, id.as_bytes())? {
+                            u.expired = true;
+                            write(s, Table::Catalog, id.as_bytes(), &u)?;
+                        }
+                    }
+                    CatalogChange::Superseded { id, by } => {
+                        if let Some(mut u) = read::<_, Update>(s, Table::Catalog, id.as_bytes())? {
+                            u.superseded_by = Some(by.clone());
+                            write(s, Table::Catalog, id.as_bytes(), &u)?;
+                        }
+                    }
+                }
+            }
+            m.catalog_version = m.catalog_version.max(d.catalog_version);
+        }
+        ConfigEvent::SyncRequest { catalog_version } => {
+            m.sync_requested = m.sync_requested.max(*catalog_version);
+        }
+        ConfigEvent::PackagePriorityChanged {
+            package: id,
+            priority,
+        } => {
+            if let Some(mut rec) = package(s, id)? {
+                rec.priority = *priority;
+                write(s, Table::Packages, &package_key(id), &rec)?;
+            }
+        }
+    }
+    write(s, Table::Meta, META_KEY, &m)
+}
+
+/// The tables of a [`MemStore`].
+pub type MemTables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
+/// Projections in memory, for tests and for checking a replay without touching the database.
+#[derive(Default, Debug)]
+pub struct MemStore {
+    pub tables: RefCell<MemTables>,
+}
+
+impl ProjectionStore for MemStore {
+    type Error = std::convert::Infallible;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.tables.borrow().get(&(t, key.to_vec())).cloned())
+    }
+    fn put(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), Self::Error> {
+        self.tables.borrow_mut().insert((t, key.to_vec()), value);
+        Ok(())
+    }
+}

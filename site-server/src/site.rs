@@ -1,0 +1,266 @@
+//! The running site: its configuration, database and content store, and the operations the
+//! admin API exposes. Handlers stay thin; what a request does is here.
+
+use crate::config::{DataDir, SiteConfig};
+use crate::db::{Db, DbError, LogCounts};
+use crate::decide::{self, AdvertRequest, Ctx, PublishOutcome, PublishRequest, Refusal};
+use crate::projection::PackageRecord;
+use chrono::{DateTime, Utc};
+use dist_point::ContentStore;
+use schema::advert::Advertisement;
+use schema::event::{ConfigEvent, DistributionTarget, Priority};
+use schema::manifest::Manifest;
+use schema::report::{Attribute, Report, ReportEnvelope};
+use schema::status::Severity;
+use schema::{PackageId, SiteCode};
+use serde::{Deserialize, Serialize};
+
+pub struct Site {
+    pub cfg: SiteConfig,
+    pub dir: DataDir,
+    pub db: Db,
+    pub store: ContentStore,
+    pub machine: String,
+}
+
+/// The host name, for the "machine" of status messages.
+pub fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdentityView {
+    pub code: SiteCode,
+    pub fingerprint: String,
+    pub public_key: String,
+    pub listen: String,
+    pub api: String,
+    pub logs: LogCounts,
+    pub catalog_version: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackageSummary {
+    pub id: PackageId,
+    pub name: String,
+    pub priority: Priority,
+    /// The newest version that is not retired (0: none).
+    pub source_version: u32,
+    pub versions: usize,
+    pub files: u64,
+    pub size: u64,
+    pub chunks: u64,
+    pub published: Option<DateTime<Utc>>,
+    pub targets: Vec<DistributionTarget>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackageDetail {
+    pub package: PackageRecord,
+    pub targets: Vec<DistributionTarget>,
+    /// The manifest of the newest version that is not retired.
+    pub manifest: Option<Manifest>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub position: u64,
+    pub origin: SiteCode,
+    pub origin_seq: u64,
+    pub time: DateTime<Utc>,
+    pub kind: String,
+    pub summary: String,
+    pub event: ConfigEvent,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageRow {
+    pub position: u64,
+    pub origin: SiteCode,
+    pub origin_seq: u64,
+    pub id: u32,
+    pub severity: Severity,
+    pub component: String,
+    pub site: SiteCode,
+    pub machine: String,
+    pub time: DateTime<Utc>,
+    pub text: String,
+    pub attributes: Vec<Attribute>,
+    pub insertion: Vec<String>,
+}
+
+/// Filters of `status messages`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MessageQuery {
+    pub since: Option<DateTime<Utc>>,
+    pub id: Option<u32>,
+    pub limit: Option<usize>,
+}
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The request is wrong (unknown id, invalid value): HTTP 4xx, CLI exit 2.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Something failed on the site: HTTP 500, CLI exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<DbError> for OpError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Refused(r) => OpError::Refused(r),
+            other => OpError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Site {
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            site: self.cfg.code,
+            machine: self.machine.clone(),
+            now: Utc::now(),
+        }
+    }
+
+    pub fn identity(&self) -> Result<IdentityView, OpError> {
+        let public = sender::identity::load_public(&self.dir.root)
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(IdentityView {
+            code: self.cfg.code,
+            fingerprint: public.fingerprint,
+            public_key: public.public_key,
+            listen: self.cfg.listen.to_string(),
+            api: self.cfg.api.to_string(),
+            logs: self.db.counts()?,
+            catalog_version: self.db.meta()?.catalog_version,
+        })
+    }
+
+    /// Records a package version whose chunks the caller has put in the content store.
+    pub fn publish(&self, req: &PublishRequest) -> Result<PublishOutcome, OpError> {
+        let chunks = req.manifest.unique_chunks();
+        let missing: Vec<_> = chunks.iter().filter(|c| !self.store.has(&c.id)).collect();
+        if let Some(first) = missing.first() {
+            return Err(Refusal::MissingChunks {
+                missing: missing.len(),
+                first: first.id.to_hex(),
+            }
+            .into());
+        }
+        let ctx = self.ctx();
+        Ok(self
+            .db
+            .append_own(ctx.now, |view| decide::publish(view, &ctx, req))?)
+    }
+
+    pub fn create_advert(&self, req: &AdvertRequest) -> Result<Advertisement, OpError> {
+        let ctx = self.ctx();
+        Ok(self
+            .db
+            .append_own(ctx.now, |view| decide::create_advert(view, &ctx, req))?)
+    }
+
+    pub fn packages(&self) -> Result<Vec<PackageSummary>, OpError> {
+        let mut out = Vec::new();
+        for p in self.db.packages()? {
+            let cur = p.current();
+            out.push(PackageSummary {
+                id: p.id,
+                name: p.name.clone(),
+                priority: p.priority,
+                source_version: cur.map(|v| v.source_version).unwrap_or(0),
+                versions: p.versions.len(),
+                files: cur.map(|v| v.files).unwrap_or(0),
+                size: cur.map(|v| v.size).unwrap_or(0),
+                chunks: cur.map(|v| v.chunks).unwrap_or(0),
+                published: cur.map(|v| v.published),
+                targets: self.db.targets(&p.id)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn package(&self, id: &PackageId) -> Result<PackageDetail, OpError> {
+        let package = self.db.package(id)?.ok_or(Refusal::UnknownPackage(*id))?;
+        let manifest = match package.current() {
+            Some(v) => self.db.manifest(&v.manifest_id)?,
+            None => None,
+        };
+        Ok(PackageDetail {
+            targets: self.db.targets(id)?,
+            package,
+            manifest,
+        })
+    }
+
+    pub fn adverts(&self) -> Result<Vec<Advertisement>, OpError> {
+        Ok(self.db.adverts()?)
+    }
+
+    pub fn log(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>, OpError> {
+        Ok(self
+            .db
+            .log(from, limit)?
+            .into_iter()
+            .map(|(position, e)| LogEntry {
+                position,
+                origin: e.origin,
+                origin_seq: e.origin_seq,
+                time: e.time,
+                kind: e.body.kind().to_string(),
+                summary: e.body.summary(),
+                event: e.body,
+            })
+            .collect())
+    }
+
+    pub fn messages(&self, q: &MessageQuery) -> Result<Vec<MessageRow>, OpError> {
+        let keep = |e: &ReportEnvelope| match &e.body {
+            Report::Status(m) => {
+                q.since.is_none_or(|s| m.time >= s) && q.id.is_none_or(|id| m.id == id)
+            }
+            Report::SiteData(_) => false,
+        };
+        let rows = self.db.reports(1, q.limit.unwrap_or(usize::MAX), keep)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(position, e)| match e.body {
+                Report::Status(m) => Some(MessageRow {
+                    position,
+                    origin: e.origin,
+                    origin_seq: e.origin_seq,
+                    id: m.id,
+                    severity: m.severity,
+                    text: m.text(),
+                    component: m.component,
+                    site: m.site,
+                    machine: m.machine,
+                    time: m.time,
+                    attributes: m.attributes,
+                    insertion: m.insertion,
+                }),
+                Report::SiteData(_) => None,
+            })
+            .collect())
+    }
+
+    /// Raises a status message of this site (not tied to a config event).
+    pub fn raise(
+        &self,
+        id: u32,
+        attributes: Vec<Attribute>,
+        insertion: Vec<String>,
+    ) -> Result<(), OpError> {
+        let ctx = self.ctx();
+        let r = ctx.status(id, attributes, insertion);
+        Ok(self.db.append_own_reports(ctx.now, vec![r])?)
+    }
+}
