@@ -472,3 +472,252 @@ fn append_own_report_tx(
     tx[CURSORS].insert(REPORT_LEN, &pos.to_be_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{self, AdvertRequest, Ctx, PublishRequest, PublishTarget};
+    use crate::projection::MemStore;
+    use schema::advert::{ExitRules, Program};
+    use schema::catalog::{CatalogChange, CatalogDelta, Classification, Update};
+    use schema::event::ConfigEvent;
+    use schema::manifest::{ChunkRef, EntryKind, FileEntry};
+    use schema::ChunkId;
+
+    fn code(s: &str) -> SiteCode {
+        SiteCode::new(s).unwrap()
+    }
+
+    fn manifest(tag: &[u8]) -> Manifest {
+        Manifest {
+            files: vec![FileEntry {
+                path: "a.bin".into(),
+                mode: 0o644,
+                size: tag.len() as u64,
+                kind: EntryKind::File {
+                    chunks: vec![ChunkRef {
+                        id: ChunkId::of(tag),
+                        len: tag.len() as u32,
+                    }],
+                },
+            }],
+        }
+    }
+
+    fn ctx(now: DateTime<Utc>) -> Ctx {
+        Ctx {
+            site: code("CEN"),
+            machine: "test".into(),
+            now,
+        }
+    }
+
+    /// A database with a bit of everything in its log.
+    fn populated() -> (tempfile::TempDir, Db) {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("db"), code("CEN"), false).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let c = ctx(t0);
+        let publish = |target, tag: &[u8]| PublishRequest {
+            target,
+            priority: None,
+            manifest: manifest(tag),
+            new_chunks: 1,
+        };
+        let p1 = db
+            .append_own(t0, |v| {
+                decide::publish(v, &c, &publish(PublishTarget::New { name: "one".into() }, b"x"))
+            })
+            .unwrap();
+        assert_eq!(p1.package.to_string(), "CEN00001");
+        let p2 = db
+            .append_own(t0, |v| {
+                decide::publish(v, &c, &publish(PublishTarget::New { name: "two".into() }, b"y"))
+            })
+            .unwrap();
+        assert_eq!(p2.package.to_string(), "CEN00002");
+        let same = db
+            .append_own(t0, |v| {
+                decide::publish(v, &c, &publish(PublishTarget::Existing(p1.package), b"x"))
+            })
+            .unwrap();
+        assert!(same.unchanged);
+        let v2 = db
+            .append_own(t0, |v| {
+                decide::publish(v, &c, &publish(PublishTarget::Existing(p1.package), b"z"))
+            })
+            .unwrap();
+        assert_eq!(v2.source_version, 2);
+        let adv = db
+            .append_own(t0, |v| {
+                decide::create_advert(
+                    v,
+                    &c,
+                    &AdvertRequest {
+                        name: None,
+                        package: p1.package,
+                        program: Program {
+                            name: "Install".into(),
+                            command_line: "install.sh".into(),
+                            exit: ExitRules::default(),
+                        },
+                        collection: "All".into(),
+                        start: None,
+                        mandatory: vec![],
+                        utc: true,
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(adv.id.to_string(), "CEN20001");
+        // Events another site originated (as a parent's log would bring them).
+        let parent = |seq, body| EventEnvelope {
+            origin: code("TOP"),
+            origin_seq: seq,
+            time: t0,
+            body,
+        };
+        let update = Update {
+            id: "KB1".into(),
+            title: "fix".into(),
+            product: "os".into(),
+            classification: Classification::Security,
+            severity: Some("critical".into()),
+            bulletin: None,
+            kb: Some("1".into()),
+            posted: t0,
+            revised: t0,
+            superseded_by: None,
+            expired: false,
+            size: 10,
+            files: vec![],
+        };
+        for (seq, body) in [
+            (
+                1,
+                ConfigEvent::CatalogDelta(CatalogDelta {
+                    catalog_version: 1,
+                    source: "json".into(),
+                    changes: vec![CatalogChange::Added(update)],
+                }),
+            ),
+            (
+                2,
+                ConfigEvent::DistributionTargetsAdded {
+                    package: p1.package,
+                    targets: vec![DistributionTarget::Site(code("S01"))],
+                },
+            ),
+            (
+                3,
+                ConfigEvent::PackageVersionRetired {
+                    package: p1.package,
+                    source_version: 1,
+                },
+            ),
+        ] {
+            assert!(db.append_received(&parent(seq, body.clone())).unwrap());
+            assert!(!db.append_received(&parent(seq, body)).unwrap(), "dedupe");
+        }
+        (d, db)
+    }
+
+    #[test]
+    fn appends_are_counted_deduped_and_projected() {
+        let (_d, db) = populated();
+        let counts = db.counts().unwrap();
+        assert_eq!(counts.config_events, 7, "unchanged publish appends nothing");
+        assert_eq!(counts.reports, 4);
+        let log = db.log(1, 100).unwrap();
+        let positions: Vec<u64> = log.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, (1..=7).collect::<Vec<_>>());
+        let own: Vec<u64> = log
+            .iter()
+            .filter(|(_, e)| e.origin == code("CEN"))
+            .map(|(_, e)| e.origin_seq)
+            .collect();
+        assert_eq!(own, [1, 2, 3, 4]);
+        let p = db.package(&"CEN00001".parse().unwrap()).unwrap().unwrap();
+        assert_eq!(p.versions.len(), 2);
+        assert!(p.versions[0].retired);
+        assert_eq!(p.current().unwrap().source_version, 2);
+        assert_eq!(db.meta().unwrap().catalog_version, 1);
+        assert_eq!(db.meta().unwrap().next_package, 3);
+    }
+
+    #[test]
+    fn refusals_append_nothing() {
+        let (_d, db) = populated();
+        let before = (db.counts().unwrap(), db.projection_digest().unwrap());
+        let c = ctx(Utc::now());
+        let err = db
+            .append_own(c.now, |v| {
+                decide::publish(
+                    v,
+                    &c,
+                    &PublishRequest {
+                        target: PublishTarget::Existing("CEN00042".parse().unwrap()),
+                        priority: None,
+                        manifest: manifest(b"q"),
+                        new_chunks: 0,
+                    },
+                )
+            })
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("CEN00042"), "{err}");
+        assert_eq!(before, (db.counts().unwrap(), db.projection_digest().unwrap()));
+    }
+
+    #[test]
+    fn rebuild_yields_byte_identical_projections() {
+        let (_d, db) = populated();
+        let before = db.projection_dump().unwrap();
+        assert!(before.len() > 5);
+        let r = db.rebuild().unwrap();
+        assert_eq!(r.events, 7);
+        assert_eq!(r.digest_before, r.digest_after);
+        assert_eq!(db.projection_dump().unwrap(), before);
+
+        // The pure projection over memory gives the same bytes as the one over sled.
+        let mem = MemStore::default();
+        for (_, e) in db.log(1, 100).unwrap() {
+            projection::apply(&mem, code("CEN"), &e).unwrap();
+        }
+        let mem_rows: Vec<DumpRow> = mem
+            .tables
+            .borrow()
+            .iter()
+            .map(|((t, k), v)| (t.name(), k.clone(), v.clone()))
+            .collect();
+        assert_eq!(mem_rows, before);
+    }
+
+    #[test]
+    fn rebuild_repairs_damaged_projections_and_guards_interruptions() {
+        let (d, db) = populated();
+        let good = db.projection_dump().unwrap();
+        db.trees[PROJ + Table::Packages as usize]
+            .insert(b"CEN00001", &b"garbage"[..])
+            .unwrap();
+        assert!(matches!(db.packages(), Err(DbError::Damaged(_))));
+        let r = db.rebuild().unwrap();
+        assert_ne!(r.digest_before, r.digest_after);
+        assert_eq!(db.projection_dump().unwrap(), good);
+
+        // An interrupted rebuild leaves a marker that stops the daemon from opening.
+        db.trees[CURSORS].insert(REBUILDING, &1u64.to_be_bytes()).unwrap();
+        db.db.flush().unwrap();
+        drop(db);
+        assert!(matches!(
+            Db::open(&d.path().join("db"), code("CEN"), false),
+            Err(DbError::RebuildPending)
+        ));
+        let db = Db::open(&d.path().join("db"), code("CEN"), true).unwrap();
+        db.rebuild().unwrap();
+        drop(db);
+        assert!(Db::open(&d.path().join("db"), code("CEN"), false).is_ok());
+    }
+}
