@@ -528,13 +528,21 @@ mod tests {
         };
         let p1 = db
             .append_own(t0, |v| {
-                decide::publish(v, &c, &publish(PublishTarget::New { name: "one".into() }, b"x"))
+                decide::publish(
+                    v,
+                    &c,
+                    &publish(PublishTarget::New { name: "one".into() }, b"x"),
+                )
             })
             .unwrap();
         assert_eq!(p1.package.to_string(), "CEN00001");
         let p2 = db
             .append_own(t0, |v| {
-                decide::publish(v, &c, &publish(PublishTarget::New { name: "two".into() }, b"y"))
+                decide::publish(
+                    v,
+                    &c,
+                    &publish(PublishTarget::New { name: "two".into() }, b"y"),
+                )
             })
             .unwrap();
         assert_eq!(p2.package.to_string(), "CEN00002");
@@ -668,7 +676,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("CEN00042"), "{err}");
-        assert_eq!(before, (db.counts().unwrap(), db.projection_digest().unwrap()));
+        assert_eq!(
+            before,
+            (db.counts().unwrap(), db.projection_digest().unwrap())
+        );
     }
 
     #[test]
@@ -708,7 +719,9 @@ mod tests {
         assert_eq!(db.projection_dump().unwrap(), good);
 
         // An interrupted rebuild leaves a marker that stops the daemon from opening.
-        db.trees[CURSORS].insert(REBUILDING, &1u64.to_be_bytes()).unwrap();
+        db.trees[CURSORS]
+            .insert(REBUILDING, &1u64.to_be_bytes())
+            .unwrap();
         db.db.flush().unwrap();
         drop(db);
         assert!(matches!(

@@ -1,1 +1,288 @@
-//! tests
+//! `tests`: end-to-end tests that start real `site-server` processes on 127.0.0.1.
+//!
+//! What it is for: the helpers here (temporary sites, a daemon that is stopped on drop, CLI
+//! runs with captured output, raw HTTP for the admin API) and the tests in `tests/tests/`,
+//! which check the operator contract and the invariants of DESIGN §3 from the outside.
+//!
+//! What it is not: unit tests (those live beside the code) or benchmarks (`bench/`).
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`). `cargo test
+//! --workspace` builds them: `site-server` has integration tests of its own, which makes cargo
+//! build its binary before any test runs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The path of a workspace binary (`site-server`, `dist-point`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        p.display()
+    );
+    p
+}
+
+/// The result of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// Asserts success and returns stdout.
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+    /// Asserts the exit code and that stderr is exactly one line mentioning every `needle`.
+    pub fn fails(&self, code: i32, needles: &[&str]) {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "stderr is one line: {:?}", self.stderr);
+        for n in needles {
+            assert!(
+                lines[0].contains(n),
+                "stderr {:?} does not mention {n:?}",
+                lines[0]
+            );
+        }
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `site-server ARGS`.
+pub fn site_server(args: &[&str]) -> Run {
+    site_server_cmd(args, |_| {})
+}
+
+/// Runs `site-server ARGS` after `tweak` adjusts the command.
+pub fn site_server_cmd(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Run {
+    let mut c = Command::new(bin("site-server"));
+    c.args(args).stdin(Stdio::null()).env("RUST_LOG", "warn");
+    tweak(&mut c);
+    Run::from(c.output().expect("spawn site-server"))
+}
+
+/// A site in a temporary directory, optionally with its daemon running.
+pub struct TestSite {
+    pub tmp: tempfile::TempDir,
+    pub code: String,
+    data_s: String,
+    daemon: Option<Child>,
+}
+
+impl TestSite {
+    /// `site-server init` in a fresh temporary directory.
+    pub fn init(code: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_s = tmp.path().join("site").display().to_string();
+        let s = TestSite {
+            tmp,
+            code: code.to_string(),
+            data_s,
+            daemon: None,
+        };
+        site_server(&["init", "--code", code, "--data", s.data_str()]).ok();
+        s
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("site")
+    }
+    pub fn data_str(&self) -> &str {
+        &self.data_s
+    }
+
+    /// Starts `site-server run` and waits until its admin API answers.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "already running");
+        let _ = std::fs::remove_file(self.data().join("admin.json"));
+        let log = std::fs::File::create(self.tmp.path().join("daemon.log")).expect("log file");
+        let child = Command::new(bin("site-server"))
+            .args(["run", "--data", self.data_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.data().join("admin.json").exists()
+                && self.cli(&["identity", "--json"]).code == 0
+            {
+                return;
+            }
+            if let Some(st) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited early ({st}): {}", self.daemon_log());
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("daemon did not start: {}", self.daemon_log());
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("daemon ignored SIGTERM");
+        }
+    }
+
+    /// Runs a CLI command against this site: `--data` is appended.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--data", self.data_str()]);
+        site_server(&v)
+    }
+
+    /// Every file under the content store, with its size: to prove nothing changed.
+    pub fn store_listing(&self) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        walk(&self.data().join("content"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// The admin API's address and token.
+    pub fn admin(&self) -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.data().join("admin.json")).expect("admin.json"),
+        )
+        .expect("admin.json is JSON");
+        (
+            v["addr"].as_str().expect("addr").to_string(),
+            v["token"].as_str().expect("token").to_string(),
+        )
+    }
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push((p.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)));
+        }
+    }
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1; returns (status, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A small source tree: text, binary, nested directories.
+pub fn sample_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("docs/en")).unwrap();
+    std::fs::write(root.join("bin/tool.bin"), noise(2_500_000, 11)).unwrap();
+    let text: String = (0..30_000)
+        .map(|i| format!("line {i} of the guide\n"))
+        .collect();
+    std::fs::write(root.join("docs/en/guide.txt"), text).unwrap();
+    std::fs::write(root.join("README"), b"read me\n").unwrap();
+}
