@@ -1,1 +1,343 @@
-fn main() {}
+//! Benchmarks that put site-server beside the tool an operator would otherwise reach for, in
+//! the same run, and print ratios (absolute times drift on shared machines; ratios hold).
+//!
+//! `bench publish` builds a mixed tree (half incompressible, half shared libraries and source
+//! code), then times, each several times: `site-server package publish` of it into a fresh
+//! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
+//! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "siterep benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a benchmark tree: half incompressible, half shared libraries and source.
+    Tree {
+        #[arg(long)]
+        out: PathBuf,
+        /// Total size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
+    /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
+    Publish {
+        /// The tree (built with `bench tree` if it does not exist).
+        #[arg(long)]
+        tree: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Timed runs of each command (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Tree { out, mib } => build_tree(&out, mib << 20),
+        Cmd::Publish { tree, mib, runs } => publish(&tree, mib << 20, runs),
+    }
+}
+
+fn xorshift_fill(buf: &mut [u8], state: &mut u64) {
+    for c in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let b = state.to_le_bytes();
+        c.copy_from_slice(&b[..c.len()]);
+    }
+}
+
+fn copy_candidates(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut v: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    v.sort();
+    for p in v {
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            copy_candidates(&p, out);
+        } else if m.is_file() && m.len() > 0 {
+            out.push(p);
+        }
+    }
+}
+
+/// Half incompressible files of mixed sizes, half real compressible files copied from the
+/// machine (shared libraries, then source code), topped up with generated text if needed.
+fn build_tree(out: &Path, total: u64) -> Result<()> {
+    let half = total / 2;
+    fs::create_dir_all(out.join("random"))?;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let sizes: [u64; 6] = [64 << 20, 16 << 20, 4 << 20, 1 << 20, 256 << 10, 16 << 10];
+    let mut written = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut i = 0usize;
+    while written < half {
+        // Each size class gets an equal share of bytes.
+        let size = sizes[i % sizes.len()].min(half - written);
+        let path = out.join(format!("random/{:02}/f{i:05}.bin", i % 37));
+        fs::create_dir_all(path.parent().unwrap())?;
+        let mut f = fs::File::create(&path)?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            xorshift_fill(&mut buf[..n], &mut state);
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        written += size;
+        i += 1;
+    }
+    let mut copied = 0u64;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let sources = [
+        (PathBuf::from("/usr/lib/x86_64-linux-gnu"), half / 2),
+        (PathBuf::from(home).join(".cargo/registry/src"), half),
+        (PathBuf::from("/usr/include"), half),
+        (PathBuf::from("/usr/share/doc"), half),
+    ];
+    for (dir, cap) in sources {
+        let mut files = Vec::new();
+        copy_candidates(&dir, &mut files);
+        let mut from_this = 0u64;
+        for src in files {
+            let len = fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
+            if copied + len > half || from_this + len > cap {
+                continue;
+            }
+            let rel = src.strip_prefix("/").unwrap_or(&src);
+            let dst = out.join("text").join(rel);
+            fs::create_dir_all(dst.parent().unwrap())?;
+            if fs::copy(&src, &dst).is_ok() {
+                copied += len;
+                from_this += len;
+            }
+        }
+    }
+    let mut n = 0;
+    while copied < half {
+        let path = out.join(format!("text/generated/g{n:04}.txt"));
+        fs::create_dir_all(path.parent().unwrap())?;
+        let mut s = String::new();
+        let mut k = n as u64 * 7919 + 1;
+        while s.len() < (1 << 20) {
+            k = k
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.push_str(&format!(
+                "fn item_{}(x: u32) -> u32 {{ x.wrapping_mul({}) }}\n",
+                k % 10_000,
+                k % 97
+            ));
+        }
+        let len = (s.len() as u64).min(half - copied);
+        fs::write(&path, &s.as_bytes()[..len as usize])?;
+        copied += len;
+        n += 1;
+    }
+    println!(
+        "tree {}: {} MiB incompressible, {} MiB copied/generated text-like",
+        out.display(),
+        written >> 20,
+        copied >> 20
+    );
+    Ok(())
+}
+
+/// Wall time and peak RSS (KiB) of a child, from wait4.
+fn wait_rusage(child: Child) -> Result<(i32, u64)> {
+    let mut status = 0i32;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        bail!("wait4 failed");
+    }
+    std::mem::forget(child);
+    Ok((status, ru.ru_maxrss as u64))
+}
+
+fn run_timed(cmd: &mut Command) -> Result<(f64, u64)> {
+    let t = Instant::now();
+    let child = cmd.stdout(Stdio::null()).spawn().context("spawn")?;
+    let (status, rss) = wait_rusage(child)?;
+    let secs = t.elapsed().as_secs_f64();
+    if status != 0 {
+        bail!("{cmd:?} exited with status {status}");
+    }
+    Ok((secs, rss))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn tree_bytes(dir: &Path) -> Result<(u64, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    copy_candidates(dir, &mut files);
+    let mut total = 0;
+    for f in &files {
+        total += fs::metadata(f)?.len();
+    }
+    Ok((total, files))
+}
+
+fn blake3_single_thread(files: &[PathBuf], buf: &mut [u8]) -> Result<f64> {
+    let t = Instant::now();
+    for f in files {
+        let mut h = blake3::Hasher::new();
+        let mut file = fs::File::open(f)?;
+        loop {
+            let n = file.read(buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        std::hint::black_box(h.finalize());
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn site_server() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().unwrap().join("site-server");
+    if !p.is_file() {
+        bail!(
+            "{} is missing: cargo build --release -p site-server",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// `site-server init` and `run` in `data`; returns the daemon once its admin API is up.
+fn start_site(ss: &Path, data: &Path) -> Result<Child> {
+    let st = Command::new(ss)
+        .args(["init", "--code", "BEN", "--data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("init failed");
+    }
+    let mut daemon = Command::new(ss)
+        .args(["run", "--data"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !data.join("admin.json").exists() {
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            bail!("daemon did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(daemon)
+}
+
+fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
+    if !tree.exists() {
+        build_tree(tree, size)?;
+    }
+    let (bytes, files) = tree_bytes(tree)?;
+    let mb = bytes as f64 / 1e6;
+    println!("tree: {} files, {:.0} MB", files.len(), mb);
+    let ss = site_server()?;
+    // Every run publishes into a new site; nothing is deleted until the end, so no run pays
+    // for the file system's cleanup of the one before.
+    let tmp = tempfile::tempdir()?;
+    // Warm the page cache so every contender reads from memory.
+    let mut buf = vec![0u8; 1 << 20];
+    blake3_single_thread(&files, &mut buf)?;
+
+    let (mut publish_t, mut publish_rss, mut republish_t, mut tar_t, mut b3_t) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let data = tmp.path().join(format!("site{run}"));
+        let mut daemon = start_site(&ss, &data)?;
+        let (t, rss) = run_timed(
+            Command::new(&ss)
+                .args(["package", "publish", "--data"])
+                .arg(&data)
+                .arg("--source")
+                .arg(tree)
+                .args(["--name", &format!("bench {run}")]),
+        )?;
+        publish_t.push(t);
+        publish_rss.push(rss as f64);
+        // The stat cache trusts files whose timestamps are older than the cache by 1 s.
+        std::thread::sleep(Duration::from_millis(1100));
+        let (t, _) = run_timed(
+            Command::new(&ss)
+                .args(["package", "publish", "--data"])
+                .arg(&data)
+                .arg("--source")
+                .arg(tree)
+                .args(["--package", "BEN00001"]),
+        )?;
+        republish_t.push(t);
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(daemon.id() as i32, libc::SIGTERM);
+        }
+        let _ = daemon.wait();
+        let (t, _) = run_timed(Command::new("sh").arg("-c").arg(format!(
+            "tar -cf - -C '{}' . | zstd -3 -T0 -q > /dev/null",
+            tree.display()
+        )))?;
+        tar_t.push(t);
+        b3_t.push(blake3_single_thread(&files, &mut buf)?);
+        println!(
+            "run {}: publish {:.2}s ({} MiB RSS), re-publish {:.2}s, tar|zstd {:.2}s, blake3 {:.2}s",
+            run + 1,
+            publish_t[run],
+            publish_rss[run] as u64 / 1024,
+            republish_t[run],
+            tar_t[run],
+            b3_t[run]
+        );
+    }
+    let (p, r, tz, b3) = (
+        median(publish_t),
+        median(republish_t),
+        median(tar_t),
+        median(b3_t),
+    );
+    let rss = publish_rss.iter().cloned().fold(0.0, f64::max) / 1024.0;
+    println!();
+    println!("median of {runs} runs over {mb:.0} MB");
+    println!(
+        "  site-server package publish   {:>7.0} MB/s   peak RSS {rss:.0} MiB",
+        mb / p
+    );
+    println!(
+        "  re-publish, unchanged tree    {:>7.0} MB/s   {:.1}x faster than the first",
+        mb / r,
+        p / r
+    );
+    println!("  tar -cf - | zstd -3 -T0       {:>7.0} MB/s", mb / tz);
+    println!("  BLAKE3, one thread            {:>7.0} MB/s", mb / b3);
+    println!(
+        "  publish / tar|zstd            {:>7.2}   (target >= 0.80)",
+        tz / p
+    );
+    Ok(())
+}

@@ -11,4 +11,4 @@
 
 pub mod store;
 
-pub use store::{ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError};
+pub use store::{Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError};

@@ -1,7 +1,7 @@
 //! The content store: chunks on disk by id.
 //!
-//! Layout: `ROOT/ab/abcdef...` (the first two hex digits fan out into 256 directories),
-//! temporary files in `ROOT/tmp/`. Each chunk file is
+//! Layout: `ROOT/ab/abcdef...` (the first two hex digits fan out into 256 directories); a
+//! chunk being written is a temporary file `.tmp.*` beside its final name. Each chunk file is
 //!
 //! ```text
 //! offset 0  2 bytes  magic "SC"
@@ -11,9 +11,14 @@
 //! offset 8  ...      payload (raw bytes, or one zstd frame)
 //! ```
 //!
-//! Invariants: a chunk file appears under its final name only complete and fsynced (it is
-//! written to `tmp/`, fsynced, then renamed); a chunk is stored only if the BLAKE3 of its raw
-//! bytes equals its id; every read re-hashes, so a chunk that rotted on disk is never returned.
+//! Invariants: a chunk file appears under its final name only complete and durable (it is
+//! written to a temporary file, synced, then renamed); a chunk is stored only if the BLAKE3 of
+//! its raw bytes equals its id; every read re-hashes, so a chunk that rotted on disk is never
+//! returned.
+//!
+//! Many chunks at once go through a [`Batch`]: its temporary files are made durable with one
+//! `syncfs` instead of one `fsync` each, then renamed. That is the same guarantee (nothing is
+//! renamed before its bytes are on disk) at a fraction of the cost for publish and transfer.
 
 use schema::ChunkId;
 use std::cell::RefCell;
@@ -72,6 +77,8 @@ pub struct ScrubProblem {
 pub struct ScrubReport {
     pub chunks_ok: u64,
     pub raw_bytes: u64,
+    /// Temporary files left by killed writers, removed by this scrub.
+    pub stale_tmp_removed: u64,
     pub problems: Vec<ScrubProblem>,
 }
 
@@ -104,40 +111,26 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// Chunks on disk by id. Cheap to share between threads (`&ContentStore` is `Sync`).
 pub struct ContentStore {
     root: PathBuf,
-    tmp: PathBuf,
-    /// Fan-out directories that received a rename since the last [`ContentStore::sync`].
-    dirty: [AtomicBool; 256],
+    /// Renames happened since the last [`ContentStore::sync`].
+    dirty: AtomicBool,
     counter: AtomicU64,
 }
 
+/// Temporary files older than this are leftovers of a killed writer; a scrub removes them.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+const TMP_PREFIX: &str = ".tmp.";
+
 impl ContentStore {
-    /// Opens (creating if needed) the store at `root`. Stale temporary files older than an
-    /// hour, left by a killed writer, are removed.
+    /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         for i in 0..=255u8 {
             let d = root.join(hex::encode([i]));
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        if let Ok(rd) = fs::read_dir(&tmp) {
-            let cutoff = SystemTime::now() - Duration::from_secs(3600);
-            for e in rd.flatten() {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|t| t < cutoff)
-                    .unwrap_or(false);
-                if old {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
         Ok(ContentStore {
             root,
-            tmp,
-            dirty: std::array::from_fn(|_| AtomicBool::new(false)),
+            dirty: AtomicBool::new(false),
             counter: AtomicU64::new(0),
         })
     }
@@ -157,38 +150,63 @@ impl ContentStore {
     }
 
     /// Stores `raw` as chunk `id` after checking that it hashes to `id`; refuses a mismatch.
-    /// Returns whether the chunk was new.
+    /// Returns whether the chunk was new. Durable on return (fsync, rename).
     pub fn put(&self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
-        let actual = ChunkId::of(raw);
-        if actual != *id {
-            return Err(StoreError::HashMismatch {
-                expected: *id,
-                actual,
-            });
-        }
-        self.write_new(id, raw)
+        verify(id, raw)?;
+        self.write_one(id, raw)
     }
 
     /// Stores local content: hashes `raw` (so the id is right by construction) and stores it
     /// unless present. Returns the id and whether the chunk was new.
     pub fn insert(&self, raw: &[u8]) -> Result<(ChunkId, bool), StoreError> {
         let id = ChunkId::of(raw);
-        let new = self.write_new(&id, raw)?;
+        let new = self.write_one(&id, raw)?;
         Ok((id, new))
     }
 
-    fn write_new(&self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+    /// A batch for writing many chunks with one sync (see the module doc).
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            pending: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn write_one(&self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+        let Some(tmp) = self.write_tmp(id, raw, true)? else {
+            return Ok(false);
+        };
+        let path = self.path_of(id);
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path)(e));
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Writes the chunk file to a temporary name beside its final one (fdatasync'ed if
+    /// `sync`). `None` if the chunk is already stored.
+    fn write_tmp(
+        &self,
+        id: &ChunkId,
+        raw: &[u8],
+        sync: bool,
+    ) -> Result<Option<PathBuf>, StoreError> {
         if raw.len() > MAX_CHUNK {
             return Err(StoreError::TooLarge(raw.len()));
         }
         let path = self.path_of(id);
         if path.is_file() {
-            return Ok(false);
+            return Ok(None);
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .tmp
-            .join(format!("{}.{}.{n}", id.short(), std::process::id()));
+        let tmp = path.with_file_name(format!(
+            "{TMP_PREFIX}{}.{}.{n}",
+            id.short(),
+            std::process::id()
+        ));
         with_scratch(|s| -> Result<(), StoreError> {
             s.out.clear();
             s.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
@@ -215,7 +233,22 @@ impl ContentStore {
             let write = (|| {
                 f.write_all(&header)?;
                 f.write_all(payload)?;
-                f.sync_data()
+                if sync {
+                    f.sync_data()?;
+                } else {
+                    // Start writeback now, without waiting for it, so the batch's sync finds
+                    // the bytes already on their way to disk.
+                    // SAFETY: the descriptor is open for the duration of the call.
+                    unsafe {
+                        libc::sync_file_range(
+                            std::os::fd::AsRawFd::as_raw_fd(&f),
+                            0,
+                            0,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                }
+                Ok(())
             })();
             drop(f);
             if let Err(e) = write {
@@ -224,24 +257,26 @@ impl ContentStore {
             }
             Ok(())
         })?;
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&path)(e));
-        }
-        self.dirty[id.0[0] as usize].store(true, Ordering::Relaxed);
-        Ok(true)
+        Ok(Some(tmp))
     }
 
-    /// Makes the renames since the last call durable (fsyncs the fan-out directories that
-    /// changed). Call it before recording anywhere that the chunks are present.
+    /// Flushes the whole filesystem of the store to disk (one journal commit for everything
+    /// written since the last one).
+    fn syncfs(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.root).map_err(io_err(&self.root))?;
+        // SAFETY: syncfs only reads the descriptor, which lives until the end of this block.
+        let r = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        if r != 0 {
+            return Err(io_err(&self.root)(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Makes the renames since the last call durable. Call it before recording anywhere that
+    /// the chunks are present.
     pub fn sync(&self) -> Result<(), StoreError> {
-        for (i, d) in self.dirty.iter().enumerate() {
-            if d.swap(false, Ordering::Relaxed) {
-                let dir = self.root.join(hex::encode([i as u8]));
-                File::open(&dir)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_err(&dir))?;
-            }
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            self.syncfs()?;
         }
         Ok(())
     }
@@ -294,6 +329,17 @@ impl ContentStore {
             for e in names {
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TMP_PREFIX) {
+                    let stale = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(|t| t + STALE_TMP < SystemTime::now())
+                        .unwrap_or(false);
+                    if stale && fs::remove_file(&path).is_ok() {
+                        report.stale_tmp_removed += 1;
+                    }
+                    continue;
+                }
                 let id = match name.parse::<ChunkId>() {
                     Ok(id) if name.starts_with(&hex::encode([i])) => id,
                     _ => {
@@ -334,6 +380,86 @@ impl ContentStore {
             next: 0,
             buf: Vec::new(),
             pos: 0,
+        }
+    }
+}
+
+fn verify(id: &ChunkId, raw: &[u8]) -> Result<(), StoreError> {
+    let actual = ChunkId::of(raw);
+    if actual != *id {
+        return Err(StoreError::HashMismatch {
+            expected: *id,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Chunks written together and made durable together: temporary files first, then one
+/// `syncfs`, then the renames. Commits itself when it holds [`Batch::MAX_CHUNKS`] chunks or
+/// [`Batch::MAX_BYTES`] bytes; uncommitted temporary files are removed on drop.
+pub struct Batch<'a> {
+    store: &'a ContentStore,
+    pending: Vec<(PathBuf, PathBuf)>,
+    bytes: usize,
+}
+
+impl Batch<'_> {
+    pub const MAX_CHUNKS: usize = 256;
+    pub const MAX_BYTES: usize = 64 << 20;
+
+    /// As [`ContentStore::put`]: refuses bytes that do not hash to `id`. The chunk becomes
+    /// visible at the next commit.
+    pub fn put(&mut self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+        verify(id, raw)?;
+        self.add(id, raw)
+    }
+
+    /// As [`ContentStore::insert`], visible at the next commit.
+    pub fn insert(&mut self, raw: &[u8]) -> Result<(ChunkId, bool), StoreError> {
+        let id = ChunkId::of(raw);
+        let new = self.add(&id, raw)?;
+        Ok((id, new))
+    }
+
+    fn add(&mut self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
+        let path = self.store.path_of(id);
+        if self.pending.iter().any(|(_, p)| *p == path) {
+            return Ok(false);
+        }
+        let Some(tmp) = self.store.write_tmp(id, raw, false)? else {
+            return Ok(false);
+        };
+        self.pending.push((tmp, path));
+        self.bytes += raw.len();
+        if self.pending.len() >= Self::MAX_CHUNKS || self.bytes >= Self::MAX_BYTES {
+            self.commit()?;
+        }
+        Ok(true)
+    }
+
+    /// Makes every pending chunk durable and visible.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store.syncfs()?;
+        for (tmp, path) in self.pending.drain(..) {
+            if let Err(e) = fs::rename(&tmp, &path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(&path)(e));
+            }
+        }
+        self.bytes = 0;
+        self.store.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (tmp, _) in self.pending.drain(..) {
+            let _ = fs::remove_file(tmp);
         }
     }
 }
@@ -456,7 +582,44 @@ mod tests {
         );
         assert_eq!(s.get(&nid).unwrap(), n);
         s.sync().unwrap();
-        assert!(fs::read_dir(s.root().join("tmp")).unwrap().next().is_none());
+        let r = s.verify_all().unwrap();
+        assert_eq!((r.chunks_ok, r.problems.len()), (2, 0));
+    }
+
+    #[test]
+    fn batches_become_visible_at_commit_and_clean_up_on_drop() {
+        let (_d, s) = store();
+        let mut b = s.batch();
+        let (a, new) = b.insert(&noise(1000, 5)).unwrap();
+        assert!(new);
+        assert!(
+            !b.insert(&noise(1000, 5)).unwrap().1,
+            "same chunk twice in a batch"
+        );
+        assert!(!s.has(&a), "not visible before commit");
+        let wrong = b.put(&ChunkId::of(b"x"), b"y").unwrap_err();
+        assert!(matches!(wrong, StoreError::HashMismatch { .. }));
+        b.commit().unwrap();
+        assert!(s.has(&a));
+        let (c, _) = b.insert(&noise(1000, 6)).unwrap();
+        drop(b);
+        assert!(!s.has(&c), "uncommitted chunk dropped");
+        let all: Vec<_> = (0..=255u8)
+            .flat_map(|i| fs::read_dir(s.root().join(hex::encode([i]))).unwrap())
+            .collect();
+        assert_eq!(all.len(), 1, "no temporary file left");
+        // Many chunks: the batch commits by itself.
+        let mut b = s.batch();
+        for i in 0..(Batch::MAX_CHUNKS as u64 + 3) {
+            b.insert(&noise(100, 1001 + 2 * i)).unwrap();
+        }
+        assert!(s.has(&ChunkId::of(&noise(100, 1001))));
+        b.commit().unwrap();
+        s.sync().unwrap();
+        assert_eq!(
+            s.verify_all().unwrap().chunks_ok,
+            Batch::MAX_CHUNKS as u64 + 4
+        );
     }
 
     #[test]

@@ -326,7 +326,8 @@ pub fn build(
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .clamp(1, 8);
+        .clamp(1, 8)
+        * 2;
     let pool_size = workers * 3;
     let chunker = Chunker::default();
 
@@ -372,22 +373,29 @@ pub fn build(
             let job_rx = &job_rx;
             let pool_tx = pool_tx.clone();
             let res_tx = res_tx.clone();
-            sc.spawn(move || loop {
-                let job = match job_rx.lock().expect("job queue lock").recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
-                };
-                let r = store.insert(&job.buf).map(|(id, new)| {
-                    (
-                        ChunkRef {
-                            id,
-                            len: job.buf.len() as u32,
-                        },
-                        new,
-                    )
-                });
-                let _ = pool_tx.send(job.buf);
-                let _ = res_tx.send((job.file, job.index, r));
+            sc.spawn(move || {
+                // Each worker writes through its own batch: one sync per batch, not per chunk.
+                let mut batch = store.batch();
+                loop {
+                    let job = match job_rx.lock().expect("job queue lock").recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
+                    };
+                    let r = batch.insert(&job.buf).map(|(id, new)| {
+                        (
+                            ChunkRef {
+                                id,
+                                len: job.buf.len() as u32,
+                            },
+                            new,
+                        )
+                    });
+                    let _ = pool_tx.send(job.buf);
+                    let _ = res_tx.send((job.file, job.index, r));
+                }
+                if let Err(e) = batch.commit() {
+                    let _ = res_tx.send((usize::MAX, 0, Err(e)));
+                }
             });
         }
         drop(res_tx);
