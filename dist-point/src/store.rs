@@ -544,23 +544,12 @@ impl Read for FileReader<'_> {
 mod tests {
     use super::*;
     use schema::manifest::ChunkRef;
+    use schema::testutil::noise;
 
     fn store() -> (tempfile::TempDir, ContentStore) {
         let d = tempfile::tempdir().unwrap();
         let s = ContentStore::open(d.path().join("chunks")).unwrap();
         (d, s)
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]

@@ -125,18 +125,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::testutil::noise;
 
     fn chunks_of(data: &[u8], reader_piece: usize) -> Vec<Vec<u8>> {
         struct Dribble<'a>(&'a [u8], usize);
@@ -162,7 +151,7 @@ mod tests {
 
     #[test]
     fn streaming_matches_whole_buffer_chunking() {
-        let data = pseudo_random(9 * MAX_SIZE + 12345, 7);
+        let data = noise(9 * MAX_SIZE + 12345, 7);
         let whole: Vec<usize> =
             fastcdc::v2020::FastCDC::new(&data, MIN_SIZE as u32, AVG_SIZE as u32, MAX_SIZE as u32)
                 .map(|c| c.length)
@@ -177,7 +166,7 @@ mod tests {
 
     #[test]
     fn sizes_are_bounded_and_edits_are_local() {
-        let data = pseudo_random(8 * MAX_SIZE, 3);
+        let data = noise(8 * MAX_SIZE, 3);
         let a = chunks_of(&data, usize::MAX);
         for c in &a[..a.len() - 1] {
             assert!(c.len() >= MIN_SIZE && c.len() <= MAX_SIZE);

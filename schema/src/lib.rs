@@ -21,3 +21,20 @@ pub mod report;
 pub mod status;
 
 pub use ids::{AdvertisementId, ChunkId, IdError, ManifestId, PackageId, SiteCode};
+
+/// Helpers for tests in this workspace (enabled by the `testutil` feature).
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil {
+    /// Deterministic incompressible bytes (xorshift64): the same `(len, seed)`, the same bytes.
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+}

@@ -139,7 +139,7 @@ pub fn scan(source: &Path) -> Result<Scanned, PublishError> {
         what: what.to_path_buf(),
         source: source_err,
     };
-    let meta = match fs::symlink_metadata(source) {
+    let meta = match fs::metadata(source) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(PublishError::Missing(source.to_path_buf()))
@@ -147,37 +147,23 @@ pub fn scan(source: &Path) -> Result<Scanned, PublishError> {
         Err(e) => return Err(unreadable(source, e)),
     };
     let root = fs::canonicalize(source).map_err(|e| unreadable(source, e))?;
+    let not_utf8 = |what: &Path| PublishError::NotUtf8 {
+        path: source.to_path_buf(),
+        what: what.to_path_buf(),
+    };
     let mut entries = Vec::new();
     let mut bytes = 0u64;
-    // (absolute path, relative path); a single-file source is a package of that one file.
-    let mut stack: Vec<(PathBuf, String)> = Vec::new();
+    // (absolute path, relative path). The source directory itself has the empty relative
+    // path; a single-file source is a package of that one file, under its own name.
     let top = if meta.is_dir() {
-        None
+        String::new()
     } else {
-        let name = root
-            .file_name()
+        root.file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| PublishError::NotUtf8 {
-                path: source.to_path_buf(),
-                what: root.clone(),
-            })?
-            .to_string();
-        Some((root.clone(), name))
+            .ok_or_else(|| not_utf8(&root))?
+            .to_string()
     };
-    match top {
-        Some(t) => stack.push(t),
-        None => {
-            let mut kids = read_dir_sorted(&root).map_err(|e| unreadable(&root, e))?;
-            kids.reverse();
-            for (abs, name) in kids {
-                let name = name.ok_or_else(|| PublishError::NotUtf8 {
-                    path: source.to_path_buf(),
-                    what: abs.clone(),
-                })?;
-                stack.push((abs, name));
-            }
-        }
-    }
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.clone(), top)];
     while let Some((abs, rel)) = stack.pop() {
         let m = fs::symlink_metadata(&abs).map_err(|e| unreadable(&abs, e))?;
         let ft = m.file_type();
@@ -186,11 +172,13 @@ pub fn scan(source: &Path) -> Result<Scanned, PublishError> {
             let mut kids = read_dir_sorted(&abs).map_err(|e| unreadable(&abs, e))?;
             kids.reverse();
             for (kabs, name) in kids {
-                let name = name.ok_or_else(|| PublishError::NotUtf8 {
-                    path: source.to_path_buf(),
-                    what: kabs.clone(),
-                })?;
-                stack.push((kabs, format!("{rel}/{name}")));
+                let name = name.ok_or_else(|| not_utf8(&kabs))?;
+                let krel = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                stack.push((kabs, krel));
             }
         } else if ft.is_file() {
             File::open(&abs).map_err(|e| unreadable(&abs, e))?;
@@ -513,20 +501,9 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schema::testutil::noise;
     use std::io::Read;
     use std::os::unix::fs::symlink;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

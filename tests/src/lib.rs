@@ -262,18 +262,7 @@ pub fn http(
     (status, body)
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use schema::testutil::noise;
 
 /// A small source tree: text, binary, nested directories.
 pub fn sample_tree(root: &Path) {
