@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 command -v zstd >/dev/null || { echo "install zstd (apt-get install zstd)" >&2; exit 2; }
 cargo build --release -q -p site-server -p bench
 TREE=${TREE:-/tmp/siterep-bench-tree}
-exec target/release/bench publish --tree "$TREE" --mib "${MIB:-1024}" --runs "${RUNS:-3}"
+exec target/release/bench publish --tree "$TREE" --mib "${MIB:-1024}" --runs "${RUNS:-5}"

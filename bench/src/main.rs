@@ -39,7 +39,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
         /// Timed runs of each command (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
 }
@@ -315,6 +315,8 @@ fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
             b3_t[run]
         );
     }
+    // Ratios pair by pair (same moment, same machine state), then their median.
+    let ratio = median(tar_t.iter().zip(&publish_t).map(|(t, p)| t / p).collect());
     let (p, r, tz, b3) = (
         median(publish_t),
         median(republish_t),
@@ -336,8 +338,7 @@ fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
     println!("  tar -cf - | zstd -3 -T0       {:>7.0} MB/s", mb / tz);
     println!("  BLAKE3, one thread            {:>7.0} MB/s", mb / b3);
     println!(
-        "  publish / tar|zstd            {:>7.2}   (target >= 0.80)",
-        tz / p
+        "  publish speed / tar|zstd      {ratio:>7.2}   (median of per-run ratios; target >= 0.80)"
     );
     Ok(())
 }

@@ -396,11 +396,13 @@ fn verify(id: &ChunkId, raw: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Chunks written together and made durable together: temporary files first, then one
-/// `syncfs`, then the renames. Commits itself when it holds [`Batch::MAX_CHUNKS`] chunks or
-/// [`Batch::MAX_BYTES`] bytes; uncommitted temporary files are removed on drop.
+/// `syncfs`, then the renames. The owner commits it (see [`Batch::is_full`]); a batch is
+/// `Send`, so a writer can hand full batches to a committing thread and keep going.
+/// Uncommitted temporary files are removed on drop.
 pub struct Batch<'a> {
     store: &'a ContentStore,
-    pending: Vec<(PathBuf, PathBuf)>,
+    /// (id, temporary file, final path) of every chunk written since the last commit.
+    pending: Vec<(ChunkId, PathBuf, PathBuf)>,
     bytes: usize,
 }
 
@@ -423,19 +425,29 @@ impl Batch<'_> {
     }
 
     fn add(&mut self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
-        let path = self.store.path_of(id);
-        if self.pending.iter().any(|(_, p)| *p == path) {
+        if self.pending.iter().any(|(p, _, _)| p == id) {
             return Ok(false);
         }
         let Some(tmp) = self.store.write_tmp(id, raw, false)? else {
             return Ok(false);
         };
-        self.pending.push((tmp, path));
+        self.pending.push((*id, tmp, self.store.path_of(id)));
         self.bytes += raw.len();
-        if self.pending.len() >= Self::MAX_CHUNKS || self.bytes >= Self::MAX_BYTES {
-            self.commit()?;
-        }
         Ok(true)
+    }
+
+    /// Whether the batch holds [`Batch::MAX_CHUNKS`] chunks or [`Batch::MAX_BYTES`] bytes:
+    /// time to commit it (here, or on a thread that does only that).
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= Self::MAX_CHUNKS || self.bytes >= Self::MAX_BYTES
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 
     /// Makes every pending chunk durable and visible.
@@ -444,7 +456,7 @@ impl Batch<'_> {
             return Ok(());
         }
         self.store.syncfs()?;
-        for (tmp, path) in self.pending.drain(..) {
+        for (_, tmp, path) in self.pending.drain(..) {
             if let Err(e) = fs::rename(&tmp, &path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_err(&path)(e));
@@ -458,7 +470,7 @@ impl Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        for (tmp, _) in self.pending.drain(..) {
+        for (_, tmp, _) in self.pending.drain(..) {
             let _ = fs::remove_file(tmp);
         }
     }
@@ -597,13 +609,14 @@ mod tests {
             .flat_map(|i| fs::read_dir(s.root().join(hex::encode([i]))).unwrap())
             .collect();
         assert_eq!(all.len(), 1, "no temporary file left");
-        // Many chunks: the batch commits by itself.
+        // A full batch committed on another thread.
         let mut b = s.batch();
         for i in 0..(Batch::MAX_CHUNKS as u64 + 3) {
             b.insert(&noise(100, 1001 + 2 * i)).unwrap();
         }
+        assert!(b.is_full());
+        std::thread::scope(|sc| sc.spawn(move || b.commit().unwrap()).join().unwrap());
         assert!(s.has(&ChunkId::of(&noise(100, 1001))));
-        b.commit().unwrap();
         s.sync().unwrap();
         assert_eq!(
             s.verify_all().unwrap().chunks_ok,

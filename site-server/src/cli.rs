@@ -486,7 +486,14 @@ async fn package(cmd: PackageCmd) -> Res {
             if let PublishTarget::Existing(id) = &target {
                 let _: PackageDetail = client.get(&format!("/v1/packages/{id}")).await?;
             }
+            let t_scan = std::time::Instant::now();
             let scanned = publish::scan(&source).map_err(publish_error)?;
+            tracing::debug!(
+                files = scanned.files(),
+                bytes = scanned.bytes,
+                ms = t_scan.elapsed().as_millis() as u64,
+                "source scanned"
+            );
             let store = dist_point::ContentStore::open(dir.content())
                 .map_err(|e| CliError::failed(e.to_string()))?;
             let cache_path = publish::cache_path(&dir.publish_cache(), &scanned.root);
@@ -509,6 +516,12 @@ async fn package(cmd: PackageCmd) -> Res {
             })
             .map_err(publish_error)?;
             bar.finish_and_clear();
+            tracing::debug!(
+                new_chunks = built.new_chunks,
+                files_cached = built.files_cached,
+                ms = started.elapsed().as_millis() as u64,
+                "content stored"
+            );
             let req = PublishRequest {
                 target,
                 priority,
@@ -516,7 +529,12 @@ async fn package(cmd: PackageCmd) -> Res {
                 new_chunks: built.new_chunks,
             };
             let body = encoding::encode(&req).map_err(|e| CliError::failed(e.to_string()))?;
+            let t_record = std::time::Instant::now();
             let out: PublishOutcome = client.post_bytes("/v1/packages/publish", body).await?;
+            tracing::debug!(
+                ms = t_record.elapsed().as_millis() as u64,
+                "version recorded"
+            );
             if let Err(e) = publish::save_cache(&cache_path, &built.cache) {
                 tracing::warn!("cannot save the publish stat cache: {e}");
             }

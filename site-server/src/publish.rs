@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -296,10 +296,102 @@ pub struct Built {
     pub cache: StatCache,
 }
 
+/// Threads that read and cut files.
+const READERS: usize = 2;
+
+/// Consecutive chunks (often of several small files) handed to a worker at once, so a small
+/// file does not cost a channel round trip. Jobs are pooled and reused.
+#[derive(Default)]
 struct Job {
+    data: Vec<u8>,
+    parts: Vec<Part>,
+}
+
+/// One chunk of a [`Job`]: chunk `index` of entry `file`, at `data[start..start + len]`.
+struct Part {
     file: usize,
     index: usize,
-    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+/// A job is sent once it holds this many bytes.
+const JOB_BYTES: usize = 2 * MAX_SIZE;
+
+/// Per job: (entry, chunk index, chunk, whether new) for each of its chunks.
+type JobResult = Result<Vec<(usize, usize, ChunkRef, bool)>, StoreError>;
+
+/// Reader `reader` of [`READERS`]: reads and cuts its share of the files that are not cached,
+/// sending each chunk to the workers in a pooled buffer. Returns (entry, bytes, chunks) per file.
+fn read_files(
+    reader: usize,
+    scanned: &Scanned,
+    cached: &[Option<Vec<ChunkRef>>],
+    chunker: &Chunker,
+    pool_rx: &Mutex<Receiver<Job>>,
+    job_tx: SyncSender<Job>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<(usize, u64, usize)>, PublishError> {
+    let mut readbuf = Vec::new();
+    let mut done = Vec::new();
+    let take = || {
+        pool_rx
+            .lock()
+            .expect("job pool lock")
+            .recv()
+            .map_err(std::io::Error::other)
+    };
+    let mut job: Option<Job> = None;
+    let files = scanned
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.kind {
+            ScanKind::File { abs, .. } if cached[i].is_none() => Some((i, abs)),
+            _ => None,
+        });
+    for (i, abs) in files.skip(reader).step_by(READERS) {
+        let unreadable = |source| PublishError::Unreadable {
+            path: scanned.root.clone(),
+            what: abs.clone(),
+            source,
+        };
+        let f = File::open(abs).map_err(unreadable)?;
+        let mut index = 0usize;
+        let n = chunker
+            .for_each_chunk(f, &mut readbuf, |c| -> Result<(), std::io::Error> {
+                let full = job
+                    .as_ref()
+                    .is_some_and(|j| j.data.len() + c.len() > JOB_BYTES);
+                if full {
+                    job_tx
+                        .send(job.take().expect("a full job"))
+                        .map_err(std::io::Error::other)?;
+                }
+                let j = match &mut job {
+                    Some(j) => j,
+                    None => job.insert(take()?),
+                };
+                j.parts.push(Part {
+                    file: i,
+                    index,
+                    start: j.data.len(),
+                    len: c.len(),
+                });
+                j.data.extend_from_slice(c);
+                index += 1;
+                progress(c.len() as u64);
+                Ok(())
+            })
+            .map_err(unreadable)?;
+        done.push((i, n, index));
+    }
+    if let Some(j) = job.filter(|j| !j.parts.is_empty()) {
+        // The workers outlive the readers, so this only fails if they are gone with an error
+        // that the collector reports.
+        let _ = job_tx.send(j);
+    }
+    Ok(done)
 }
 
 /// Chunks, hashes, compresses and stores every file of `scanned`; returns the manifest.
@@ -315,6 +407,7 @@ pub fn build(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8)
+        // Twice the cores: a worker blocked in a write or an open leaves its core to another.
         * 2;
     let pool_size = workers * 3;
     let chunker = Chunker::default();
@@ -345,111 +438,107 @@ pub fn build(
 
     let (job_tx, job_rx) = sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
-    let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(pool_size);
+    let (pool_tx, pool_rx) = sync_channel::<Job>(pool_size);
+    let pool_rx = Mutex::new(pool_rx);
     for _ in 0..pool_size {
         pool_tx
-            .send(Vec::with_capacity(MAX_SIZE))
+            .send(Job {
+                data: Vec::with_capacity(JOB_BYTES),
+                parts: Vec::new(),
+            })
             .expect("pool has room");
     }
-    type Done = (usize, usize, Result<(ChunkRef, bool), StoreError>);
-    let (res_tx, res_rx) = channel::<Done>();
+    let (res_tx, res_rx) = channel::<JobResult>();
+    let (commit_tx, commit_rx) = sync_channel::<dist_point::Batch<'_>>(workers);
     let mut bytes_read = 0u64;
     let mut counts: Vec<usize> = vec![0; scanned.entries.len()];
 
-    let read_result: Result<(), PublishError> = std::thread::scope(|sc| {
+    let read_result: Result<Vec<(usize, u64, usize)>, PublishError> = std::thread::scope(|sc| {
         for _ in 0..workers {
             let job_rx = &job_rx;
             let pool_tx = pool_tx.clone();
             let res_tx = res_tx.clone();
+            let commit_tx = commit_tx.clone();
             sc.spawn(move || {
-                // Each worker writes through its own batch: one sync per batch, not per chunk.
+                // Each worker writes through its own batch and hands it, full, to the
+                // committer: one sync per batch, and no worker waits for the disk.
                 let mut batch = store.batch();
                 loop {
-                    let job = match job_rx.lock().expect("job queue lock").recv() {
+                    let mut job = match job_rx.lock().expect("job queue lock").recv() {
                         Ok(j) => j,
                         Err(_) => break,
                     };
-                    let r = batch.insert(&job.buf).map(|(id, new)| {
-                        (
-                            ChunkRef {
+                    let r: JobResult = job
+                        .parts
+                        .iter()
+                        .map(|p| {
+                            let raw = &job.data[p.start..p.start + p.len];
+                            let (id, new) = batch.insert(raw)?;
+                            let c = ChunkRef {
                                 id,
-                                len: job.buf.len() as u32,
-                            },
-                            new,
-                        )
-                    });
-                    let _ = pool_tx.send(job.buf);
-                    let _ = res_tx.send((job.file, job.index, r));
+                                len: p.len as u32,
+                            };
+                            Ok((p.file, p.index, c, new))
+                        })
+                        .collect();
+                    job.data.clear();
+                    job.parts.clear();
+                    let _ = pool_tx.send(job);
+                    let _ = res_tx.send(r);
+                    if batch.is_full() {
+                        let _ = commit_tx.send(std::mem::replace(&mut batch, store.batch()));
+                    }
                 }
-                if let Err(e) = batch.commit() {
-                    let _ = res_tx.send((usize::MAX, 0, Err(e)));
+                let _ = commit_tx.send(batch);
+            });
+        }
+        {
+            let res_tx = res_tx.clone();
+            sc.spawn(move || {
+                for mut b in commit_rx {
+                    if let Err(e) = b.commit() {
+                        let _ = res_tx.send(Err(e));
+                    }
                 }
             });
         }
+        drop(commit_tx);
         drop(res_tx);
-        let mut readbuf = Vec::new();
-        let mut result = Ok(());
-        'files: for (i, e) in scanned.entries.iter().enumerate() {
-            let ScanKind::File { abs, .. } = &e.kind else {
-                continue;
-            };
-            if chunk_lists[i].is_some() {
-                continue;
-            }
-            let f = match File::open(abs) {
-                Ok(f) => f,
-                Err(err) => {
-                    result = Err(PublishError::Unreadable {
-                        path: scanned.root.clone(),
-                        what: abs.clone(),
-                        source: err,
-                    });
-                    break 'files;
-                }
-            };
-            let mut index = 0usize;
-            let r = chunker.for_each_chunk(f, &mut readbuf, |c| -> Result<(), std::io::Error> {
-                let mut buf = pool_rx.recv().map_err(std::io::Error::other)?;
-                buf.clear();
-                buf.extend_from_slice(c);
-                job_tx
-                    .send(Job {
-                        file: i,
-                        index,
-                        buf,
-                    })
-                    .map_err(std::io::Error::other)?;
-                index += 1;
-                progress(c.len() as u64);
-                Ok(())
-            });
-            match r {
-                Ok(n) => {
-                    bytes_read += n;
-                    sizes[i] = n;
-                    counts[i] = index;
-                }
-                Err(err) => {
-                    result = Err(PublishError::Unreadable {
-                        path: scanned.root.clone(),
-                        what: abs.clone(),
-                        source: err,
-                    });
-                    break 'files;
-                }
+        // Readers: files are dealt out round-robin, so many small files do not serialize
+        // behind one thread's open/read/cut.
+        let readers: Vec<_> = (0..READERS)
+            .map(|r| {
+                let job_tx = job_tx.clone();
+                let (pool_rx, chunk_lists) = (&pool_rx, &chunk_lists);
+                sc.spawn(move || {
+                    read_files(r, scanned, chunk_lists, &chunker, pool_rx, job_tx, progress)
+                })
+            })
+            .collect();
+        drop(job_tx);
+        let mut result = Ok(Vec::new());
+        for h in readers {
+            match (&mut result, h.join().expect("reader thread")) {
+                (Ok(all), Ok(more)) => all.extend(more),
+                (Ok(_), Err(e)) => result = Err(e),
+                (Err(_), _) => {}
             }
         }
-        drop(job_tx);
         result
     });
-    read_result?;
+    for (i, n, count) in read_result? {
+        bytes_read += n;
+        sizes[i] = n;
+        counts[i] = count;
+    }
 
     let mut new_chunks = 0u64;
     let mut slots: Vec<Vec<Option<ChunkRef>>> = counts.iter().map(|n| vec![None; *n]).collect();
-    for (file, index, r) in res_rx.iter() {
-        let (c, new) = r?;
-        new_chunks += new as u64;
-        slots[file][index] = Some(c);
+    for r in res_rx.iter() {
+        for (file, index, c, new) in r? {
+            new_chunks += new as u64;
+            slots[file][index] = Some(c);
+        }
     }
     store.sync()?;
 
