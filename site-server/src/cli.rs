@@ -2,18 +2,18 @@
 //! `store verify`) work on the data directory; the others talk to the running daemon.
 
 use crate::client::AdminClient;
-use crate::config::{DataDir, SiteConfig};
-use crate::decide::{AdvertRequest, PublishOutcome, PublishRequest, PublishTarget};
-use crate::publish::{self, PublishError};
-use crate::site::{
-    IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail, PackageSummary,
-};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use schema::advert::{Advertisement, ExitRules, Program};
 use schema::event::Priority;
 use schema::manifest::EntryKind;
 use schema::{encoding, PackageId, SiteCode};
+use site_server::config::{DataDir, SiteConfig};
+use site_server::decide::{AdvertRequest, PublishOutcome, PublishRequest, PublishTarget};
+use site_server::publish::{self, PublishError};
+use site_server::site::{
+    IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail, PackageSummary,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -46,11 +46,11 @@ impl CliError {
     }
 }
 
-impl From<crate::daemon::StartError> for CliError {
-    fn from(e: crate::daemon::StartError) -> Self {
+impl From<site_server::daemon::StartError> for CliError {
+    fn from(e: site_server::daemon::StartError) -> Self {
         match e {
-            crate::daemon::StartError::Config(m) => CliError::usage(m),
-            crate::daemon::StartError::Failed(m) => CliError::failed(m),
+            site_server::daemon::StartError::Config(m) => CliError::usage(m),
+            site_server::daemon::StartError::Failed(m) => CliError::failed(m),
         }
     }
 }
@@ -376,7 +376,7 @@ pub async fn run(cli: Cli) -> Res {
             api,
         } => init(&code, &data.dir(), listen, api),
         Cmd::Identity { data, json } => identity(&data.dir(), json),
-        Cmd::Run { data } => Ok(crate::daemon::run(data.dir()).await?),
+        Cmd::Run { data } => Ok(site_server::daemon::run(data.dir()).await?),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,
         Cmd::Log {
@@ -402,7 +402,7 @@ fn init(code: &str, dir: &DataDir, listen: SocketAddr, api: SocketAddr) -> Res {
     let code = SiteCode::new(code).map_err(|e| CliError::usage(e.to_string()))?;
     let cfg = SiteConfig::new(code, listen, api);
     cfg.validate().map_err(CliError::usage)?;
-    if crate::config::is_initialized(&dir.root) {
+    if site_server::config::is_initialized(&dir.root) {
         return Err(CliError::usage(format!(
             "{} already holds a site: give a new directory to --data",
             dir.root.display()
@@ -882,7 +882,7 @@ fn catalogue(json: bool) -> Res {
 }
 
 fn rebuild(dir: &DataDir) -> Res {
-    let (_lock, site) = crate::daemon::open_site(dir, true)?;
+    let (_lock, site) = site_server::daemon::open_site(dir, true)?;
     let r = site
         .db
         .rebuild()

@@ -1,11 +1,11 @@
 //! The CLI's side of the admin API: finds the daemon through `admin.json` and turns every
 //! failure into one line that says what to do.
 
-use crate::api::{AdminInfo, ErrorBody};
 use crate::cli::CliError;
-use crate::config::DataDir;
 use reqwest::StatusCode;
 use serde::{de::DeserializeOwned, Serialize};
+use site_server::api::{AdminInfo, ErrorBody};
+use site_server::config::DataDir;
 
 pub struct AdminClient {
     base: String,
@@ -17,7 +17,7 @@ pub struct AdminClient {
 impl AdminClient {
     /// Reads `admin.json` of a running daemon.
     pub fn from_dir(dir: &DataDir) -> Result<Self, CliError> {
-        crate::config::SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
+        site_server::config::SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
         let path = dir.admin();
         let text = std::fs::read_to_string(&path).map_err(|_| {
             CliError::failed(format!(

@@ -78,7 +78,7 @@ fn start_daemon(data: &Path) -> Result<Daemon, CliError> {
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if d.data.join(crate::config::ADMIN_FILE).exists() {
+        if d.data.join(site_server::config::ADMIN_FILE).exists() {
             return Ok(d);
         }
         if let Ok(Some(status)) = d.child.try_wait() {

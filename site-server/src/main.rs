@@ -1,4 +1,11 @@
+//! The `site-server` binary: the operator CLI, its admin-API client and the demo, on top of
+//! the `site_server` library.
+
 use clap::Parser;
+
+mod cli;
+mod client;
+mod demo;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -8,7 +15,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = site_server::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -19,7 +26,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match rt.block_on(site_server::cli::run(cli)) {
+    match rt.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.line());
