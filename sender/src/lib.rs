@@ -11,3 +11,4 @@
 //! `site-server`) or storage (`dist-point`'s content store, `site-server`'s sled log).
 
 pub mod identity;
+pub mod tls;
