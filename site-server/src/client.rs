@@ -77,15 +77,22 @@ impl AdminClient {
         })
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+    /// Sends `req` with the token and reads the answer.
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CliError> {
+        let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
         self.finish(resp).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.send(self.http.get(self.url(path))).await
     }
 
     pub async fn get_query<T: DeserializeOwned, Q: Serialize>(
@@ -93,15 +100,7 @@ impl AdminClient {
         path: &str,
         q: &Q,
     ) -> Result<T, CliError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(q)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.finish(resp).await
+        self.send(self.http.get(self.url(path)).query(q)).await
     }
 
     pub async fn post_json<T: DeserializeOwned, B: Serialize>(
@@ -109,15 +108,7 @@ impl AdminClient {
         path: &str,
         body: &B,
     ) -> Result<T, CliError> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.finish(resp).await
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     pub async fn post_bytes<T: DeserializeOwned>(
@@ -125,15 +116,11 @@ impl AdminClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<T, CliError> {
-        let resp = self
+        let req = self
             .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .post(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.finish(resp).await
+            .body(body);
+        self.send(req).await
     }
 }
