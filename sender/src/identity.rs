@@ -48,6 +48,31 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der))
 }
 
+/// Checks an operator-given fingerprint (64 hex digits, any case); returns it lower-case.
+pub fn check_fingerprint(s: &str) -> Result<String, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "invalid fingerprint {s:?}: give the 64 hex digits that `site-server identity` prints on the peer"
+        ))
+    }
+}
+
+/// Checks an operator-given ed25519 public key (64 hex digits, a valid curve point); returns
+/// it lower-case.
+pub fn check_public_key(s: &str) -> Result<String, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let mut b = [0u8; 32];
+    let bad = || {
+        format!("invalid public key {s:?}: give the 64 hex digits that `site-server identity` prints on the peer")
+    };
+    hex::decode_to_slice(&t, &mut b).map_err(|_| bad())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|_| bad())?;
+    Ok(t)
+}
+
 /// Writes `contents` to `path`, readable by the owner only, failing if it exists.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
     let mut f = fs::OpenOptions::new()
@@ -135,6 +160,21 @@ pub fn load_public(dir: &Path) -> Result<PublicIdentity, IdentityError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn operator_given_keys_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let id = create(d.path(), SiteCode::new("P01").unwrap()).unwrap();
+        assert_eq!(
+            check_fingerprint(&id.fingerprint.to_uppercase()).unwrap(),
+            id.fingerprint
+        );
+        assert_eq!(check_public_key(&id.public_key).unwrap(), id.public_key);
+        assert!(check_fingerprint("abc").is_err());
+        assert!(check_fingerprint(&"g".repeat(64)).is_err());
+        assert!(check_public_key(&"zz".repeat(32)).is_err());
+        assert!(check_public_key("00").is_err());
+    }
 
     #[test]
     fn create_then_load_gives_the_same_identity() {

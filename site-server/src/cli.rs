@@ -109,6 +109,12 @@ pub enum Cmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Children of this site: add, list.
+    #[command(subcommand)]
+    Child(ChildCmd),
+    /// The parent of this site.
+    #[command(subcommand)]
+    Parent(ParentCmd),
     /// Packages: publish, list, show.
     #[command(subcommand)]
     Package(PackageCmd),
@@ -143,6 +149,53 @@ pub enum Cmd {
         /// Leave the daemon running and print how to talk to it.
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ChildCmd {
+    /// Link a child site: pin its certificate and key (from its `site-server identity`).
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// The child's site code.
+        #[arg(long)]
+        code: String,
+        /// The child's certificate fingerprint.
+        #[arg(long)]
+        fingerprint: String,
+        /// The child's public key.
+        #[arg(long)]
+        pubkey: String,
+        /// The child is reached only by courier bundles.
+        #[arg(long)]
+        courier: bool,
+    },
+    /// List the children of this site.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ParentCmd {
+    /// Set this site's parent: where to dial it, its certificate and key.
+    Set {
+        #[command(flatten)]
+        data: DataArg,
+        /// The parent's site code.
+        #[arg(long)]
+        code: String,
+        /// HOST:PORT of the parent's listener.
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        fingerprint: String,
+        #[arg(long)]
+        pubkey: String,
     },
 }
 
@@ -377,6 +430,21 @@ pub async fn run(cli: Cli) -> Res {
         } => init(&code, &data.dir(), listen, api),
         Cmd::Identity { data, json } => identity(&data.dir(), json),
         Cmd::Run { data } => Ok(site_server::daemon::run(data.dir()).await?),
+        Cmd::Child(ChildCmd::Add {
+            data,
+            code,
+            fingerprint,
+            pubkey,
+            courier,
+        }) => child_add(&data.dir(), &code, &fingerprint, &pubkey, courier),
+        Cmd::Child(ChildCmd::List { data, json }) => child_list(&data.dir(), json),
+        Cmd::Parent(ParentCmd::Set {
+            data,
+            code,
+            addr,
+            fingerprint,
+            pubkey,
+        }) => parent_set(&data.dir(), &code, &addr, &fingerprint, &pubkey),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,
         Cmd::Log {
@@ -450,6 +518,94 @@ fn identity(dir: &DataDir, json: bool) -> Res {
     println!("fingerprint  {}", p.fingerprint);
     println!("public key   {}", p.public_key);
     println!("listen       {}", cfg.listen);
+    Ok(())
+}
+
+/// The peer's code, fingerprint and key as the operator gave them, checked.
+fn peer_keys(
+    code: &str,
+    fingerprint: &str,
+    pubkey: &str,
+) -> Result<(SiteCode, String, String), CliError> {
+    Ok((
+        SiteCode::new(code).map_err(|e| CliError::usage(e.to_string()))?,
+        sender::identity::check_fingerprint(fingerprint).map_err(CliError::usage)?,
+        sender::identity::check_public_key(pubkey).map_err(CliError::usage)?,
+    ))
+}
+
+fn links_changed(dir: &DataDir) {
+    if dir.admin().exists() {
+        println!("the running daemon reads its links when it starts: restart it to use this one");
+    }
+}
+
+fn child_add(dir: &DataDir, code: &str, fingerprint: &str, pubkey: &str, courier: bool) -> Res {
+    let mut cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
+    let (code, fingerprint, public_key) = peer_keys(code, fingerprint, pubkey)?;
+    if cfg.children.iter().any(|c| c.code == code) {
+        return Err(CliError::usage(format!(
+            "child {code} is already linked to {}: see `site-server child list`",
+            cfg.code
+        )));
+    }
+    cfg.children.push(site_server::config::ChildLink {
+        code,
+        fingerprint,
+        public_key,
+        courier,
+    });
+    cfg.save(dir).map_err(CliError::usage)?;
+    println!(
+        "child {code} added to {} ({}); its certificate is pinned",
+        cfg.code,
+        if courier {
+            "courier only"
+        } else {
+            "network link"
+        }
+    );
+    links_changed(dir);
+    Ok(())
+}
+
+fn child_list(dir: &DataDir, json: bool) -> Res {
+    let cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
+    if json {
+        return print_json(&cfg.children);
+    }
+    let rows: Vec<Vec<String>> = cfg
+        .children
+        .iter()
+        .map(|c| {
+            vec![
+                c.code.to_string(),
+                if c.courier { "courier" } else { "network" }.into(),
+                c.fingerprint[..16].to_string(),
+                c.public_key[..16].to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["CHILD", "LINK", "FINGERPRINT", "PUBLIC KEY"], &rows);
+    Ok(())
+}
+
+fn parent_set(dir: &DataDir, code: &str, addr: &str, fingerprint: &str, pubkey: &str) -> Res {
+    let mut cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
+    let (code, fingerprint, public_key) = peer_keys(code, fingerprint, pubkey)?;
+    site_server::config::check_addr(addr).map_err(CliError::usage)?;
+    cfg.parent = Some(site_server::config::ParentLink {
+        code,
+        addr: addr.to_string(),
+        fingerprint,
+        public_key,
+    });
+    cfg.save(dir).map_err(CliError::usage)?;
+    println!(
+        "parent of {} set to {code} at {addr}; its certificate is pinned",
+        cfg.code
+    );
+    links_changed(dir);
     Ok(())
 }
 

@@ -52,6 +52,36 @@ pub struct SiteConfig {
     /// The zone schedules are evaluated in ("UTC" unless set).
     #[serde(default = "default_zone")]
     pub zone: String,
+    /// This site's parent; none at the top of the hierarchy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// This site's children.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildLink>,
+}
+
+/// The link to the parent: where to dial it and which certificate and key are its.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentLink {
+    pub code: SiteCode,
+    /// HOST:PORT of the parent's QUIC listener.
+    pub addr: String,
+    /// SHA-256 of the parent's certificate (pinned).
+    pub fingerprint: String,
+    /// The parent's ed25519 key (checks its courier bundles).
+    pub public_key: String,
+}
+
+/// A child: which certificate and key are its, and whether it is reached only by courier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildLink {
+    pub code: SiteCode,
+    pub fingerprint: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub courier: bool,
 }
 
 fn default_zone() -> String {
@@ -78,6 +108,8 @@ impl SiteConfig {
             listen,
             api,
             zone: default_zone(),
+            parent: None,
+            children: Vec::new(),
         }
     }
 
@@ -88,6 +120,51 @@ impl SiteConfig {
                 "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",
                 self.api
             ));
+        }
+        let check_keys = |who: String, fp: &str, key: &str| -> Result<(), String> {
+            let fp_ok = sender::identity::check_fingerprint(fp).map(|f| f == fp);
+            let key_ok = sender::identity::check_public_key(key).map(|k| k == key);
+            match (fp_ok, key_ok) {
+                (Ok(true), Ok(true)) => Ok(()),
+                (Err(e), _) | (_, Err(e)) => Err(format!("{who}: {e}")),
+                _ => Err(format!(
+                    "{who}: write fingerprints and keys in lower-case hex"
+                )),
+            }
+        };
+        if let Some(p) = &self.parent {
+            if p.code == self.code {
+                return Err(format!(
+                    "parent {} is this site itself: a site cannot be its own parent",
+                    p.code
+                ));
+            }
+            check_addr(&p.addr).map_err(|e| format!("parent {}: {e}", p.code))?;
+            check_keys(format!("parent {}", p.code), &p.fingerprint, &p.public_key)?;
+        }
+        for (i, c) in self.children.iter().enumerate() {
+            if c.code == self.code {
+                return Err(format!(
+                    "child {} is this site itself: give the child's own code",
+                    c.code
+                ));
+            }
+            if self.parent.as_ref().is_some_and(|p| p.code == c.code) {
+                return Err(format!(
+                    "{} is this site's parent and cannot also be its child",
+                    c.code
+                ));
+            }
+            if self.children[..i].iter().any(|o| o.code == c.code) {
+                return Err(format!("child {} is listed twice: remove one", c.code));
+            }
+            if self.children[..i]
+                .iter()
+                .any(|o| o.fingerprint == c.fingerprint)
+            {
+                return Err(format!("child {} has the certificate fingerprint of another child: each site has its own certificate", c.code));
+            }
+            check_keys(format!("child {}", c.code), &c.fingerprint, &c.public_key)?;
         }
         if self.zone != "UTC" {
             return Err(format!(
@@ -122,6 +199,15 @@ impl SiteConfig {
         Ok(cfg)
     }
 
+    /// Writes `site.toml` atomically (temp file, rename) after validating.
+    pub fn save(&self, dir: &DataDir) -> Result<(), String> {
+        self.validate()?;
+        let tmp = dir.root.join("site.toml.tmp");
+        std::fs::write(&tmp, self.to_toml())
+            .and_then(|_| std::fs::rename(&tmp, dir.config()))
+            .map_err(|e| format!("cannot write {}: {e}", dir.config().display()))
+    }
+
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("site config serializes");
         format!(
@@ -130,6 +216,16 @@ impl SiteConfig {
              # api: admin HTTP API (loopback only); zone: schedule time zone.\n{body}"
         )
     }
+}
+
+/// Checks a `HOST:PORT` address without resolving it.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let bad = || format!("address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:4710)");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Whether `p` exists and is a directory that holds a site.

@@ -1,0 +1,224 @@
+//! `child add`, `child list` and `parent set` write pinned links into site.toml; bad input is
+//! refused with one line, exit 2, and site.toml unchanged.
+
+use tests::TestSite;
+
+fn identity(site: &TestSite) -> (String, String) {
+    let v = site.cli(&["identity", "--json"]).json();
+    (
+        v["fingerprint"].as_str().unwrap().to_string(),
+        v["public_key"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn links_are_written_checked_and_kept() {
+    let mut cen = TestSite::init("CEN");
+    let mut p01 = TestSite::init("P01");
+    let (cen_fp, cen_key) = identity(&cen);
+    let (p01_fp, p01_key) = identity(&p01);
+
+    cen.cli(&[
+        "child",
+        "add",
+        "--code",
+        "P01",
+        "--fingerprint",
+        &p01_fp,
+        "--pubkey",
+        &p01_key,
+    ])
+    .ok();
+    let children = cen.cli(&["child", "list", "--json"]).json();
+    assert_eq!(children[0]["code"], "P01");
+    assert_eq!(children[0]["fingerprint"], p01_fp.as_str());
+    assert_eq!(children[0]["courier"], false);
+    p01.cli(&[
+        "parent",
+        "set",
+        "--code",
+        "CEN",
+        "--addr",
+        "127.0.0.1:4710",
+        "--fingerprint",
+        &cen_fp.to_uppercase(),
+        "--pubkey",
+        &cen_key,
+    ])
+    .ok();
+    let toml = std::fs::read_to_string(p01.data().join("site.toml")).unwrap();
+    assert!(
+        toml.contains("[parent]") && toml.contains(&cen_fp),
+        "{toml}"
+    );
+
+    let cen_toml = std::fs::read(cen.data().join("site.toml")).unwrap();
+    let p01_toml = std::fs::read(p01.data().join("site.toml")).unwrap();
+    let bad_fp = "ab".repeat(31);
+    let cases: Vec<(&TestSite, Vec<&str>, &[&str])> = vec![
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "P01",
+                "--fingerprint",
+                &p01_fp,
+                "--pubkey",
+                &p01_key,
+            ],
+            &["P01", "already linked"],
+        ),
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "CEN",
+                "--fingerprint",
+                &cen_fp,
+                "--pubkey",
+                &cen_key,
+            ],
+            &["CEN", "this site itself"],
+        ),
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "p02",
+                "--fingerprint",
+                &p01_fp,
+                "--pubkey",
+                &p01_key,
+            ],
+            &["site code"],
+        ),
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "P02",
+                "--fingerprint",
+                &bad_fp,
+                "--pubkey",
+                &p01_key,
+            ],
+            &["fingerprint"],
+        ),
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "P02",
+                "--fingerprint",
+                &p01_fp,
+                "--pubkey",
+                "00ff",
+            ],
+            &["public key"],
+        ),
+        (
+            &cen,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "P02",
+                "--fingerprint",
+                &p01_fp,
+                "--pubkey",
+                &p01_key,
+            ],
+            &["P02", "fingerprint of another child"],
+        ),
+        (
+            &p01,
+            vec![
+                "parent",
+                "set",
+                "--code",
+                "P01",
+                "--addr",
+                "127.0.0.1:1",
+                "--fingerprint",
+                &cen_fp,
+                "--pubkey",
+                &cen_key,
+            ],
+            &["own parent"],
+        ),
+        (
+            &p01,
+            vec![
+                "parent",
+                "set",
+                "--code",
+                "CEN",
+                "--addr",
+                "nowhere",
+                "--fingerprint",
+                &cen_fp,
+                "--pubkey",
+                &cen_key,
+            ],
+            &["HOST:PORT"],
+        ),
+        (
+            &p01,
+            vec![
+                "child",
+                "add",
+                "--code",
+                "CEN",
+                "--fingerprint",
+                &cen_fp,
+                "--pubkey",
+                &cen_key,
+            ],
+            &["CEN", "parent"],
+        ),
+    ];
+    for (site, args, needles) in &cases {
+        site.cli(args).fails(2, needles);
+    }
+    assert_eq!(
+        std::fs::read(cen.data().join("site.toml")).unwrap(),
+        cen_toml
+    );
+    assert_eq!(
+        std::fs::read(p01.data().join("site.toml")).unwrap(),
+        p01_toml
+    );
+
+    // A site with links still starts, and says that new links apply at its next start.
+    cen.start();
+    let (s01_fp, s01_key) = identity(&TestSite::init("S01"));
+    let out = cen
+        .cli(&[
+            "child",
+            "add",
+            "--code",
+            "S01",
+            "--fingerprint",
+            &s01_fp,
+            "--pubkey",
+            &s01_key,
+            "--courier",
+        ])
+        .ok();
+    assert!(out.contains("restart"), "{out}");
+    assert_eq!(
+        cen.cli(&["child", "list", "--json"]).json()[1]["courier"],
+        true
+    );
+    p01.start();
+}
