@@ -4,7 +4,8 @@
 //! ([`event`]), advertisements and their programs' exit rules ([`advert`]), software-update
 //! catalog entries ([`catalog`]), reports and status messages ([`report`]) with the one table
 //! of every status-message id ([`status`]), the package manifest ([`manifest`]), content-defined
-//! chunking ([`chunking`]) and the persisted/wire encoding ([`encoding`]).
+//! chunking ([`chunking`]), the persisted/wire encoding ([`encoding`]) and the frames of a
+//! site link ([`wire`]).
 //!
 //! What is not here: any I/O. Nothing in this crate opens a file, a socket or a database; the
 //! chunker works on byte slices that its caller fills. That keeps the types usable from the
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod manifest;
 pub mod report;
 pub mod status;
+pub mod wire;
 
 pub use ids::{AdvertisementId, ChunkId, IdError, ManifestId, PackageId, SiteCode};
 
