@@ -36,6 +36,8 @@ const REPORT_LEN: &[u8] = b"report_len";
 const OWN_CONFIG_SEQ: &[u8] = b"own_config_seq";
 const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
 const REBUILDING: &[u8] = b"rebuilding";
+/// The last position of the parent's config log applied here.
+pub const PARENT_APPLIED: &[u8] = b"parent_applied";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -53,6 +55,19 @@ pub enum DbError {
     },
     #[error("a rebuild of the projections was interrupted: run `site-server rebuild --data DIR` before starting the daemon")]
     RebuildPending,
+    #[error("parent log batch starts at position {got} but position {expected} is next: the batch is refused and the link must resend from {expected}")]
+    Gap { expected: u64, got: u64 },
+}
+
+/// What [`Db::apply_parent_batch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events newly appended to this site's log.
+    pub applied: u64,
+    /// Events skipped: at or below the cursor (a resend), or already known by dedupe key.
+    pub skipped: u64,
+    /// The cursor after the batch: the last parent position applied.
+    pub cursor: u64,
 }
 
 /// The site database.
@@ -234,6 +249,55 @@ impl Db {
         )?;
         self.db.flush()?;
         Ok(new)
+    }
+
+    /// Applies a batch of the parent's config log, at parent positions `first`, `first + 1`,
+    /// ..., and advances the [`PARENT_APPLIED`] cursor to the last, in one transaction: after
+    /// a crash either the whole batch and its cursor are there, or none of it.
+    ///
+    /// Positions at or below the cursor are skipped (a resend after a reconnect); a batch that
+    /// starts after the cursor + 1 is a gap and is refused, changing nothing.
+    pub fn apply_parent_batch(
+        &self,
+        first: u64,
+        events: &[EventEnvelope],
+    ) -> Result<BatchOutcome, DbError> {
+        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
+            let cursor = tx_counter(&tx[CURSORS], PARENT_APPLIED)?;
+            if first > cursor + 1 {
+                return Err(ConflictableTransactionError::Abort(DbError::Gap {
+                    expected: cursor + 1,
+                    got: first,
+                }));
+            }
+            let mut o = BatchOutcome {
+                applied: 0,
+                skipped: 0,
+                cursor,
+            };
+            for (i, env) in events.iter().enumerate() {
+                let pos = first + i as u64;
+                if pos <= cursor {
+                    o.skipped += 1;
+                    continue;
+                }
+                if append_config_tx(tx, self.own, env)? {
+                    o.applied += 1;
+                } else {
+                    o.skipped += 1;
+                }
+                o.cursor = pos;
+            }
+            tx[CURSORS].insert(PARENT_APPLIED, &o.cursor.to_be_bytes())?;
+            Ok(o)
+        }))?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    /// A named cursor (0 when never set).
+    pub fn cursor(&self, name: &[u8]) -> Result<u64, DbError> {
+        Ok(u64_of(self.trees[CURSORS].get(name)?))
     }
 
     pub fn counts(&self) -> Result<LogCounts, DbError> {
@@ -653,6 +717,59 @@ mod tests {
         assert_eq!(p.current().unwrap().source_version, 2);
         assert_eq!(db.meta().unwrap().catalog_version, 1);
         assert_eq!(db.meta().unwrap().next_package, 3);
+    }
+
+    #[test]
+    fn parent_batches_apply_once_in_order_with_their_cursor() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("db");
+        let db = Db::open(&path, code("S01"), false).unwrap();
+        let t0 = Utc::now();
+        let ev = |seq: u64| EventEnvelope {
+            origin: code("CEN"),
+            origin_seq: seq,
+            time: t0,
+            body: ConfigEvent::SyncRequest {
+                catalog_version: seq,
+            },
+        };
+        let batch = |from: u64, to: u64| (from..=to).map(ev).collect::<Vec<_>>();
+        let o = db.apply_parent_batch(1, &batch(1, 3)).unwrap();
+        assert_eq!((o.applied, o.skipped, o.cursor), (3, 0, 3));
+        // A resend overlapping what was applied: only the new tail is applied.
+        let o = db.apply_parent_batch(2, &batch(2, 5)).unwrap();
+        assert_eq!((o.applied, o.skipped, o.cursor), (2, 2, 5));
+        // A gap changes nothing.
+        let before = (db.counts().unwrap(), db.projection_digest().unwrap());
+        let err = db.apply_parent_batch(8, &batch(8, 9)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbError::Gap {
+                    expected: 6,
+                    got: 8
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            before,
+            (db.counts().unwrap(), db.projection_digest().unwrap())
+        );
+        assert_eq!(db.cursor(PARENT_APPLIED).unwrap(), 5);
+        // The cursor and the events survive a reopen, in the parent's order, each once.
+        drop(db);
+        let db = Db::open(&path, code("S01"), false).unwrap();
+        assert_eq!(db.cursor(PARENT_APPLIED).unwrap(), 5);
+        let seqs: Vec<u64> = db
+            .log(1, 100)
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.origin_seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(db.meta().unwrap().sync_requested, 5);
+        assert_eq!(db.meta().unwrap().events_applied, 5);
     }
 
     #[test]
