@@ -230,7 +230,7 @@ fn site_server() -> Result<PathBuf> {
 /// `site-server init` and `run` in `data`; returns the daemon once its admin API is up.
 fn start_site(ss: &Path, data: &Path) -> Result<Child> {
     let st = Command::new(ss)
-        .args(["init", "--code", "BEN", "--data"])
+        .args(["init", "--code", "BEN", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .stdout(Stdio::null())
         .status()?;

@@ -226,6 +226,14 @@ pub const CATALOGUE: &[MessageDef] = &[
         "distribution_manager",
         "Package %1 no longer targeted at %2.",
     ),
+    def(
+        40200,
+        Info,
+        "link",
+        "Link from child %1 is up (it had applied up to position %2).",
+    ),
+    def(40201, Info, "link", "Link from child %1 is down: %2"),
+    def(40202, Warning, "link", "Refused a connection from %1: %2"),
 ];
 
 /// The catalogue row of `id`.

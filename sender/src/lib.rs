@@ -11,4 +11,5 @@
 //! `site-server`) or storage (`dist-point`'s content store, `site-server`'s sled log).
 
 pub mod identity;
+pub mod link;
 pub mod tls;

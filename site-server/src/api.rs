@@ -29,6 +29,9 @@ pub struct AdminInfo {
     pub addr: String,
     pub token: String,
     pub pid: u32,
+    /// The address the site's QUIC listener is bound to (children dial it).
+    #[serde(default)]
+    pub listen: String,
 }
 
 pub struct ApiError(StatusCode, String);

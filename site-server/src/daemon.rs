@@ -79,6 +79,7 @@ pub fn open_site(
             db,
             store,
             machine: machine_name(),
+            log_grew: tokio::sync::Notify::new(),
         },
     ))
 }
@@ -123,6 +124,32 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Failed(e.to_string()))?;
+    // The QUIC endpoint: children dial it; it also dials the parent.
+    let me =
+        sender::tls::TlsIdentity::load(&dir.root).map_err(|e| StartError::Failed(e.to_string()))?;
+    let child_pins = sender::tls::Pins::new();
+    for c in &site.cfg.children {
+        child_pins.insert(&c.fingerprint, c.code.as_str());
+    }
+    let server_cfg = sender::tls::server_config(&me, child_pins.clone())
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    let mut endpoint = quinn::Endpoint::server(server_cfg, site.cfg.listen).map_err(|e| {
+        StartError::Config(format!(
+            "cannot listen on listen = \"{}\" from {}: {e}; pick a free address",
+            site.cfg.listen,
+            dir.config().display()
+        ))
+    })?;
+    let quic_addr = endpoint
+        .local_addr()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    if let Some(p) = &site.cfg.parent {
+        let pins = sender::tls::Pins::new();
+        pins.insert(&p.fingerprint, p.code.as_str());
+        endpoint.set_default_client_config(
+            sender::tls::client_config(&me, pins).map_err(|e| StartError::Failed(e.to_string()))?,
+        );
+    }
     let token = random_token().map_err(|e| StartError::Failed(e.to_string()))?;
     write_admin_file(
         &dir,
@@ -130,6 +157,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
             addr: addr.to_string(),
             token: token.clone(),
             pid: std::process::id(),
+            listen: quic_addr.to_string(),
         },
     )
     .map_err(|e| StartError::Failed(format!("{e:#}")))?;
@@ -150,12 +178,25 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     )
     .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
-    tracing::info!(site = %code, api = %addr, data = %dir.root.display(), "site server started");
+    tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
+    tokio::spawn(crate::replication::serve_children(
+        site.clone(),
+        endpoint.clone(),
+        child_pins,
+    ));
+    if let Some(p) = site.cfg.parent.clone() {
+        tokio::spawn(crate::replication::follow_parent(
+            site.clone(),
+            endpoint.clone(),
+            p,
+        ));
+    }
 
     let app = api::router(site.clone(), token);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    endpoint.close(0u32.into(), b"site server stopping");
     let _ = site.raise(40002, vec![], vec![code.to_string()]);
     let _ = std::fs::remove_file(dir.admin());
     tracing::info!(site = %code, "site server stopped");

@@ -295,6 +295,12 @@ impl Db {
         Ok(out)
     }
 
+    /// Sets a named cursor (link bookkeeping: what a child acknowledged, ...).
+    pub fn set_cursor(&self, name: &[u8], value: u64) -> Result<(), DbError> {
+        self.trees[CURSORS].insert(name, &value.to_be_bytes())?;
+        Ok(())
+    }
+
     /// A named cursor (0 when never set).
     pub fn cursor(&self, name: &[u8]) -> Result<u64, DbError> {
         Ok(u64_of(self.trees[CURSORS].get(name)?))

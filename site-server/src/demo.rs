@@ -133,7 +133,15 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
     println!("demo directory: {}", root.display());
     step(
         "create site CEN",
-        &["init", "--code", "CEN", "--data", &data_s],
+        &[
+            "init",
+            "--code",
+            "CEN",
+            "--data",
+            &data_s,
+            "--listen",
+            "127.0.0.1:0",
+        ],
     )?;
     let mut daemon = start_daemon(&data)?;
     println!("\n== site CEN running (pid {})", daemon.child.id());

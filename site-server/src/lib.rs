@@ -19,4 +19,5 @@ pub mod db;
 pub mod decide;
 pub mod projection;
 pub mod publish;
+pub mod replication;
 pub mod site;

@@ -21,6 +21,8 @@ pub struct Site {
     pub db: Db,
     pub store: ContentStore,
     pub machine: String,
+    /// Woken whenever the config log grows, so links to children send at once.
+    pub log_grew: tokio::sync::Notify,
 }
 
 /// The host name, for the "machine" of status messages.
@@ -156,16 +158,20 @@ impl Site {
             .into());
         }
         let ctx = self.ctx();
-        Ok(self
+        let out = self
             .db
-            .append_own(ctx.now, |view| decide::publish(view, &ctx, req))?)
+            .append_own(ctx.now, |view| decide::publish(view, &ctx, req))?;
+        self.log_grew.notify_waiters();
+        Ok(out)
     }
 
     pub fn create_advert(&self, req: &AdvertRequest) -> Result<Advertisement, OpError> {
         let ctx = self.ctx();
-        Ok(self
+        let out = self
             .db
-            .append_own(ctx.now, |view| decide::create_advert(view, &ctx, req))?)
+            .append_own(ctx.now, |view| decide::create_advert(view, &ctx, req))?;
+        self.log_grew.notify_waiters();
+        Ok(out)
     }
 
     pub fn packages(&self) -> Result<Vec<PackageSummary>, OpError> {

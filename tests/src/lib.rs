@@ -111,7 +111,16 @@ impl TestSite {
             data_s,
             daemon: None,
         };
-        site_server(&["init", "--code", code, "--data", s.data_str()]).ok();
+        site_server(&[
+            "init",
+            "--code",
+            code,
+            "--data",
+            s.data_str(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .ok();
         s
     }
 
@@ -194,6 +203,39 @@ impl TestSite {
         walk(&self.data().join("content"), &mut out);
         out.sort();
         out
+    }
+
+    /// The address the running daemon's QUIC listener is bound to.
+    pub fn listen_addr(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.data().join("admin.json")).expect("admin.json"),
+        )
+        .expect("admin.json is JSON");
+        v["listen"].as_str().expect("listen").to_string()
+    }
+
+    /// `site-server identity --json`: (fingerprint, public key).
+    pub fn keys(&self) -> (String, String) {
+        let v = self.cli(&["identity", "--json"]).json();
+        (
+            v["fingerprint"].as_str().expect("fingerprint").to_string(),
+            v["public_key"].as_str().expect("public_key").to_string(),
+        )
+    }
+
+    /// Polls `f` every 50 ms until it is true or `secs` pass.
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}\ndaemon log: {}",
+            self.daemon_log()
+        );
     }
 
     /// The admin API's address and token.

@@ -1,0 +1,67 @@
+//! Frames over a QUIC stream: the thin async shell around [`schema::wire`].
+
+use schema::wire::{encode_frame, Frame, FrameDecoder, FrameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("link write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("link read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("the peer closed the stream")]
+    Closed,
+}
+
+/// Writes frames to a QUIC send stream, reusing one buffer.
+pub struct FrameWriter {
+    stream: quinn::SendStream,
+    buf: Vec<u8>,
+}
+
+impl FrameWriter {
+    pub fn new(stream: quinn::SendStream) -> Self {
+        FrameWriter {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.buf.clear();
+        encode_frame(frame, &mut self.buf)?;
+        self.stream.write_all(&self.buf).await?;
+        Ok(())
+    }
+}
+
+/// Reads whole frames from a QUIC receive stream.
+pub struct FrameReader {
+    stream: quinn::RecvStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new(stream: quinn::RecvStream) -> Self {
+        FrameReader {
+            stream,
+            decoder: FrameDecoder::new(),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// The next frame; [`LinkError::Closed`] when the peer finished the stream.
+    pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok(f);
+            }
+            match self.stream.read(&mut self.buf).await? {
+                Some(n) => self.decoder.push(&self.buf[..n]),
+                None => return Err(LinkError::Closed),
+            }
+        }
+    }
+}

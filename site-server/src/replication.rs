@@ -1,0 +1,220 @@
+//! Replication over QUIC: a site streams its config log to its children, and follows its
+//! parent's. (Reports up and content store-and-forward are the rest of the replication
+//! issue.)
+//!
+//! One bidirectional stream per connection. The child opens it and says `Hello` with the last
+//! parent position it applied; the parent streams `Events` from the next position on, in
+//! batches, and keeps streaming as its log grows; the child applies each batch and its cursor
+//! in one transaction ([`Db::apply_parent_batch`](crate::db::Db::apply_parent_batch)) and
+//! answers `EventsAck`. A reconnect resumes from the child's cursor; a resend is skipped; so
+//! each event is applied once, in order, whatever breaks in between.
+
+use crate::config::ParentLink;
+use crate::db::PARENT_APPLIED;
+use crate::site::Site;
+use schema::report::Attribute;
+use schema::wire::Frame;
+use sender::link::{FrameReader, FrameWriter, LinkError};
+use sender::tls::{self, Pins};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events per `Events` frame.
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Site(String),
+}
+
+async fn blocking<T: Send + 'static>(
+    site: &Arc<Site>,
+    f: impl FnOnce(&Site) -> Result<T, crate::db::DbError> + Send + 'static,
+) -> Result<T, ReplError> {
+    let site = site.clone();
+    tokio::task::spawn_blocking(move || f(&site))
+        .await
+        .map_err(|e| ReplError::Site(e.to_string()))?
+        .map_err(|e| ReplError::Site(e.to_string()))
+}
+
+/// Accepts children's connections on `endpoint` until it is closed.
+pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Arc<Pins>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (site, pins) = (site.clone(), pins.clone());
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "connection refused");
+                    let _ = site.raise(40202, vec![], vec![remote.to_string(), e.to_string()]);
+                    return;
+                }
+            };
+            let Some(child) = tls::peer_fingerprint(&conn).and_then(|fp| pins.peer(&fp)) else {
+                conn.close(1u32.into(), b"unknown peer");
+                return;
+            };
+            let span = tracing::info_span!("child link", child = %child, %remote);
+            let _g = span.enter();
+            let r = serve_child(&site, &conn, &child).await;
+            let why = match &r {
+                Ok(()) => "closed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(reason = %why, "child link down");
+            let _ = site.raise(40201, vec![], vec![child.clone(), why]);
+        });
+    }
+}
+
+async fn serve_child(
+    site: &Arc<Site>,
+    conn: &quinn::Connection,
+    child: &str,
+) -> Result<(), ReplError> {
+    let (send, recv) = conn.accept_bi().await?;
+    let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
+    let applied = match r.recv().await? {
+        Frame::Hello {
+            site: code,
+            config_applied,
+            ..
+        } => {
+            if code.as_str() != child {
+                let reason = format!(
+                    "certificate pinned for {child} but the peer says it is {code}: fix the child's code or its pin"
+                );
+                let _ = w
+                    .send(&Frame::Refused {
+                        reason: reason.clone(),
+                    })
+                    .await;
+                let _ = site.raise(
+                    40202,
+                    vec![Attribute::DestinationSite(code)],
+                    vec![conn.remote_address().to_string(), reason.clone()],
+                );
+                conn.close(2u32.into(), b"wrong site code");
+                return Err(ReplError::Protocol(reason));
+            }
+            config_applied
+        }
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected Hello, got {other:?}"
+            )))
+        }
+    };
+    let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
+    let ack_key = format!("child:{child}:config_acked").into_bytes();
+
+    // Acks arrive while events are sent: read them on their own task.
+    let reader_site = site.clone();
+    let mut acks = tokio::spawn(async move {
+        loop {
+            match r.recv().await {
+                Ok(Frame::EventsAck { upto }) => {
+                    let key = ack_key.clone();
+                    let _ = blocking(&reader_site, move |s| s.db.set_cursor(&key, upto)).await;
+                }
+                Ok(other) => tracing::debug!(frame = ?other, "ignored"),
+                Err(e) => return e,
+            }
+        }
+    });
+    let mut next = applied + 1;
+    loop {
+        let grew = site.log_grew.notified();
+        tokio::pin!(grew);
+        grew.as_mut().enable();
+        let batch = blocking(site, move |s| s.db.log(next, BATCH)).await?;
+        if let Some((last, _)) = batch.last() {
+            let first = batch[0].0;
+            let last = *last;
+            let events = batch.into_iter().map(|(_, e)| e).collect();
+            w.send(&Frame::Events { first, events }).await?;
+            next = last + 1;
+            continue;
+        }
+        tokio::select! {
+            _ = &mut grew => {}
+            e = &mut acks => {
+                return match e {
+                    Ok(LinkError::Closed) => Ok(()),
+                    Ok(e) => Err(e.into()),
+                    Err(e) => Err(ReplError::Site(e.to_string())),
+                };
+            }
+        }
+    }
+}
+
+/// Follows the parent: dials it, applies its log, reconnects with capped exponential backoff.
+pub async fn follow_parent(site: Arc<Site>, endpoint: quinn::Endpoint, parent: ParentLink) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        match run_parent_link(&site, &endpoint, &parent).await {
+            Ok(()) => tracing::info!(parent = %parent.code, "parent link closed"),
+            Err(e) => tracing::warn!(parent = %parent.code, error = %e, "parent link failed"),
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn run_parent_link(
+    site: &Arc<Site>,
+    endpoint: &quinn::Endpoint,
+    parent: &ParentLink,
+) -> Result<(), ReplError> {
+    let addr = tokio::net::lookup_host(&parent.addr)
+        .await
+        .map_err(|e| ReplError::Protocol(format!("cannot resolve {}: {e}", parent.addr)))?
+        .next()
+        .ok_or_else(|| ReplError::Protocol(format!("{} resolves to nothing", parent.addr)))?;
+    let conn = endpoint.connect(addr, tls::SERVER_NAME)?.await?;
+    tracing::info!(parent = %parent.code, %addr, "parent link up");
+    let (send, recv) = conn.open_bi().await?;
+    let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
+    let applied = blocking(site, |s| s.db.cursor(PARENT_APPLIED)).await?;
+    w.send(&Frame::Hello {
+        site: site.cfg.code,
+        config_applied: applied,
+        reports_acked: 0,
+    })
+    .await?;
+    loop {
+        match r.recv().await {
+            Ok(Frame::Events { first, events }) => {
+                let o = blocking(site, move |s| s.db.apply_parent_batch(first, &events)).await?;
+                if o.applied > 0 {
+                    site.log_grew.notify_waiters();
+                }
+                w.send(&Frame::EventsAck { upto: o.cursor }).await?;
+            }
+            Ok(Frame::Refused { reason }) => {
+                return Err(ReplError::Protocol(format!(
+                    "parent refused the link: {reason}"
+                )))
+            }
+            Ok(other) => tracing::debug!(frame = ?other, "ignored"),
+            Err(LinkError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

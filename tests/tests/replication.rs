@@ -1,0 +1,177 @@
+//! Config log replication over QUIC between real processes on 127.0.0.1: CEN -> P01 -> S01.
+
+use tests::{sample_tree, TestSite};
+
+/// Events of `site`'s log as (origin, origin_seq).
+fn log_keys(site: &TestSite) -> Vec<(String, u64)> {
+    let log = site.cli(&["log", "--json"]).json();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["origin"].as_str().unwrap().to_string(),
+                e["origin_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn link_child(parent: &TestSite, child: &TestSite, code: &str) {
+    let (fp, key) = child.keys();
+    parent
+        .cli(&[
+            "child",
+            "add",
+            "--code",
+            code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ])
+        .ok();
+}
+
+fn link_parent(child: &TestSite, parent: &TestSite) {
+    let (fp, key) = parent.keys();
+    let addr = parent.listen_addr();
+    child
+        .cli(&[
+            "parent",
+            "set",
+            "--code",
+            &parent.code,
+            "--addr",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ])
+        .ok();
+}
+
+#[test]
+fn events_flow_down_three_tiers_once_and_in_order() {
+    let mut cen = TestSite::init("CEN");
+    let mut p01 = TestSite::init("P01");
+    let mut s01 = TestSite::init("S01");
+    link_child(&cen, &p01, "P01");
+    link_child(&p01, &s01, "S01");
+    cen.start();
+    link_parent(&p01, &cen);
+    p01.start();
+    link_parent(&s01, &p01);
+    s01.start();
+
+    let src = cen.tmp.path().join("src");
+    sample_tree(&src);
+    let src_s = src.display().to_string();
+    cen.cli(&["package", "publish", "--source", &src_s, "--name", "Tools"])
+        .ok();
+    cen.cli(&[
+        "adv",
+        "create",
+        "--package",
+        "CEN00001",
+        "--program",
+        "Go",
+        "--collection",
+        "All",
+    ])
+    .ok();
+    let want = vec![("CEN".to_string(), 1), ("CEN".to_string(), 2)];
+    s01.wait_until(20, "CEN's events at S01", || log_keys(&s01) == want);
+    assert_eq!(log_keys(&p01), want);
+    let pkgs = s01.cli(&["package", "list", "--json"]).json();
+    assert_eq!(pkgs[0]["id"], "CEN00001");
+
+    // An event originated at the middle site flows to its subtree only.
+    std::fs::write(src.join("README"), b"p01 edition\n").unwrap();
+    p01.cli(&["package", "publish", "--source", &src_s, "--name", "Local"])
+        .ok();
+    let want_s01 = vec![
+        ("CEN".to_string(), 1),
+        ("CEN".to_string(), 2),
+        ("P01".to_string(), 1),
+    ];
+    s01.wait_until(20, "P01's event at S01", || log_keys(&s01) == want_s01);
+    assert_eq!(log_keys(&cen), want, "nothing flows up the config log");
+
+    // Restart the middle site and the leaf: they resume from their cursors, nothing twice.
+    p01.stop();
+    s01.stop();
+    cen.cli(&[
+        "package",
+        "publish",
+        "--source",
+        &src_s,
+        "--package",
+        "CEN00001",
+    ])
+    .ok();
+    p01.start();
+    // P01 listens on an ephemeral port in tests: point S01 at its new one.
+    link_parent(&s01, &p01);
+    s01.start();
+    s01.wait_until(20, "the third CEN event at S01", || {
+        log_keys(&s01).iter().filter(|k| k.0 == "CEN").count() == 3
+    });
+    let keys = log_keys(&s01);
+    let mut dedup = keys.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), keys.len(), "no event applied twice: {keys:?}");
+    let cen_seqs: Vec<u64> = keys.iter().filter(|k| k.0 == "CEN").map(|k| k.1).collect();
+    assert_eq!(cen_seqs, [1, 2, 3], "in the parent's order");
+}
+
+#[test]
+fn a_pinned_certificate_claiming_another_code_is_refused() {
+    let mut cen = TestSite::init("CEN");
+    let mut p01 = TestSite::init("P01");
+    // CEN pins P01's certificate under the code P02: P01's Hello says P01.
+    link_child(&cen, &p01, "P02");
+    cen.start();
+    link_parent(&p01, &cen);
+    cen.cli(&[
+        "package",
+        "publish",
+        "--source",
+        cen.data_str(),
+        "--name",
+        "X",
+    ])
+    .ok();
+    p01.start();
+    cen.wait_until(20, "a refusal status message at CEN", || {
+        let m = cen
+            .cli(&["status", "messages", "--id", "40202", "--json"])
+            .json();
+        m.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["text"].as_str().unwrap_or("").contains("pinned for P02"))
+    });
+    assert!(
+        log_keys(&p01).is_empty(),
+        "nothing applied at the refused child"
+    );
+}
+
+#[test]
+fn an_unpinned_child_is_refused_with_a_status_message() {
+    let mut cen = TestSite::init("CEN");
+    let mut stranger = TestSite::init("P01");
+    cen.start();
+    link_parent(&stranger, &cen);
+    stranger.start();
+    cen.wait_until(20, "a refusal status message at CEN", || {
+        let m = cen
+            .cli(&["status", "messages", "--id", "40202", "--json"])
+            .json();
+        !m.as_array().unwrap().is_empty()
+    });
+    assert!(log_keys(&stranger).is_empty());
+}
