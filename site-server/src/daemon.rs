@@ -80,6 +80,7 @@ pub fn open_site(
             store,
             machine: machine_name(),
             log_grew: tokio::sync::Notify::new(),
+            reports_grew: tokio::sync::Notify::new(),
         },
     ))
 }

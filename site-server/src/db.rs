@@ -38,6 +38,8 @@ const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
 const REBUILDING: &[u8] = b"rebuilding";
 /// The last position of the parent's config log applied here.
 pub const PARENT_APPLIED: &[u8] = b"parent_applied";
+/// The last position of this site's report log the parent acknowledged.
+pub const PARENT_REPORTS_ACKED: &[u8] = b"parent_reports_acked";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -295,6 +297,50 @@ impl Db {
         Ok(out)
     }
 
+    /// Applies a batch of a child's report log, at the child's positions `first`, `first + 1`,
+    /// ..., and advances that child's cursor, in one transaction. As for the config log:
+    /// positions at or below the cursor are skipped, a gap is refused; a report already known
+    /// by its (origin, origin_seq) is skipped too.
+    pub fn apply_child_reports(
+        &self,
+        child: SiteCode,
+        first: u64,
+        reports: &[ReportEnvelope],
+    ) -> Result<BatchOutcome, DbError> {
+        let key = child_reports_key(child);
+        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
+            let cursor = tx_counter(&tx[CURSORS], &key)?;
+            if first > cursor + 1 {
+                return Err(ConflictableTransactionError::Abort(DbError::Gap {
+                    expected: cursor + 1,
+                    got: first,
+                }));
+            }
+            let mut o = BatchOutcome {
+                applied: 0,
+                skipped: 0,
+                cursor,
+            };
+            for (i, env) in reports.iter().enumerate() {
+                let pos = first + i as u64;
+                if pos <= cursor {
+                    o.skipped += 1;
+                    continue;
+                }
+                if append_report_tx(tx, env)? {
+                    o.applied += 1;
+                } else {
+                    o.skipped += 1;
+                }
+                o.cursor = pos;
+            }
+            tx[CURSORS].insert(key.as_slice(), &o.cursor.to_be_bytes())?;
+            Ok(o)
+        }))?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
     /// Sets a named cursor (link bookkeeping: what a child acknowledged, ...).
     pub fn set_cursor(&self, name: &[u8], value: u64) -> Result<(), DbError> {
         self.trees[CURSORS].insert(name, &value.to_be_bytes())?;
@@ -519,6 +565,27 @@ fn append_config_tx(
     Ok(true)
 }
 
+/// The cursor of the reports received from `child`.
+pub fn child_reports_key(child: SiteCode) -> Vec<u8> {
+    format!("child:{child}:reports_applied").into_bytes()
+}
+
+/// Appends a report another site raised, unless its (origin, seq) is known.
+fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<bool> {
+    let dk = dedupe_key(b'r', env.origin, env.origin_seq);
+    if tx[DEDUPE].get(dk)?.is_some() {
+        return Ok(false);
+    }
+    let pos = tx_counter(&tx[CURSORS], REPORT_LEN)? + 1;
+    let bytes = encoding::encode(env).map_err(|e| {
+        ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
+    })?;
+    tx[REPORTS].insert(&pos.to_be_bytes(), bytes)?;
+    tx[DEDUPE].insert(&dk, &pos.to_be_bytes())?;
+    tx[CURSORS].insert(REPORT_LEN, &pos.to_be_bytes())?;
+    Ok(true)
+}
+
 fn append_own_report_tx(
     tx: &[TransactionalTree],
     own: SiteCode,
@@ -533,13 +600,7 @@ fn append_own_report_tx(
         time: now,
         body,
     };
-    let pos = tx_counter(&tx[CURSORS], REPORT_LEN)? + 1;
-    let bytes = encoding::encode(&env).map_err(|e| {
-        ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
-    })?;
-    tx[REPORTS].insert(&pos.to_be_bytes(), bytes)?;
-    tx[DEDUPE].insert(&dedupe_key(b'r', own, seq), &pos.to_be_bytes())?;
-    tx[CURSORS].insert(REPORT_LEN, &pos.to_be_bytes())?;
+    append_report_tx(tx, &env)?;
     Ok(())
 }
 

@@ -1,16 +1,16 @@
-//! Replication over QUIC: a site streams its config log to its children, and follows its
-//! parent's. (Reports up and content store-and-forward are the rest of the replication
-//! issue.)
+//! Replication over QUIC: a site streams its config log down to its children and its report
+//! log up to its parent. (Content store-and-forward is the rest of the replication issue.)
 //!
 //! One bidirectional stream per connection. The child opens it and says `Hello` with the last
 //! parent position it applied; the parent streams `Events` from the next position on, in
 //! batches, and keeps streaming as its log grows; the child applies each batch and its cursor
 //! in one transaction ([`Db::apply_parent_batch`](crate::db::Db::apply_parent_batch)) and
 //! answers `EventsAck`. A reconnect resumes from the child's cursor; a resend is skipped; so
-//! each event is applied once, in order, whatever breaks in between.
+//! each event is applied once, in order, whatever breaks in between. Reports go the other way
+//! on the same stream (`Reports` / `ReportsAck`), with the parent keeping a cursor per child.
 
 use crate::config::ParentLink;
-use crate::db::PARENT_APPLIED;
+use crate::db::{PARENT_APPLIED, PARENT_REPORTS_ACKED};
 use crate::site::Site;
 use schema::report::Attribute;
 use schema::wire::Frame;
@@ -119,17 +119,41 @@ async fn serve_child(
     let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
     let ack_key = format!("child:{child}:config_acked").into_bytes();
 
-    // Acks arrive while events are sent: read them on their own task.
+    // Frames from the child (acks, reports) are read on their own task; what must be
+    // answered comes back to this loop, the only writer.
+    let child_code =
+        schema::SiteCode::new(child).map_err(|e| ReplError::Protocol(e.to_string()))?;
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Frame>(16);
     let reader_site = site.clone();
-    let mut acks = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         loop {
             match r.recv().await {
                 Ok(Frame::EventsAck { upto }) => {
                     let key = ack_key.clone();
                     let _ = blocking(&reader_site, move |s| s.db.set_cursor(&key, upto)).await;
                 }
+                Ok(Frame::Reports { first, reports }) => {
+                    let o = match blocking(&reader_site, move |s| {
+                        s.db.apply_child_reports(child_code, first, &reports)
+                    })
+                    .await
+                    {
+                        Ok(o) => o,
+                        Err(e) => return e,
+                    };
+                    if o.applied > 0 {
+                        reader_site.reports_grew.notify_waiters();
+                    }
+                    if reply_tx
+                        .send(Frame::ReportsAck { upto: o.cursor })
+                        .await
+                        .is_err()
+                    {
+                        return ReplError::Link(LinkError::Closed);
+                    }
+                }
                 Ok(other) => tracing::debug!(frame = ?other, "ignored"),
-                Err(e) => return e,
+                Err(e) => return ReplError::Link(e),
             }
         }
     });
@@ -149,10 +173,11 @@ async fn serve_child(
         }
         tokio::select! {
             _ = &mut grew => {}
-            e = &mut acks => {
+            Some(reply) = reply_rx.recv() => w.send(&reply).await?,
+            e = &mut reader => {
                 return match e {
-                    Ok(LinkError::Closed) => Ok(()),
-                    Ok(e) => Err(e.into()),
+                    Ok(ReplError::Link(LinkError::Closed)) => Ok(()),
+                    Ok(e) => Err(e),
                     Err(e) => Err(ReplError::Site(e.to_string())),
                 };
             }
@@ -192,20 +217,42 @@ async fn run_parent_link(
     let (send, recv) = conn.open_bi().await?;
     let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
     let applied = blocking(site, |s| s.db.cursor(PARENT_APPLIED)).await?;
+    let acked = blocking(site, |s| s.db.cursor(PARENT_REPORTS_ACKED)).await?;
     w.send(&Frame::Hello {
         site: site.cfg.code,
         config_applied: applied,
-        reports_acked: 0,
+        reports_acked: acked,
     })
     .await?;
+    // Reports are sent from the last acknowledged position; the parent skips what it has.
+    let mut next_report = acked + 1;
     loop {
-        match r.recv().await {
+        let grew = site.reports_grew.notified();
+        tokio::pin!(grew);
+        grew.as_mut().enable();
+        let batch = blocking(site, move |s| s.db.reports(next_report, BATCH, |_| true)).await?;
+        if let Some((last, _)) = batch.last() {
+            let first = batch[0].0;
+            let last = *last;
+            let reports = batch.into_iter().map(|(_, r)| r).collect();
+            w.send(&Frame::Reports { first, reports }).await?;
+            next_report = last + 1;
+            continue;
+        }
+        let frame = tokio::select! {
+            _ = &mut grew => continue,
+            f = r.recv() => f,
+        };
+        match frame {
             Ok(Frame::Events { first, events }) => {
                 let o = blocking(site, move |s| s.db.apply_parent_batch(first, &events)).await?;
                 if o.applied > 0 {
                     site.log_grew.notify_waiters();
                 }
                 w.send(&Frame::EventsAck { upto: o.cursor }).await?;
+            }
+            Ok(Frame::ReportsAck { upto }) => {
+                blocking(site, move |s| s.db.set_cursor(PARENT_REPORTS_ACKED, upto)).await?;
             }
             Ok(Frame::Refused { reason }) => {
                 return Err(ReplError::Protocol(format!(

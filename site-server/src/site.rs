@@ -23,6 +23,8 @@ pub struct Site {
     pub machine: String,
     /// Woken whenever the config log grows, so links to children send at once.
     pub log_grew: tokio::sync::Notify,
+    /// Woken whenever the report log grows, so the link to the parent sends at once.
+    pub reports_grew: tokio::sync::Notify,
 }
 
 /// The host name, for the "machine" of status messages.
@@ -162,6 +164,7 @@ impl Site {
             .db
             .append_own(ctx.now, |view| decide::publish(view, &ctx, req))?;
         self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
         Ok(out)
     }
 
@@ -171,6 +174,7 @@ impl Site {
             .db
             .append_own(ctx.now, |view| decide::create_advert(view, &ctx, req))?;
         self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
         Ok(out)
     }
 
@@ -267,6 +271,8 @@ impl Site {
     ) -> Result<(), OpError> {
         let ctx = self.ctx();
         let r = ctx.status(id, attributes, insertion);
-        Ok(self.db.append_own_reports(ctx.now, vec![r])?)
+        self.db.append_own_reports(ctx.now, vec![r])?;
+        self.reports_grew.notify_waiters();
+        Ok(())
     }
 }

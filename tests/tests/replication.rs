@@ -87,6 +87,15 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     let pkgs = s01.cli(&["package", "list", "--json"]).json();
     assert_eq!(pkgs[0]["id"], "CEN00001");
 
+    // Reports flow up: S01's start message reaches CEN, with its origin, once.
+    cen.wait_until(20, "S01's status messages at CEN", || {
+        let m = cen.cli(&["status", "messages", "--json"]).json();
+        m.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["origin"] == "S01" && r["id"] == 40001 && r["site"] == "S01")
+    });
+
     // An event originated at the middle site flows to its subtree only.
     std::fs::write(src.join("README"), b"p01 edition\n").unwrap();
     p01.cli(&["package", "publish", "--source", &src_s, "--name", "Local"])
@@ -125,6 +134,42 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     assert_eq!(dedup.len(), keys.len(), "no event applied twice: {keys:?}");
     let cen_seqs: Vec<u64> = keys.iter().filter(|k| k.0 == "CEN").map(|k| k.1).collect();
     assert_eq!(cen_seqs, [1, 2, 3], "in the parent's order");
+
+    // After the restarts, every report of S01 is at CEN exactly once.
+    let s01_own: Vec<u64> = s01
+        .cli(&["status", "messages", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["origin"] == "S01")
+        .map(|r| r["origin_seq"].as_u64().unwrap())
+        .collect();
+    cen.wait_until(20, "all of S01's reports at CEN", || {
+        let at_cen: Vec<u64> = cen
+            .cli(&["status", "messages", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["origin"] == "S01")
+            .map(|r| r["origin_seq"].as_u64().unwrap())
+            .collect();
+        s01_own.iter().all(|q| at_cen.contains(q))
+    });
+    let at_cen: Vec<u64> = cen
+        .cli(&["status", "messages", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["origin"] == "S01")
+        .map(|r| r["origin_seq"].as_u64().unwrap())
+        .collect();
+    let mut unique = at_cen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), at_cen.len(), "no report twice: {at_cen:?}");
 }
 
 #[test]
