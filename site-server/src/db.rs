@@ -840,6 +840,61 @@ mod tests {
     }
 
     #[test]
+    fn child_reports_apply_once_with_a_cursor_per_child() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("db"), code("CEN"), false).unwrap();
+        let t0 = Utc::now();
+        let rep = |origin: &str, seq: u64| ReportEnvelope {
+            origin: code(origin),
+            origin_seq: seq,
+            time: t0,
+            body: Report::Status(schema::report::StatusMessage::new(
+                40001,
+                code(origin),
+                "m",
+                t0,
+                vec![],
+                vec![],
+            )),
+        };
+        let o = db
+            .apply_child_reports(code("P01"), 1, &[rep("P01", 1), rep("S01", 1)])
+            .unwrap();
+        assert_eq!((o.applied, o.cursor), (2, 2));
+        // Resend with one new report; another child's positions are its own.
+        let o = db
+            .apply_child_reports(code("P01"), 2, &[rep("S01", 1), rep("P01", 2)])
+            .unwrap();
+        assert_eq!((o.applied, o.skipped, o.cursor), (1, 1, 3));
+        let o = db
+            .apply_child_reports(code("P02"), 1, &[rep("P02", 1)])
+            .unwrap();
+        assert_eq!((o.applied, o.cursor), (1, 1));
+        assert!(matches!(
+            db.apply_child_reports(code("P01"), 5, &[rep("P01", 4)]),
+            Err(DbError::Gap {
+                expected: 4,
+                got: 5
+            })
+        ));
+        let origins: Vec<(String, u64)> = db
+            .reports(1, 100, |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| (r.origin.to_string(), r.origin_seq))
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                ("P01".into(), 1),
+                ("S01".into(), 1),
+                ("P01".into(), 2),
+                ("P02".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
     fn refusals_append_nothing() {
         let (_d, db) = populated();
         let before = (db.counts().unwrap(), db.projection_digest().unwrap());
