@@ -190,6 +190,14 @@ impl TestSite {
         }
     }
 
+    /// Kills the daemon with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Runs a CLI command against this site: `--data` is appended.
     pub fn cli(&self, args: &[&str]) -> Run {
         let mut v: Vec<&str> = args.to_vec();

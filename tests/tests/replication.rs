@@ -220,3 +220,49 @@ fn an_unpinned_child_is_refused_with_a_status_message() {
     });
     assert!(log_keys(&stranger).is_empty());
 }
+
+#[test]
+fn a_child_killed_while_catching_up_applies_every_event_once() {
+    let mut cen = TestSite::init("CEN");
+    let mut p01 = TestSite::init("P01");
+    link_child(&cen, &p01, "P01");
+    cen.start();
+    let src = cen.tmp.path().join("src");
+    sample_tree(&src);
+    cen.cli(&[
+        "package",
+        "publish",
+        "--source",
+        src.to_str().unwrap(),
+        "--name",
+        "T",
+    ])
+    .ok();
+    for i in 0..60 {
+        cen.cli(&[
+            "adv",
+            "create",
+            "--package",
+            "CEN00001",
+            "--program",
+            &format!("P{i}"),
+            "--collection",
+            "All",
+        ])
+        .ok();
+    }
+    link_parent(&p01, &cen);
+    // Kill the child (SIGKILL) at different moments of its catching up.
+    for delay_ms in [0u64, 30, 80] {
+        p01.start();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        p01.kill9();
+    }
+    p01.start();
+    p01.wait_until(30, "all 61 events at P01", || log_keys(&p01).len() >= 61);
+    let keys = log_keys(&p01);
+    let seqs: Vec<u64> = keys.iter().map(|k| k.1).collect();
+    assert_eq!(seqs, (1..=61).collect::<Vec<_>>(), "each once, in order");
+    let advs = p01.cli(&["adv", "list", "--json"]).json();
+    assert_eq!(advs.as_array().unwrap().len(), 60);
+}
