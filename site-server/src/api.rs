@@ -113,6 +113,7 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/adverts", get(adverts).post(create_advert))
         .route("/v1/log", get(log))
         .route("/v1/status/messages", get(messages))
+        .route("/v1/status/sites", get(sites))
         .layer(DefaultBodyLimit::max(encoding::MAX_DECODED))
         .layer(middleware::from_fn_with_state(st.clone(), auth))
         .with_state(st)
@@ -184,4 +185,8 @@ async fn messages(
     Query(q): Query<MessageQuery>,
 ) -> ApiResult<Vec<crate::site::MessageRow>> {
     blocking(&st.site, move |s| s.messages(&q)).await
+}
+
+async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SiteLinkRow>> {
+    blocking(&st.site, |s| s.sites()).await
 }

@@ -317,6 +317,13 @@ pub enum StatusCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every link of this site (parent and children): state, last error, cursors, backlog.
+    Sites {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// The catalogue of every status-message id.
     Catalogue {
         #[arg(long)]
@@ -460,6 +467,7 @@ pub async fn run(cli: Cli) -> Res {
             json,
         }) => messages(&data.dir(), since, id, json).await,
         Cmd::Status(StatusCmd::Catalogue { json }) => catalogue(json),
+        Cmd::Status(StatusCmd::Sites { data, json }) => sites(&data.dir(), json).await,
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
         Cmd::Demo { keep } => crate::demo::run(keep).await,
@@ -1006,6 +1014,43 @@ async fn messages(dir: &DataDir, since: Option<String>, id: Option<u32>, json: b
             "SEVERITY",
             "COMPONENT",
             "MESSAGE",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn sites(dir: &DataDir, json: bool) -> Res {
+    let client = AdminClient::from_dir(dir)?;
+    let rows: Vec<site_server::site::SiteLinkRow> = client.get("/v1/status/sites").await?;
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.link.peer.to_string(),
+                format!("{:?}", r.link.role).to_lowercase(),
+                format!("{:?}", r.link.state).to_lowercase(),
+                r.link.since.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.config_cursor.to_string(),
+                r.reports_cursor.to_string(),
+                format!("{} ({})", r.backlog_events, human_bytes(r.backlog_bytes)),
+                r.link.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "SITE",
+            "ROLE",
+            "STATE",
+            "SINCE (UTC)",
+            "CONFIG",
+            "REPORTS",
+            "BACKLOG",
+            "LAST ERROR",
         ],
         &table,
     );

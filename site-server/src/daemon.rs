@@ -81,6 +81,7 @@ pub fn open_site(
             machine: machine_name(),
             log_grew: tokio::sync::Notify::new(),
             reports_grew: tokio::sync::Notify::new(),
+            links: Default::default(),
         },
     ))
 }

@@ -347,6 +347,18 @@ impl Db {
         Ok(())
     }
 
+    /// Entries of the config log from position `from` on, and their encoded bytes: what a
+    /// child that acknowledged `from - 1` still has to receive.
+    pub fn log_bytes(&self, from: u64) -> Result<(u64, u64), DbError> {
+        let (mut n, mut bytes) = (0, 0);
+        for kv in self.trees[LOG].range(from.max(1).to_be_bytes()..) {
+            let (_, v) = kv?;
+            n += 1;
+            bytes += v.len() as u64;
+        }
+        Ok((n, bytes))
+    }
+
     /// A named cursor (0 when never set).
     pub fn cursor(&self, name: &[u8]) -> Result<u64, DbError> {
         Ok(u64_of(self.trees[CURSORS].get(name)?))

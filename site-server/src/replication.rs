@@ -11,7 +11,9 @@
 
 use crate::config::ParentLink;
 use crate::db::{PARENT_APPLIED, PARENT_REPORTS_ACKED};
+use crate::links::Role;
 use crate::site::Site;
+use chrono::Utc;
 use schema::report::Attribute;
 use schema::wire::Frame;
 use sender::link::{FrameReader, FrameWriter, LinkError};
@@ -72,6 +74,9 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
                 Ok(()) => "closed".to_string(),
                 Err(e) => e.to_string(),
             };
+            if let Ok(code) = schema::SiteCode::new(&child) {
+                site.link_update(code, Role::Child, |l| l.on_failure(Utc::now(), why.clone()));
+            }
             tracing::info!(reason = %why, "child link down");
             let _ = site.raise(40201, vec![], vec![child.clone(), why]);
         });
@@ -83,6 +88,8 @@ async fn serve_child(
     conn: &quinn::Connection,
     child: &str,
 ) -> Result<(), ReplError> {
+    let child_code =
+        schema::SiteCode::new(child).map_err(|e| ReplError::Protocol(e.to_string()))?;
     let (send, recv) = conn.accept_bi().await?;
     let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
     let applied = match r.recv().await? {
@@ -116,6 +123,7 @@ async fn serve_child(
             )))
         }
     };
+    site.link_update(child_code, Role::Child, |l| l.on_connected(Utc::now()));
     let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
     let ack_key = format!("child:{child}:config_acked").into_bytes();
 
@@ -190,10 +198,12 @@ pub async fn follow_parent(site: Arc<Site>, endpoint: quinn::Endpoint, parent: P
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = std::time::Instant::now();
-        match run_parent_link(&site, &endpoint, &parent).await {
-            Ok(()) => tracing::info!(parent = %parent.code, "parent link closed"),
-            Err(e) => tracing::warn!(parent = %parent.code, error = %e, "parent link failed"),
-        }
+        let why = match run_parent_link(&site, &endpoint, &parent).await {
+            Ok(()) => "closed by the parent".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(parent = %parent.code, error = %why, "parent link down");
+        site.link_update(parent.code, Role::Parent, |l| l.on_failure(Utc::now(), why));
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(100);
         }
@@ -214,6 +224,7 @@ async fn run_parent_link(
         .ok_or_else(|| ReplError::Protocol(format!("{} resolves to nothing", parent.addr)))?;
     let conn = endpoint.connect(addr, tls::SERVER_NAME)?.await?;
     tracing::info!(parent = %parent.code, %addr, "parent link up");
+    site.link_update(parent.code, Role::Parent, |l| l.on_connected(Utc::now()));
     let (send, recv) = conn.open_bi().await?;
     let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
     let applied = blocking(site, |s| s.db.cursor(PARENT_APPLIED)).await?;

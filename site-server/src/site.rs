@@ -4,6 +4,7 @@
 use crate::config::{DataDir, SiteConfig};
 use crate::db::{Db, DbError, LogCounts};
 use crate::decide::{self, AdvertRequest, Ctx, PublishOutcome, PublishRequest, Refusal};
+use crate::links::{LinkStatus, Role};
 use crate::projection::PackageRecord;
 use chrono::{DateTime, Utc};
 use dist_point::ContentStore;
@@ -25,6 +26,24 @@ pub struct Site {
     pub log_grew: tokio::sync::Notify,
     /// Woken whenever the report log grows, so the link to the parent sends at once.
     pub reports_grew: tokio::sync::Notify,
+    /// The state of every link (parent and children), in memory.
+    pub links: std::sync::Mutex<std::collections::BTreeMap<SiteCode, LinkStatus>>,
+}
+
+/// One row of `status sites`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SiteLinkRow {
+    #[serde(flatten)]
+    pub link: LinkStatus,
+    /// Parent link: the last parent log position applied here. Child link: the last position
+    /// of this site's log the child acknowledged.
+    pub config_cursor: u64,
+    /// Parent link: the last report position the parent acknowledged. Child link: the last
+    /// position of the child's report log applied here.
+    pub reports_cursor: u64,
+    /// Child link: events of this site's log the child has not acknowledged, and their bytes.
+    pub backlog_events: u64,
+    pub backlog_bytes: u64,
 }
 
 /// The host name, for the "machine" of status messages.
@@ -260,6 +279,53 @@ impl Site {
                 Report::SiteData(_) => None,
             })
             .collect())
+    }
+
+    /// Records a link event (sans-IO state machine in `links`).
+    pub fn link_update(&self, peer: SiteCode, role: Role, f: impl FnOnce(&mut LinkStatus)) {
+        let mut links = self.links.lock().expect("links lock");
+        let l = links
+            .entry(peer)
+            .or_insert_with(|| LinkStatus::new(peer, role, Utc::now()));
+        f(l);
+    }
+
+    /// Every configured link with its state, cursors and backlog.
+    pub fn sites(&self) -> Result<Vec<SiteLinkRow>, OpError> {
+        let now = Utc::now();
+        let known = self.links.lock().expect("links lock").clone();
+        let status = |peer: SiteCode, role| {
+            known
+                .get(&peer)
+                .cloned()
+                .unwrap_or_else(|| LinkStatus::new(peer, role, now))
+        };
+        let mut rows = Vec::new();
+        if let Some(p) = &self.cfg.parent {
+            rows.push(SiteLinkRow {
+                link: status(p.code, Role::Parent),
+                config_cursor: self.db.cursor(crate::db::PARENT_APPLIED)?,
+                reports_cursor: self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?,
+                backlog_events: 0,
+                backlog_bytes: 0,
+            });
+        }
+        let len = self.db.counts()?.config_events;
+        for c in &self.cfg.children {
+            let acked = self
+                .db
+                .cursor(format!("child:{}:config_acked", c.code).as_bytes())?;
+            let (events, bytes) = self.db.log_bytes(acked + 1)?;
+            debug_assert!(events <= len);
+            rows.push(SiteLinkRow {
+                link: status(c.code, Role::Child),
+                config_cursor: acked,
+                reports_cursor: self.db.cursor(&crate::db::child_reports_key(c.code))?,
+                backlog_events: events,
+                backlog_bytes: bytes,
+            });
+        }
+        Ok(rows)
     }
 
     /// Raises a status message of this site (not tied to a config event).

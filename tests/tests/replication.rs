@@ -87,6 +87,22 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     let pkgs = s01.cli(&["package", "list", "--json"]).json();
     assert_eq!(pkgs[0]["id"], "CEN00001");
 
+    // Link status on both ends: active, cursors at the end of the log, no backlog.
+    cen.wait_until(20, "P01's acknowledgement at CEN", || {
+        let sites = cen.cli(&["status", "sites", "--json"]).json();
+        sites[0]["peer"] == "P01"
+            && sites[0]["role"] == "child"
+            && sites[0]["state"] == "active"
+            && sites[0]["config_cursor"] == 2
+            && sites[0]["backlog_events"] == 0
+    });
+    let up = s01.cli(&["status", "sites", "--json"]).json();
+    assert_eq!(up[0]["peer"], "P01");
+    assert_eq!(up[0]["role"], "parent");
+    assert_eq!(up[0]["state"], "active");
+    assert_eq!(up[0]["config_cursor"], 2);
+    assert!(s01.cli(&["status", "sites"]).ok().contains("active"));
+
     // Reports flow up: S01's start message reaches CEN, with its origin, once.
     cen.wait_until(20, "S01's status messages at CEN", || {
         let m = cen.cli(&["status", "messages", "--json"]).json();
