@@ -21,6 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// The ALPN protocol of site-to-site links.
 pub const ALPN: &[u8] = b"siterep/1";
@@ -226,6 +227,24 @@ impl ClientCertVerifier for PinnedVerifier {
     }
 }
 
+/// How long a link may be silent before it is declared dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alives keep an idle but healthy link open (and find a dead one within the timeout).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    transport_with(IDLE_TIMEOUT, Some(KEEP_ALIVE))
+}
+
+fn transport_with(idle: Duration, keep_alive: Option<Duration>) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(idle).expect("idle timeout fits"),
+    ));
+    t.keep_alive_interval(keep_alive);
+    Arc::new(t)
+}
+
 /// QUIC server configuration: present `me`, require a client certificate pinned in `pins`.
 pub fn server_config(me: &TlsIdentity, pins: Arc<Pins>) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
@@ -235,7 +254,9 @@ pub fn server_config(me: &TlsIdentity, pins: Arc<Pins>) -> Result<quinn::ServerC
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport());
+    Ok(cfg)
 }
 
 /// QUIC client configuration: present `me`, accept only a server certificate pinned in `pins`.
@@ -248,7 +269,9 @@ pub fn client_config(me: &TlsIdentity, pins: Arc<Pins>) -> Result<quinn::ClientC
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport());
+    Ok(cfg)
 }
 
 /// The fingerprint of the certificate the peer of `conn` presented (and that the verifiers
@@ -354,6 +377,46 @@ mod tests {
         let (addr, _server) = echo_server(&impostor, server_pins).await;
         let err = dial(&child, client_pins, addr).await.unwrap_err();
         assert!(!err.is_empty());
+    }
+
+    /// An idle link stays up past the idle timeout thanks to keep-alives (shortened here), and
+    /// without them it would not.
+    #[tokio::test]
+    async fn keep_alives_hold_an_idle_link_open() {
+        let (_a, parent) = site("CEN");
+        let (_b, child) = site("P01");
+        for (keep, survives) in [(Some(Duration::from_millis(200)), true), (None, false)] {
+            let server_pins = Pins::new();
+            server_pins.insert(&child.fingerprint, "P01");
+            let client_pins = Pins::new();
+            client_pins.insert(&parent.fingerprint, "CEN");
+            let mut scfg = server_config(&parent, server_pins).unwrap();
+            scfg.transport_config(transport_with(Duration::from_millis(800), keep));
+            let sep = quinn::Endpoint::server(scfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = sep.local_addr().unwrap();
+            tokio::spawn(async move {
+                let conn = sep.accept().await.unwrap().await.unwrap();
+                while let Ok((mut s, mut r)) = conn.accept_bi().await {
+                    let d = r.read_to_end(64).await.unwrap();
+                    s.write_all(&d).await.unwrap();
+                    s.finish().unwrap();
+                }
+            });
+            let mut ccfg = client_config(&child, client_pins).unwrap();
+            ccfg.transport_config(transport_with(Duration::from_millis(800), keep));
+            let mut cep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            cep.set_default_client_config(ccfg);
+            let conn = cep.connect(addr, SERVER_NAME).unwrap().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            let echoed = async {
+                let (mut s, mut r) = conn.open_bi().await.ok()?;
+                s.write_all(b"ping").await.ok()?;
+                s.finish().ok()?;
+                r.read_to_end(64).await.ok()
+            }
+            .await;
+            assert_eq!(echoed.is_some(), survives, "keep-alive {keep:?}");
+        }
     }
 
     /// A server that presents the real (pinned) certificate of CEN but signs the handshake with
