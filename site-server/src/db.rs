@@ -264,52 +264,34 @@ impl Db {
         first: u64,
         events: &[EventEnvelope],
     ) -> Result<BatchOutcome, DbError> {
-        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
-            let cursor = tx_counter(&tx[CURSORS], PARENT_APPLIED)?;
-            if first > cursor + 1 {
-                return Err(ConflictableTransactionError::Abort(DbError::Gap {
-                    expected: cursor + 1,
-                    got: first,
-                }));
-            }
-            let mut o = BatchOutcome {
-                applied: 0,
-                skipped: 0,
-                cursor,
-            };
-            for (i, env) in events.iter().enumerate() {
-                let pos = first + i as u64;
-                if pos <= cursor {
-                    o.skipped += 1;
-                    continue;
-                }
-                if append_config_tx(tx, self.own, env)? {
-                    o.applied += 1;
-                } else {
-                    o.skipped += 1;
-                }
-                o.cursor = pos;
-            }
-            tx[CURSORS].insert(PARENT_APPLIED, &o.cursor.to_be_bytes())?;
-            Ok(o)
-        }))?;
-        self.db.flush()?;
-        Ok(out)
+        self.apply_batch(PARENT_APPLIED, first, events, |tx, env| {
+            append_config_tx(tx, self.own, env)
+        })
     }
 
     /// Applies a batch of a child's report log, at the child's positions `first`, `first + 1`,
-    /// ..., and advances that child's cursor, in one transaction. As for the config log:
-    /// positions at or below the cursor are skipped, a gap is refused; a report already known
-    /// by its (origin, origin_seq) is skipped too.
+    /// ..., and advances that child's cursor, by the same rules as
+    /// [`Db::apply_parent_batch`]; a report already known by (origin, origin_seq) is skipped.
     pub fn apply_child_reports(
         &self,
         child: SiteCode,
         first: u64,
         reports: &[ReportEnvelope],
     ) -> Result<BatchOutcome, DbError> {
-        let key = child_reports_key(child);
+        self.apply_batch(&child_reports_key(child), first, reports, append_report_tx)
+    }
+
+    /// One batch received on a link: items at the peer's positions `first`.., each appended
+    /// with `append` (which says whether it was new), and the cursor `key`, in one transaction.
+    fn apply_batch<T>(
+        &self,
+        key: &[u8],
+        first: u64,
+        items: &[T],
+        append: impl Fn(&[TransactionalTree], &T) -> TxResult<bool>,
+    ) -> Result<BatchOutcome, DbError> {
         let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
-            let cursor = tx_counter(&tx[CURSORS], &key)?;
+            let cursor = tx_counter(&tx[CURSORS], key)?;
             if first > cursor + 1 {
                 return Err(ConflictableTransactionError::Abort(DbError::Gap {
                     expected: cursor + 1,
@@ -321,20 +303,20 @@ impl Db {
                 skipped: 0,
                 cursor,
             };
-            for (i, env) in reports.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 let pos = first + i as u64;
                 if pos <= cursor {
                     o.skipped += 1;
                     continue;
                 }
-                if append_report_tx(tx, env)? {
+                if append(tx, item)? {
                     o.applied += 1;
                 } else {
                     o.skipped += 1;
                 }
                 o.cursor = pos;
             }
-            tx[CURSORS].insert(key.as_slice(), &o.cursor.to_be_bytes())?;
+            tx[CURSORS].insert(key, &o.cursor.to_be_bytes())?;
             Ok(o)
         }))?;
         self.db.flush()?;

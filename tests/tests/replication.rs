@@ -17,6 +17,18 @@ fn log_keys(site: &TestSite) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Origin sequence numbers of the status messages at `site` that `origin` raised.
+fn report_seqs(site: &TestSite, origin: &str) -> Vec<u64> {
+    site.cli(&["status", "messages", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["origin"] == origin)
+        .map(|r| r["origin_seq"].as_u64().unwrap())
+        .collect()
+}
+
 fn link_child(parent: &TestSite, child: &TestSite, code: &str) {
     let (fp, key) = child.keys();
     parent
@@ -152,36 +164,12 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     assert_eq!(cen_seqs, [1, 2, 3], "in the parent's order");
 
     // After the restarts, every report of S01 is at CEN exactly once.
-    let s01_own: Vec<u64> = s01
-        .cli(&["status", "messages", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["origin"] == "S01")
-        .map(|r| r["origin_seq"].as_u64().unwrap())
-        .collect();
+    let s01_own = report_seqs(&s01, "S01");
     cen.wait_until(20, "all of S01's reports at CEN", || {
-        let at_cen: Vec<u64> = cen
-            .cli(&["status", "messages", "--json"])
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["origin"] == "S01")
-            .map(|r| r["origin_seq"].as_u64().unwrap())
-            .collect();
+        let at_cen = report_seqs(&cen, "S01");
         s01_own.iter().all(|q| at_cen.contains(q))
     });
-    let at_cen: Vec<u64> = cen
-        .cli(&["status", "messages", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["origin"] == "S01")
-        .map(|r| r["origin_seq"].as_u64().unwrap())
-        .collect();
+    let at_cen = report_seqs(&cen, "S01");
     let mut unique = at_cen.clone();
     unique.sort();
     unique.dedup();
