@@ -11,4 +11,4 @@
 
 pub mod store;
 
-pub use store::{Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError};
+pub use store::{verify_encoded, Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError};

@@ -49,6 +49,8 @@ pub enum StoreError {
         path: PathBuf,
         reason: String,
     },
+    #[error("chunk {id} refused: {reason}")]
+    BadEncoding { id: ChunkId, reason: String },
     #[error("chunk {0} is not in the content store")]
     Missing(ChunkId),
     #[error("chunk of {0} bytes is larger than the {MAX_CHUNK}-byte limit")]
@@ -197,17 +199,10 @@ impl ContentStore {
         if raw.len() > MAX_CHUNK {
             return Err(StoreError::TooLarge(raw.len()));
         }
-        let path = self.path_of(id);
-        if path.is_file() {
+        if self.has(id) {
             return Ok(None);
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = path.with_file_name(format!(
-            "{TMP_PREFIX}{}.{}.{n}",
-            id.short(),
-            std::process::id()
-        ));
-        with_scratch(|s| -> Result<(), StoreError> {
+        with_scratch(|s| {
             s.out.clear();
             s.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
             let compressed = s
@@ -225,39 +220,74 @@ impl ContentStore {
             header[2] = VERSION;
             header[3] = codec;
             header[4..8].copy_from_slice(&(raw.len() as u32).to_le_bytes());
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            let write = (|| {
-                f.write_all(&header)?;
-                f.write_all(payload)?;
-                if sync {
-                    f.sync_data()?;
-                } else {
-                    // Start writeback now, without waiting for it, so the batch's sync finds
-                    // the bytes already on their way to disk.
-                    // SAFETY: the descriptor is open for the duration of the call.
-                    unsafe {
-                        libc::sync_file_range(
-                            std::os::fd::AsRawFd::as_raw_fd(&f),
-                            0,
-                            0,
-                            libc::SYNC_FILE_RANGE_WRITE,
-                        );
-                    }
+            self.write_file_tmp(id, &[&header, payload], sync).map(Some)
+        })
+    }
+
+    /// Writes `parts` (a whole chunk file) to a fresh temporary file beside `id`'s final name.
+    fn write_file_tmp(&self, id: &ChunkId, parts: &[&[u8]], sync: bool) -> Result<PathBuf, StoreError> {
+        let path = self.path_of(id);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(
+            "{TMP_PREFIX}{}.{}.{n}",
+            id.short(),
+            std::process::id()
+        ));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        let write = (|| {
+            for p in parts {
+                f.write_all(p)?;
+            }
+            if sync {
+                f.sync_data()?;
+            } else {
+                // Start writeback now, without waiting for it, so the batch's sync finds
+                // the bytes already on their way to disk.
+                // SAFETY: the descriptor is open for the duration of the call.
+                unsafe {
+                    libc::sync_file_range(
+                        std::os::fd::AsRawFd::as_raw_fd(&f),
+                        0,
+                        0,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
                 }
-                Ok(())
-            })();
-            drop(f);
-            if let Err(e) = write {
-                let _ = fs::remove_file(&tmp);
-                return Err(io_err(&tmp)(e));
             }
             Ok(())
-        })?;
-        Ok(Some(tmp))
+        })();
+        drop(f);
+        if let Err(e) = write {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+        Ok(tmp)
+    }
+
+    /// The chunk file of `id` as stored (header and payload, compressed or not), without
+    /// verifying it: for sending to a peer, which verifies what it receives. Replaces `out`.
+    pub fn read_encoded(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        out.clear();
+        match File::open(&path) {
+            Ok(mut f) => f.read_to_end(out).map_err(io_err(&path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*id)),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        Ok(())
+    }
+
+    /// Removes chunk `id` (one found corrupt, so that it is fetched again). Absent is fine.
+    pub fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     /// Flushes the whole filesystem of the store to disk (one journal commit for everything
@@ -384,6 +414,19 @@ impl ContentStore {
     }
 }
 
+/// Checks a chunk file received from a peer (as [`ContentStore::read_encoded`] gives it):
+/// its header, that it decodes, and that the decoded bytes hash to `id`.
+pub fn verify_encoded(id: &ChunkId, file: &[u8]) -> Result<(), StoreError> {
+    with_scratch(|s| {
+        let mut raw = std::mem::take(&mut s.out);
+        let r = decode_chunk_file(file, &mut s.decompressor, &mut raw)
+            .map_err(|reason| StoreError::BadEncoding { id: *id, reason })
+            .and_then(|()| verify(id, &raw));
+        s.out = raw;
+        r
+    })
+}
+
 fn verify(id: &ChunkId, raw: &[u8]) -> Result<(), StoreError> {
     let actual = ChunkId::of(raw);
     if actual != *id {
@@ -424,6 +467,24 @@ impl Batch<'_> {
         Ok((id, new))
     }
 
+    /// Stores a chunk file received from a peer, as it came (no recompression), after
+    /// [`verify_encoded`] accepts it; refuses it otherwise. Visible at the next commit.
+    pub fn put_encoded(&mut self, id: &ChunkId, file: &[u8]) -> Result<bool, StoreError> {
+        verify_encoded(id, file)?;
+        if self.pending.iter().any(|(p, _, _)| p == id) || self.store.has(id) {
+            return Ok(false);
+        }
+        let tmp = self.store.write_file_tmp(id, &[file], false)?;
+        self.pending.push((*id, tmp, self.store.path_of(id)));
+        self.bytes += file.len();
+        Ok(true)
+    }
+
+    /// Bytes written since the last commit.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn add(&mut self, id: &ChunkId, raw: &[u8]) -> Result<bool, StoreError> {
         if self.pending.iter().any(|(p, _, _)| p == id) {
             return Ok(false);
@@ -450,21 +511,23 @@ impl Batch<'_> {
         self.pending.is_empty()
     }
 
-    /// Makes every pending chunk durable and visible.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
+    /// Makes every pending chunk durable and visible; returns their ids.
+    pub fn commit(&mut self) -> Result<Vec<ChunkId>, StoreError> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.store.syncfs()?;
-        for (_, tmp, path) in self.pending.drain(..) {
+        let mut done = Vec::with_capacity(self.pending.len());
+        for (id, tmp, path) in self.pending.drain(..) {
             if let Err(e) = fs::rename(&tmp, &path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_err(&path)(e));
             }
+            done.push(id);
         }
         self.bytes = 0;
         self.store.dirty.store(true, Ordering::Relaxed);
-        Ok(())
+        Ok(done)
     }
 }
 
@@ -622,6 +685,54 @@ mod tests {
             s.verify_all().unwrap().chunks_ok,
             Batch::MAX_CHUNKS as u64 + 4
         );
+    }
+
+    #[test]
+    fn encoded_chunks_travel_as_stored_and_are_verified_on_arrival() {
+        let (_d, a) = store();
+        let (_e, b) = store();
+        let text = b"compressible ".repeat(20_000);
+        let (tid, _) = a.insert(&text).unwrap();
+        let (nid, _) = a.insert(&noise(50_000, 9)).unwrap();
+        let mut file = Vec::new();
+        let mut batch = b.batch();
+        for id in [tid, nid] {
+            a.read_encoded(&id, &mut file).unwrap();
+            assert!(batch.put_encoded(&id, &file).unwrap());
+        }
+        assert_eq!(batch.commit().unwrap(), vec![tid, nid]);
+        assert_eq!(b.get(&tid).unwrap(), text);
+        assert_eq!(
+            fs::read(b.path_of(&tid)).unwrap(),
+            fs::read(a.path_of(&tid)).unwrap(),
+            "stored as it came, not recompressed"
+        );
+        // Flipped payload byte, wrong id, truncation, garbage header: all refused, nothing kept.
+        a.read_encoded(&nid, &mut file).unwrap();
+        let mut bad = file.clone();
+        bad[100] ^= 1;
+        let (_f, c) = store();
+        let mut batch = c.batch();
+        assert!(matches!(
+            batch.put_encoded(&nid, &bad).unwrap_err(),
+            StoreError::HashMismatch { .. }
+        ));
+        assert!(batch.put_encoded(&tid, &file).is_err());
+        assert!(matches!(
+            batch.put_encoded(&nid, &file[..file.len() - 1]).unwrap_err(),
+            StoreError::BadEncoding { .. }
+        ));
+        assert!(batch.put_encoded(&nid, b"SC\x01\x09\0\0\0\0").is_err());
+        assert!(batch.is_empty());
+        assert!(batch.commit().unwrap().is_empty());
+        assert!(!c.has(&nid) && !c.has(&tid));
+        assert!(matches!(
+            c.read_encoded(&nid, &mut file).unwrap_err(),
+            StoreError::Missing(_)
+        ));
+        a.remove(&nid).unwrap();
+        assert!(!a.has(&nid));
+        a.remove(&nid).unwrap();
     }
 
     #[test]

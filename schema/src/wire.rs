@@ -4,6 +4,20 @@
 //! [`crate::encoding`] (which carries the format version). [`FrameDecoder`] is sans-IO: feed it
 //! bytes as they arrive and take whole frames out; it refuses a length over [`MAX_FRAME`]
 //! before buffering anything, so a hostile peer cannot make it allocate.
+//!
+//! A connection has two streams, both opened by the child: the *control* stream (frames both
+//! ways: hello, events and their acks down, reports and their acks up) and the *content*
+//! stream (child to parent: [`Frame::ChunkRequest`] frames; parent to child: chunk replies).
+//! A chunk reply is not a frame, so that chunk bytes are neither re-encoded nor compressed
+//! again: it is a fixed [`CHUNK_HEADER_LEN`]-byte header followed by `len` bytes of the chunk
+//! file as the sender stores it (which the receiver verifies before storing):
+//!
+//! ```text
+//! offset 0  u8       kind: 1 chunk (followed by `len` bytes), 2 missing (no body)
+//! offset 1  3 bytes  zero
+//! offset 4  u32 LE   len
+//! offset 8  32 bytes chunk id (BLAKE3 of the chunk's raw bytes)
+//! ```
 
 use crate::encoding::{self, DecodeError, EncodeError};
 use crate::event::EventEnvelope;
@@ -40,18 +54,58 @@ pub enum Frame {
     },
     /// Parent to child: every report position up to `upto` is stored.
     ReportsAck { upto: u64 },
-    /// Ask for chunks by id.
+    /// Child to parent, on the content stream: send these chunks. The answers come as
+    /// [`ChunkReply`] records, not frames (see the module doc).
     ChunkRequest { ids: Vec<ChunkId> },
-    /// A chunk's raw bytes; the receiver verifies them against `id` before storing.
-    Chunk { id: ChunkId, data: Vec<u8> },
-    /// The sender does not have this chunk (yet).
-    ChunkMissing { id: ChunkId },
     /// The peer refuses the link; `reason` says what to fix.
     Refused { reason: String },
 }
 
+/// Length of a chunk reply's header on the content stream.
+pub const CHUNK_HEADER_LEN: usize = 40;
+/// The largest chunk file accepted in a reply (a 4 MiB chunk stored raw, plus its header).
+pub const MAX_CHUNK_FILE: usize = (4 << 20) + 64;
+
+/// The header of one answer on the content stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkReply {
+    /// `len` bytes of chunk file follow.
+    Chunk { id: ChunkId, len: u32 },
+    /// The sender does not have this chunk (ask again later).
+    Missing { id: ChunkId },
+}
+
+impl ChunkReply {
+    pub fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
+        let mut h = [0u8; CHUNK_HEADER_LEN];
+        let (kind, len, id) = match self {
+            ChunkReply::Chunk { id, len } => (1, *len, id),
+            ChunkReply::Missing { id } => (2, 0, id),
+        };
+        h[0] = kind;
+        h[4..8].copy_from_slice(&len.to_le_bytes());
+        h[8..].copy_from_slice(&id.0);
+        h
+    }
+
+    /// Decodes a header, refusing an unknown kind or a length over [`MAX_CHUNK_FILE`] before
+    /// the caller reads (or allocates for) the body.
+    pub fn decode(h: &[u8; CHUNK_HEADER_LEN]) -> Result<Self, FrameError> {
+        let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+        let id = ChunkId(h[8..].try_into().expect("32 bytes"));
+        match h[0] {
+            1 if len as usize <= MAX_CHUNK_FILE => Ok(ChunkReply::Chunk { id, len }),
+            1 => Err(FrameError::TooLarge(len as usize)),
+            2 => Ok(ChunkReply::Missing { id }),
+            k => Err(FrameError::BadReply(k)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    #[error("chunk reply of unknown kind {0}: the peer is broken or runs another version")]
+    BadReply(u8),
     #[error(
         "frame of {0} bytes is over the {MAX_FRAME}-byte limit: the peer is broken or hostile"
     )]
@@ -139,10 +193,6 @@ mod tests {
             Frame::ChunkRequest {
                 ids: vec![ChunkId::of(b"a"), ChunkId::of(b"b")],
             },
-            Frame::Chunk {
-                id: ChunkId::of(b"a"),
-                data: b"a".repeat(100_000),
-            },
             Frame::Refused {
                 reason: "unknown site".into(),
             },
@@ -167,6 +217,29 @@ mod tests {
             assert_eq!(got, frames(), "piece {piece}");
             assert_eq!(d.pending(), 0);
         }
+    }
+
+    #[test]
+    fn chunk_replies_round_trip_and_bad_headers_are_refused() {
+        for r in [
+            ChunkReply::Chunk {
+                id: ChunkId::of(b"a"),
+                len: 1 << 20,
+            },
+            ChunkReply::Missing {
+                id: ChunkId::of(b"b"),
+            },
+        ] {
+            assert_eq!(ChunkReply::decode(&r.encode()).unwrap(), r);
+        }
+        let mut h = ChunkReply::Chunk {
+            id: ChunkId::of(b"a"),
+            len: MAX_CHUNK_FILE as u32 + 1,
+        }
+        .encode();
+        assert!(matches!(ChunkReply::decode(&h), Err(FrameError::TooLarge(_))));
+        h[0] = 7;
+        assert!(matches!(ChunkReply::decode(&h), Err(FrameError::BadReply(7))));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod decide;
+pub mod fetch;
 pub mod links;
 pub mod projection;
 pub mod publish;

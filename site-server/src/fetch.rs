@@ -1,0 +1,363 @@
+//! What this site still has to fetch from its parent, and what to ask for next (sans-IO).
+//!
+//! The content shell ([`crate::content`]) tells the plan what the site wants (chunks of the
+//! package versions targeted at it or its subtree, and chunks a child asked for that are not
+//! here) and what happened to each request; the plan answers which ids to request now, keeping
+//! a bounded window in flight. Time is an argument, so every rule (the window, retry after a
+//! "missing", re-request after a corrupt chunk) is tested without a network or a clock.
+//!
+//! A chunk moves Queued -> InFlight (requested) -> Verified (its bytes checked, written, not
+//! yet durable) -> gone (stored). A corrupt answer sends it back to the front of the queue at
+//! once (up to [`BAD_BEFORE_PAUSE`] times in a row, then after a pause); "missing" at the
+//! parent makes it wait, with a doubling delay, before it is asked for again.
+
+use schema::ChunkId;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The size assumed for a chunk whose size is not known (asked for by a child).
+pub const UNKNOWN_SIZE: u32 = 1 << 20;
+/// Corrupt answers in a row for one chunk before it waits [`BAD_PAUSE`].
+pub const BAD_BEFORE_PAUSE: u32 = 3;
+pub const BAD_PAUSE: Duration = Duration::from_secs(10);
+const MISSING_FIRST: Duration = Duration::from_secs(1);
+const MISSING_MAX: Duration = Duration::from_secs(30);
+
+/// How much may be requested and not yet verified.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub chunks: usize,
+    pub bytes: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            chunks: 256,
+            bytes: 48 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    InFlight,
+    Verified,
+    Waiting { until: Instant },
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    size: u32,
+    phase: Phase,
+    missing: u32,
+    bad: u32,
+}
+
+/// The fetch plan of one site (see the module doc).
+#[derive(Debug, Default)]
+pub struct FetchPlan {
+    window: Window,
+    entries: HashMap<ChunkId, Entry>,
+    /// Ids to request, in order; may hold ids no longer queued (skipped when popped).
+    queue: VecDeque<ChunkId>,
+    in_flight_chunks: usize,
+    in_flight_bytes: u64,
+}
+
+impl FetchPlan {
+    pub fn new(window: Window) -> Self {
+        FetchPlan {
+            window,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `id` (of `size` raw bytes) to what is wanted. Returns whether it is new.
+    pub fn want(&mut self, id: ChunkId, size: u32) -> bool {
+        if self.entries.contains_key(&id) {
+            return false;
+        }
+        self.entries.insert(
+            id,
+            Entry {
+                size,
+                phase: Phase::Queued,
+                missing: 0,
+                bad: 0,
+            },
+        );
+        self.queue.push_back(id);
+        true
+    }
+
+    /// Whether `id` is wanted and not yet stored.
+    pub fn is_wanted(&self, id: &ChunkId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Whether the parent said it does not have `id` and it has not arrived since.
+    pub fn is_missing_upstream(&self, id: &ChunkId) -> bool {
+        self.entries.get(id).is_some_and(|e| e.missing > 0)
+    }
+
+    /// The ids to request now: waiting ones whose time has come go back to the queue, then
+    /// the queue is taken in order while the window has room (at least one chunk always
+    /// goes when nothing is in flight, whatever its size).
+    pub fn next_request(&mut self, now: Instant) -> Vec<ChunkId> {
+        let due: Vec<ChunkId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.phase, Phase::Waiting { until } if until <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.entries.get_mut(&id).expect("listed").phase = Phase::Queued;
+            self.queue.push_back(id);
+        }
+        let mut out = Vec::new();
+        while let Some(id) = self.queue.front().copied() {
+            let Some(e) = self.entries.get(&id) else {
+                self.queue.pop_front();
+                continue;
+            };
+            if e.phase != Phase::Queued {
+                self.queue.pop_front();
+                continue;
+            }
+            let room = self.in_flight_chunks == 0
+                || (self.in_flight_chunks < self.window.chunks
+                    && self.in_flight_bytes + e.size as u64 <= self.window.bytes);
+            if !room {
+                break;
+            }
+            self.queue.pop_front();
+            self.in_flight_chunks += 1;
+            self.in_flight_bytes += e.size as u64;
+            self.entries.get_mut(&id).expect("present").phase = Phase::InFlight;
+            out.push(id);
+        }
+        out
+    }
+
+    fn release(&mut self, id: &ChunkId) -> Option<&mut Entry> {
+        let e = self.entries.get_mut(id)?;
+        if e.phase == Phase::InFlight {
+            self.in_flight_chunks -= 1;
+            self.in_flight_bytes -= e.size as u64;
+        }
+        Some(e)
+    }
+
+    /// `id` arrived and verified; it is being made durable. Frees its room in the window.
+    pub fn on_verified(&mut self, id: &ChunkId) {
+        if let Some(e) = self.release(id) {
+            if e.phase == Phase::InFlight {
+                e.phase = Phase::Verified;
+                e.bad = 0;
+            }
+        }
+    }
+
+    /// `id` is stored (durable): no longer wanted.
+    pub fn on_stored(&mut self, id: &ChunkId) {
+        self.release(id);
+        self.entries.remove(id);
+    }
+
+    /// Writing `id` failed after it verified (local disk trouble): ask for it again.
+    pub fn on_store_failed(&mut self, id: &ChunkId) {
+        if let Some(e) = self.release(id) {
+            e.phase = Phase::Queued;
+            self.queue.push_front(*id);
+        }
+    }
+
+    /// The bytes that came for `id` did not verify. Returns how many times in a row.
+    pub fn on_bad(&mut self, id: &ChunkId, now: Instant) -> u32 {
+        let Some(e) = self.release(id) else { return 0 };
+        e.bad += 1;
+        let bad = e.bad;
+        if bad < BAD_BEFORE_PAUSE {
+            e.phase = Phase::Queued;
+            self.queue.push_front(*id);
+        } else {
+            e.phase = Phase::Waiting {
+                until: now + BAD_PAUSE,
+            };
+        }
+        bad
+    }
+
+    /// The parent does not have `id`: wait, then ask again (1 s, 2 s, ... up to 30 s).
+    pub fn on_missing(&mut self, id: &ChunkId, now: Instant) {
+        let Some(e) = self.release(id) else { return };
+        let delay = MISSING_FIRST
+            .saturating_mul(1u32 << e.missing.min(5))
+            .min(MISSING_MAX);
+        e.missing += 1;
+        e.phase = Phase::Waiting { until: now + delay };
+    }
+
+    /// The connection to the parent is gone: what was requested and not answered is asked
+    /// for again first on the next one. (Verified chunks are still being stored.)
+    pub fn on_disconnect(&mut self) {
+        let mut back: Vec<ChunkId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::InFlight)
+            .map(|(id, _)| *id)
+            .collect();
+        back.sort();
+        for id in back.iter().rev() {
+            self.entries.get_mut(id).expect("listed").phase = Phase::Queued;
+            self.queue.push_front(*id);
+        }
+        self.in_flight_chunks = 0;
+        self.in_flight_bytes = 0;
+    }
+
+    /// When a waiting chunk becomes due, if any.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|e| match e.phase {
+                Phase::Waiting { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Chunks wanted and not stored yet.
+    pub fn outstanding(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Chunks requested and not answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight_chunks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> ChunkId {
+        ChunkId::of(&n.to_le_bytes())
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_in_flight_and_requests_go_in_order() {
+        let mut p = FetchPlan::new(Window {
+            chunks: 3,
+            bytes: 10 << 20,
+        });
+        let t = Instant::now();
+        for n in 0..5 {
+            assert!(p.want(id(n), 1 << 20));
+        }
+        assert!(!p.want(id(0), 1 << 20), "wanted once");
+        assert_eq!(p.next_request(t), vec![id(0), id(1), id(2)]);
+        assert!(p.next_request(t).is_empty(), "window full");
+        p.on_verified(&id(1));
+        assert_eq!(p.next_request(t), vec![id(3)]);
+        p.on_stored(&id(1));
+        assert!(!p.is_wanted(&id(1)));
+        assert!(p.next_request(t).is_empty());
+        p.on_stored(&id(0));
+        assert_eq!(p.next_request(t), vec![id(4)]);
+        assert_eq!((p.outstanding(), p.in_flight()), (3, 3));
+    }
+
+    #[test]
+    fn the_byte_window_lets_one_big_chunk_through_alone() {
+        let mut p = FetchPlan::new(Window {
+            chunks: 100,
+            bytes: 1 << 20,
+        });
+        let t = Instant::now();
+        p.want(id(0), 4 << 20);
+        p.want(id(1), 1000);
+        assert_eq!(p.next_request(t), vec![id(0)]);
+        assert!(p.next_request(t).is_empty());
+        p.on_verified(&id(0));
+        assert_eq!(p.next_request(t), vec![id(1)]);
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_asked_for_again_at_once_then_after_a_pause() {
+        let mut p = FetchPlan::new(Window::default());
+        let t = Instant::now();
+        p.want(id(0), 10);
+        p.want(id(1), 10);
+        assert_eq!(p.next_request(t).len(), 2);
+        assert_eq!(p.on_bad(&id(0), t), 1);
+        assert_eq!(p.next_request(t), vec![id(0)], "again at once");
+        assert_eq!(p.on_bad(&id(0), t), 2);
+        assert_eq!(p.next_request(t), vec![id(0)]);
+        assert_eq!(p.on_bad(&id(0), t), BAD_BEFORE_PAUSE);
+        assert!(p.next_request(t).is_empty(), "paused");
+        assert_eq!(p.next_wakeup(), Some(t + BAD_PAUSE));
+        assert!(p.next_request(t + BAD_PAUSE - Duration::from_millis(1)).is_empty());
+        assert_eq!(p.next_request(t + BAD_PAUSE), vec![id(0)]);
+        p.on_verified(&id(0));
+        p.on_stored(&id(0));
+        assert_eq!(p.in_flight(), 1);
+    }
+
+    #[test]
+    fn missing_at_the_parent_waits_with_a_doubling_delay() {
+        let mut p = FetchPlan::new(Window::default());
+        let t = Instant::now();
+        p.want(id(0), 10);
+        p.next_request(t);
+        p.on_missing(&id(0), t);
+        assert!(p.is_missing_upstream(&id(0)));
+        assert_eq!(p.in_flight(), 0);
+        assert!(p.next_request(t + Duration::from_millis(999)).is_empty());
+        let t1 = t + Duration::from_secs(1);
+        assert_eq!(p.next_request(t1), vec![id(0)]);
+        p.on_missing(&id(0), t1);
+        assert_eq!(p.next_wakeup(), Some(t1 + Duration::from_secs(2)));
+        for _ in 0..10 {
+            let w = p.next_wakeup().unwrap();
+            p.next_request(w);
+            p.on_missing(&id(0), w);
+        }
+        let w = p.next_wakeup().unwrap();
+        p.next_request(w);
+        p.on_missing(&id(0), w);
+        assert_eq!(p.next_wakeup(), Some(w + MISSING_MAX), "capped");
+    }
+
+    #[test]
+    fn a_disconnect_puts_unanswered_requests_first_in_line() {
+        let mut p = FetchPlan::new(Window {
+            chunks: 2,
+            bytes: 1 << 30,
+        });
+        let t = Instant::now();
+        for n in 0..4 {
+            p.want(id(n), 10);
+        }
+        let first = p.next_request(t);
+        assert_eq!(first.len(), 2);
+        p.on_verified(&first[0]);
+        p.on_disconnect();
+        assert_eq!(p.in_flight(), 0);
+        let again = p.next_request(t);
+        assert_eq!(again, vec![first[1], id(2)], "the unanswered one first");
+        // A late answer from the old connection is harmless.
+        p.on_stored(&first[0]);
+        p.on_verified(&first[1]);
+        p.on_stored(&first[1]);
+        assert_eq!(p.next_request(t), vec![id(3)]);
+        assert_eq!(p.in_flight(), 2);
+        p.on_verified(&id(2));
+        p.on_store_failed(&id(2));
+        assert_eq!(p.next_request(t), vec![id(2)], "asked for again");
+        assert!(p.next_request(t).is_empty(), "window full");
+    }
+}
