@@ -11,4 +11,6 @@
 
 pub mod store;
 
-pub use store::{verify_encoded, Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError};
+pub use store::{
+    verify_encoded, Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError,
+};

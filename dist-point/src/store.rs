@@ -225,7 +225,12 @@ impl ContentStore {
     }
 
     /// Writes `parts` (a whole chunk file) to a fresh temporary file beside `id`'s final name.
-    fn write_file_tmp(&self, id: &ChunkId, parts: &[&[u8]], sync: bool) -> Result<PathBuf, StoreError> {
+    fn write_file_tmp(
+        &self,
+        id: &ChunkId,
+        parts: &[&[u8]],
+        sync: bool,
+    ) -> Result<PathBuf, StoreError> {
         let path = self.path_of(id);
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_file_name(format!(
@@ -719,7 +724,9 @@ mod tests {
         ));
         assert!(batch.put_encoded(&tid, &file).is_err());
         assert!(matches!(
-            batch.put_encoded(&nid, &file[..file.len() - 1]).unwrap_err(),
+            batch
+                .put_encoded(&nid, &file[..file.len() - 1])
+                .unwrap_err(),
             StoreError::BadEncoding { .. }
         ));
         assert!(batch.put_encoded(&nid, b"SC\x01\x09\0\0\0\0").is_err());

@@ -95,6 +95,9 @@ impl StatusMessage {
 #[serde(rename_all = "snake_case")]
 pub enum SiteData {
     DistributionPoints(Vec<DistributionPointInfo>),
+    /// The site's child sites (sorted), so that every site above knows its whole subtree
+    /// (to validate targets, and to fetch content on the way to a deeper site).
+    Children(Vec<SiteCode>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -234,6 +234,30 @@ pub const CATALOGUE: &[MessageDef] = &[
     ),
     def(40201, Info, "link", "Link from child %1 is down: %2"),
     def(40202, Warning, "link", "Refused a connection from %1: %2"),
+    def(
+        40203,
+        Warning,
+        "content",
+        "Chunk %1 from %2 failed verification (%3); it was not stored and is asked for again.",
+    ),
+    def(
+        40204,
+        Error,
+        "content",
+        "Chunk %1 in this site's content store is corrupt (%2); removed, it will be fetched again.",
+    ),
+    def(
+        40210,
+        Info,
+        "content",
+        "Package %1 version %2 is complete in this site's content store (%3 chunks, %4 bytes).",
+    ),
+    def(
+        40211,
+        Info,
+        "content",
+        "Fetching package %1 version %2 from %3: %4 of %5 chunks missing (%6 bytes).",
+    ),
 ];
 
 /// The catalogue row of `id`.

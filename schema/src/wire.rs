@@ -237,9 +237,15 @@ mod tests {
             len: MAX_CHUNK_FILE as u32 + 1,
         }
         .encode();
-        assert!(matches!(ChunkReply::decode(&h), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            ChunkReply::decode(&h),
+            Err(FrameError::TooLarge(_))
+        ));
         h[0] = 7;
-        assert!(matches!(ChunkReply::decode(&h), Err(FrameError::BadReply(7))));
+        assert!(matches!(
+            ChunkReply::decode(&h),
+            Err(FrameError::BadReply(7))
+        ));
     }
 
     #[test]

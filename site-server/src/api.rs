@@ -110,6 +110,8 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/packages", get(packages))
         .route("/v1/packages/publish", post(publish))
         .route("/v1/packages/{id}", get(package))
+        .route("/v1/packages/{id}/distribute", post(distribute))
+        .route("/v1/status/packages", get(content))
         .route("/v1/adverts", get(adverts).post(create_advert))
         .route("/v1/log", get(log))
         .route("/v1/status/messages", get(messages))
@@ -151,6 +153,28 @@ async fn publish(
         )
     })?;
     blocking(&st.site, move |s| s.publish(&req)).await
+}
+
+#[derive(Deserialize)]
+struct DistributeBody {
+    targets: Vec<schema::event::DistributionTarget>,
+}
+
+async fn distribute(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<DistributeBody>,
+) -> ApiResult<crate::decide::DistributeOutcome> {
+    let package = parse_package(&id)?;
+    let req = crate::decide::DistributeRequest {
+        package,
+        targets: body.targets,
+    };
+    blocking(&st.site, move |s| s.distribute(&req)).await
+}
+
+async fn content(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::ContentRow>> {
+    blocking(&st.site, |s| s.content()).await
 }
 
 async fn adverts(State(st): State<Arc<AppState>>) -> ApiResult<Vec<schema::advert::Advertisement>> {

@@ -230,6 +230,17 @@ pub enum PackageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Target a package at sites: every site on the way fetches its content.
+    Distribute {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// Site code (this site or one below it); repeat for several.
+        #[arg(long = "site", required = true)]
+        sites: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a package, its versions and its current files.
     Show {
         id: String,
@@ -314,6 +325,13 @@ pub enum StatusCmd {
         /// Only messages with this id.
         #[arg(long)]
         id: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Package versions this site holds or passes on: chunks and bytes present.
+    Packages {
+        #[command(flatten)]
+        data: DataArg,
         #[arg(long)]
         json: bool,
     },
@@ -468,6 +486,7 @@ pub async fn run(cli: Cli) -> Res {
         }) => messages(&data.dir(), since, id, json).await,
         Cmd::Status(StatusCmd::Catalogue { json }) => catalogue(json),
         Cmd::Status(StatusCmd::Sites { data, json }) => sites(&data.dir(), json).await,
+        Cmd::Status(StatusCmd::Packages { data, json }) => content(&data.dir(), json).await,
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
         Cmd::Demo { keep } => crate::demo::run(keep).await,
@@ -762,6 +781,37 @@ async fn package(cmd: PackageCmd) -> Res {
             );
             Ok(())
         }
+        PackageCmd::Distribute {
+            id,
+            data,
+            sites,
+            json,
+        } => {
+            let id = parse_package(&id)?;
+            let mut targets = Vec::new();
+            for s in &sites {
+                let code =
+                    SiteCode::new(s).map_err(|e| CliError::usage(format!("--site {s:?}: {e}")))?;
+                targets.push(schema::event::DistributionTarget::Site(code));
+            }
+            let client = AdminClient::from_dir(&data.dir())?;
+            let out: site_server::decide::DistributeOutcome = client
+                .post_json(
+                    &format!("/v1/packages/{id}/distribute"),
+                    &serde_json::json!({ "targets": targets }),
+                )
+                .await?;
+            if json {
+                return print_json(&out);
+            }
+            for t in &out.added {
+                println!("{id} targeted at {t}");
+            }
+            for t in &out.already {
+                println!("{id} was already targeted at {t} (nothing changed)");
+            }
+            Ok(())
+        }
         PackageCmd::Show { id, data, json } => {
             let id = parse_package(&id)?;
             let client = AdminClient::from_dir(&data.dir())?;
@@ -1014,6 +1064,51 @@ async fn messages(dir: &DataDir, since: Option<String>, id: Option<u32>, json: b
             "SEVERITY",
             "COMPONENT",
             "MESSAGE",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn content(dir: &DataDir, json: bool) -> Res {
+    let client = AdminClient::from_dir(dir)?;
+    let rows: Vec<site_server::site::ContentRow> = client.get("/v1/status/packages").await?;
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let pct = if r.bytes == 0 {
+                100.0
+            } else {
+                r.bytes_present as f64 * 100.0 / r.bytes as f64
+            };
+            let t: Vec<String> = r.targets.iter().map(|t| t.to_string()).collect();
+            vec![
+                r.package.to_string(),
+                r.name.clone(),
+                r.source_version.to_string(),
+                t.join(", "),
+                format!("{}/{}", r.chunks_present, r.chunks),
+                format!(
+                    "{} of {}",
+                    human_bytes(r.bytes_present),
+                    human_bytes(r.bytes)
+                ),
+                format!("{pct:.0}%"),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PACKAGE",
+            "NAME",
+            "VERSION",
+            "TARGETS",
+            "CHUNKS",
+            "BYTES HERE",
+            "HERE",
         ],
         &table,
     );

@@ -82,6 +82,9 @@ pub fn open_site(
             log_grew: tokio::sync::Notify::new(),
             reports_grew: tokio::sync::Notify::new(),
             links: Default::default(),
+            fetch: Default::default(),
+            fetch_wake: tokio::sync::Notify::new(),
+            content_grew: tokio::sync::Notify::new(),
         },
     ))
 }
@@ -179,6 +182,8 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         ],
     )
     .map_err(|e| StartError::Failed(e.to_string()))?;
+    site.report_children()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
     tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
     tokio::spawn(crate::replication::serve_children(

@@ -17,7 +17,7 @@ use schema::advert::Advertisement;
 use schema::encoding;
 use schema::event::{DistributionTarget, EventEnvelope};
 use schema::manifest::Manifest;
-use schema::report::{Report, ReportEnvelope};
+use schema::report::{Report, ReportEnvelope, SiteData};
 use schema::{ManifestId, PackageId, SiteCode};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -323,6 +323,37 @@ impl Db {
         Ok(out)
     }
 
+    /// The children `site` last reported (None if it never did).
+    pub fn reported_children(&self, site: SiteCode) -> Result<Option<Vec<SiteCode>>, DbError> {
+        match self.trees[CURSORS].get(children_key(site))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
+                DbError::Log {
+                    what: "children record",
+                    position: 0,
+                    source,
+                }
+            })?)),
+        }
+    }
+
+    /// Every site below this one, as far as reports tell: the configured children `direct`,
+    /// their reported children, and so on down.
+    pub fn subtree(
+        &self,
+        direct: &[SiteCode],
+    ) -> Result<std::collections::BTreeSet<SiteCode>, DbError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo: Vec<SiteCode> = direct.to_vec();
+        while let Some(s) = todo.pop() {
+            if s == self.own || !seen.insert(s) {
+                continue;
+            }
+            todo.extend(self.reported_children(s)?.unwrap_or_default());
+        }
+        Ok(seen)
+    }
+
     /// Sets a named cursor (link bookkeeping: what a child acknowledged, ...).
     pub fn set_cursor(&self, name: &[u8], value: u64) -> Result<(), DbError> {
         self.trees[CURSORS].insert(name, &value.to_be_bytes())?;
@@ -577,7 +608,18 @@ fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<
     tx[REPORTS].insert(&pos.to_be_bytes(), bytes)?;
     tx[DEDUPE].insert(&dk, &pos.to_be_bytes())?;
     tx[CURSORS].insert(REPORT_LEN, &pos.to_be_bytes())?;
+    if let Report::SiteData(SiteData::Children(children)) = &env.body {
+        let v = encoding::encode(children).map_err(|e| {
+            ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
+        })?;
+        tx[CURSORS].insert(children_key(env.origin), v)?;
+    }
     Ok(true)
+}
+
+/// Where the last reported children of `site` are kept (derived from the report log).
+fn children_key(site: SiteCode) -> Vec<u8> {
+    format!("children:{site}").into_bytes()
 }
 
 fn append_own_report_tx(
@@ -605,7 +647,7 @@ mod tests {
     use crate::projection::MemStore;
     use schema::advert::{ExitRules, Program};
     use schema::catalog::{CatalogChange, CatalogDelta, Classification, Update};
-    use schema::event::ConfigEvent;
+    use schema::event::{ConfigEvent, DistributionTarget};
     use schema::manifest::{ChunkRef, EntryKind, FileEntry};
     use schema::ChunkId;
 
@@ -912,6 +954,91 @@ mod tests {
         assert_eq!(
             before,
             (db.counts().unwrap(), db.projection_digest().unwrap())
+        );
+    }
+
+    #[test]
+    fn subtree_comes_from_reported_children_and_bounds_distribute() {
+        let (_d, db) = populated();
+        let child = |origin: &str, seq, kids: &[&str]| ReportEnvelope {
+            origin: code(origin),
+            origin_seq: seq,
+            time: Utc::now(),
+            body: Report::SiteData(SiteData::Children(kids.iter().map(|k| code(k)).collect())),
+        };
+        // P01 reports S01 below it, then S01 reports T01; P02 never reported anything.
+        db.apply_child_reports(
+            code("P01"),
+            1,
+            &[child("P01", 1, &["S01"]), child("S01", 1, &["T01"])],
+        )
+        .unwrap();
+        assert_eq!(
+            db.reported_children(code("S01")).unwrap(),
+            Some(vec![code("T01")])
+        );
+        let sub = db.subtree(&[code("P01"), code("P02")]).unwrap();
+        let want: std::collections::BTreeSet<_> = ["P01", "P02", "S01", "T01"]
+            .iter()
+            .map(|c| code(c))
+            .collect();
+        assert_eq!(sub, want);
+        // A later report replaces the earlier one.
+        db.apply_child_reports(code("P01"), 3, &[child("S01", 2, &[])])
+            .unwrap();
+        assert!(!db.subtree(&[code("P01")]).unwrap().contains(&code("T01")));
+
+        let mut known = db.subtree(&[code("P01")]).unwrap();
+        known.insert(code("CEN"));
+        let pkg: PackageId = "CEN00001".parse().unwrap();
+        let c = ctx(Utc::now());
+        let go = |targets: Vec<DistributionTarget>| {
+            db.append_own(c.now, |v| {
+                decide::distribute(
+                    v,
+                    &c,
+                    &decide::DistributeRequest {
+                        package: pkg,
+                        targets: targets.clone(),
+                    },
+                    &known,
+                )
+            })
+        };
+        let before = db.counts().unwrap();
+        let err = go(vec![DistributionTarget::Site(code("S02"))]).unwrap_err();
+        assert!(
+            err.to_string().contains("site S02 is not CEN or below it"),
+            "{err}"
+        );
+        assert!(go(vec![]).is_err());
+        assert_eq!(db.counts().unwrap(), before, "refusals append nothing");
+        let out = go(vec![DistributionTarget::Site(code("P01"))]).unwrap();
+        assert_eq!(out.added, vec![DistributionTarget::Site(code("P01"))]);
+        let n = db.counts().unwrap().config_events;
+        assert_eq!(n, before.config_events + 1);
+        let again = go(vec![
+            DistributionTarget::Site(code("S01")),
+            DistributionTarget::Site(code("P01")),
+        ])
+        .unwrap();
+        assert!(again.added.is_empty());
+        assert_eq!(
+            again.already.len(),
+            2,
+            "S01 was targeted by a received event"
+        );
+        assert_eq!(
+            db.targets(&pkg).unwrap(),
+            vec![
+                DistributionTarget::Site(code("P01")),
+                DistributionTarget::Site(code("S01"))
+            ]
+        );
+        assert_eq!(
+            db.counts().unwrap().config_events,
+            n,
+            "nothing new, no event"
         );
     }
 

@@ -9,7 +9,7 @@
 use crate::projection::{self, ProjError, ProjectionStore};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use schema::advert::{Advertisement, Program, TimeBasis};
-use schema::event::{ConfigEvent, PackageVersion, Priority};
+use schema::event::{ConfigEvent, DistributionTarget, PackageVersion, Priority};
 use schema::manifest::Manifest;
 use schema::report::{Attribute, Report, StatusMessage};
 use schema::{AdvertisementId, ManifestId, PackageId, SiteCode};
@@ -281,5 +281,95 @@ pub fn create_advert<S: ProjectionStore>(
         event: Some(ConfigEvent::AdvertisementCreated(adv.clone())),
         reports: vec![report],
         out: adv,
+    })
+}
+
+/// What `package distribute` asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributeRequest {
+    pub package: PackageId,
+    pub targets: Vec<DistributionTarget>,
+}
+
+/// What `package distribute` did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributeOutcome {
+    pub package: PackageId,
+    /// Targets added by this request.
+    pub added: Vec<DistributionTarget>,
+    /// Targets that were already there (nothing appended for them).
+    pub already: Vec<DistributionTarget>,
+}
+
+/// Targets a package at sites. `known` is this site and every site of its subtree that it
+/// knows of (configured children, and what their reports say is below them): a target
+/// outside it is a typo or a site that has never connected, and is refused.
+pub fn distribute<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    req: &DistributeRequest,
+    known: &std::collections::BTreeSet<SiteCode>,
+) -> Result<Decided<DistributeOutcome>, DecideError<S::Error>> {
+    if projection::package(s, &req.package)?.is_none() {
+        return Err(Refusal::UnknownPackage(req.package).into());
+    }
+    if req.targets.is_empty() {
+        return Err(Refusal::Invalid("no target given: say where with --site CODE".into()).into());
+    }
+    for t in &req.targets {
+        let site = match t {
+            DistributionTarget::Site(site) | DistributionTarget::DistributionPoint { site, .. } => {
+                site
+            }
+            DistributionTarget::DpGroup(g) => {
+                return Err(Refusal::Invalid(format!(
+                    "dp-group {g}: distribution point groups arrive with distribution points; target a site with --site"
+                ))
+                .into())
+            }
+        };
+        if !known.contains(site) {
+            let list: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+            return Err(Refusal::Invalid(format!(
+                "site {site} is not {} or below it (known: {}): check the code; a site is known here once it (or its parent) has connected, see `site-server status sites`",
+                ctx.site,
+                list.join(", ")
+            ))
+            .into());
+        }
+    }
+    let have = projection::targets(s, &req.package)?;
+    let mut added = Vec::new();
+    let mut already = Vec::new();
+    for t in &req.targets {
+        if have.contains(t) || added.contains(t) {
+            if !already.contains(t) {
+                already.push(t.clone());
+            }
+        } else {
+            added.push(t.clone());
+        }
+    }
+    let reports = added
+        .iter()
+        .map(|t| {
+            let mut attrs = vec![Attribute::Package(req.package)];
+            if let DistributionTarget::Site(site) = t {
+                attrs.push(Attribute::DestinationSite(*site));
+            }
+            ctx.status(40120, attrs, vec![req.package.to_string(), t.to_string()])
+        })
+        .collect();
+    Ok(Decided {
+        event: (!added.is_empty()).then(|| ConfigEvent::DistributionTargetsAdded {
+            package: req.package,
+            targets: added.clone(),
+        }),
+        reports,
+        out: DistributeOutcome {
+            package: req.package,
+            added,
+            already,
+        },
     })
 }

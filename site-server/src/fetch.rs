@@ -300,7 +300,9 @@ mod tests {
         assert_eq!(p.on_bad(&id(0), t), BAD_BEFORE_PAUSE);
         assert!(p.next_request(t).is_empty(), "paused");
         assert_eq!(p.next_wakeup(), Some(t + BAD_PAUSE));
-        assert!(p.next_request(t + BAD_PAUSE - Duration::from_millis(1)).is_empty());
+        assert!(p
+            .next_request(t + BAD_PAUSE - Duration::from_millis(1))
+            .is_empty());
         assert_eq!(p.next_request(t + BAD_PAUSE), vec![id(0)]);
         p.on_verified(&id(0));
         p.on_stored(&id(0));

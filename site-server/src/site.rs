@@ -3,7 +3,10 @@
 
 use crate::config::{DataDir, SiteConfig};
 use crate::db::{Db, DbError, LogCounts};
-use crate::decide::{self, AdvertRequest, Ctx, PublishOutcome, PublishRequest, Refusal};
+use crate::decide::{
+    self, AdvertRequest, Ctx, DistributeOutcome, DistributeRequest, PublishOutcome, PublishRequest,
+    Refusal,
+};
 use crate::links::{LinkStatus, Role};
 use crate::projection::PackageRecord;
 use chrono::{DateTime, Utc};
@@ -11,7 +14,7 @@ use dist_point::ContentStore;
 use schema::advert::Advertisement;
 use schema::event::{ConfigEvent, DistributionTarget, Priority};
 use schema::manifest::Manifest;
-use schema::report::{Attribute, Report, ReportEnvelope};
+use schema::report::{Attribute, Report, ReportEnvelope, SiteData};
 use schema::status::Severity;
 use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,27 @@ pub struct Site {
     pub reports_grew: tokio::sync::Notify,
     /// The state of every link (parent and children), in memory.
     pub links: std::sync::Mutex<std::collections::BTreeMap<SiteCode, LinkStatus>>,
+    /// What this site still has to fetch from its parent (sans-IO plan, see `fetch`).
+    pub fetch: std::sync::Mutex<crate::fetch::FetchPlan>,
+    /// Woken when the fetch plan has new wants (or answers to wait for).
+    pub fetch_wake: tokio::sync::Notify,
+    /// Woken when chunks became durable in the content store (or the parent said it lacks
+    /// one), so that links serving children look again at what they wait for.
+    pub content_grew: tokio::sync::Notify,
+}
+
+/// One row of `status packages`: a package version this site holds or passes on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentRow {
+    pub package: PackageId,
+    pub name: String,
+    pub source_version: u32,
+    /// Targets of the package at this site or below it.
+    pub targets: Vec<DistributionTarget>,
+    pub chunks: u64,
+    pub chunks_present: u64,
+    pub bytes: u64,
+    pub bytes_present: u64,
 }
 
 /// One row of `status sites`.
@@ -195,6 +219,100 @@ impl Site {
         self.log_grew.notify_waiters();
         self.reports_grew.notify_waiters();
         Ok(out)
+    }
+
+    /// Targets a package (see [`decide::distribute`]).
+    pub fn distribute(&self, req: &DistributeRequest) -> Result<DistributeOutcome, OpError> {
+        let known = self.known_sites()?;
+        let ctx = self.ctx();
+        let out = self
+            .db
+            .append_own(ctx.now, |view| decide::distribute(view, &ctx, req, &known))?;
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(out)
+    }
+
+    /// This site and every site below it that it knows of.
+    pub fn known_sites(&self) -> Result<std::collections::BTreeSet<SiteCode>, OpError> {
+        let mut known = self.db.subtree(&self.child_codes())?;
+        known.insert(self.cfg.code);
+        Ok(known)
+    }
+
+    fn child_codes(&self) -> Vec<SiteCode> {
+        let mut c: Vec<SiteCode> = self.cfg.children.iter().map(|c| c.code).collect();
+        c.sort();
+        c
+    }
+
+    /// Reports this site's children up the tree, if they changed since it last did.
+    pub fn report_children(&self) -> Result<(), OpError> {
+        let now = self.child_codes();
+        if self.db.reported_children(self.cfg.code)?.as_ref() == Some(&now) {
+            return Ok(());
+        }
+        self.db
+            .append_own_reports(Utc::now(), vec![Report::SiteData(SiteData::Children(now))])?;
+        self.reports_grew.notify_waiters();
+        Ok(())
+    }
+
+    /// The current version of every package targeted at this site or below it, with its
+    /// manifest and those targets: what this site must hold (and pass on).
+    pub fn needed_versions(
+        &self,
+    ) -> Result<Vec<(PackageRecord, Manifest, Vec<DistributionTarget>)>, OpError> {
+        let known = self.known_sites()?;
+        let mut out = Vec::new();
+        for p in self.db.packages()? {
+            let targets: Vec<DistributionTarget> = self
+                .db
+                .targets(&p.id)?
+                .into_iter()
+                .filter(|t| match t {
+                    DistributionTarget::Site(s)
+                    | DistributionTarget::DistributionPoint { site: s, .. } => known.contains(s),
+                    DistributionTarget::DpGroup(_) => false,
+                })
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let Some(v) = p.current() else { continue };
+            let Some(m) = self.db.manifest(&v.manifest_id)? else {
+                continue;
+            };
+            out.push((p.clone(), m, targets));
+        }
+        Ok(out)
+    }
+
+    /// `status packages`: how much of each needed package version is here.
+    pub fn content(&self) -> Result<Vec<ContentRow>, OpError> {
+        let mut rows = Vec::new();
+        for (p, m, targets) in self.needed_versions()? {
+            let mut r = ContentRow {
+                package: p.id,
+                name: p.name.clone(),
+                source_version: p.current().map(|v| v.source_version).unwrap_or(0),
+                targets,
+                chunks: 0,
+                chunks_present: 0,
+                bytes: 0,
+                bytes_present: 0,
+            };
+            for c in m.unique_chunks() {
+                r.chunks += 1;
+                r.bytes += c.len as u64;
+                if self.store.has(&c.id) {
+                    r.chunks_present += 1;
+                    r.bytes_present += c.len as u64;
+                }
+            }
+            rows.push(r);
+        }
+        Ok(rows)
     }
 
     pub fn packages(&self) -> Result<Vec<PackageSummary>, OpError> {
