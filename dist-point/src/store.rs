@@ -485,6 +485,11 @@ impl Batch<'_> {
         Ok(true)
     }
 
+    /// The ids written since the last commit.
+    pub fn pending_ids(&self) -> Vec<ChunkId> {
+        self.pending.iter().map(|(id, _, _)| *id).collect()
+    }
+
     /// Bytes written since the last commit.
     pub fn bytes(&self) -> usize {
         self.bytes

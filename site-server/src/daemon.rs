@@ -192,6 +192,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         child_pins,
     ));
     if let Some(p) = site.cfg.parent.clone() {
+        tokio::spawn(crate::content::track_wants(site.clone(), p.code));
         tokio::spawn(crate::replication::follow_parent(
             site.clone(),
             endpoint.clone(),

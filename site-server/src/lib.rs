@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod db;
 pub mod decide;

@@ -1,7 +1,7 @@
 //! Replication over QUIC: a site streams its config log down to its children and its report
-//! log up to its parent. (Content store-and-forward is the rest of the replication issue.)
+//! log up to its parent; content travels beside them on a second stream ([`crate::content`]).
 //!
-//! One bidirectional stream per connection. The child opens it and says `Hello` with the last
+//! The control stream is the first bidirectional stream of a connection. The child opens it and says `Hello` with the last
 //! parent position it applied; the parent streams `Events` from the next position on, in
 //! batches, and keeps streaming as its log grows; the child applies each batch and its cursor
 //! in one transaction ([`Db::apply_parent_batch`](crate::db::Db::apply_parent_batch)) and
@@ -47,6 +47,14 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ReplError::Site(e.to_string()))?
         .map_err(|e| ReplError::Site(e.to_string()))
+}
+
+/// Aborts a task when the link that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Accepts children's connections on `endpoint` until it is closed.
@@ -125,6 +133,20 @@ async fn serve_child(
     };
     site.link_update(child_code, Role::Child, |l| l.on_connected(Utc::now()));
     let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
+    // Further streams the child opens are content streams (chunk requests).
+    let content_conn = conn.clone();
+    let content_site = site.clone();
+    let content = tokio::spawn(async move {
+        while let Ok((send, recv)) = content_conn.accept_bi().await {
+            let s = content_site.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::content::serve_content(s, send, recv, child_code).await {
+                    tracing::debug!(error = %e, "content stream ended");
+                }
+            });
+        }
+    });
+    let _content = AbortOnDrop(content);
     let ack_key = format!("child:{child}:config_acked").into_bytes();
 
     // Frames from the child (acks, reports) are read on their own task; what must be
@@ -235,6 +257,21 @@ async fn run_parent_link(
         reports_acked: acked,
     })
     .await?;
+    // Content goes on its own stream, beside this one; the link ends when either does.
+    let fetch = crate::content::fetch_from_parent(site.clone(), conn.clone(), parent.code);
+    tokio::select! {
+        r = control_loop(site, &mut w, &mut r, acked) => r,
+        r = fetch => r,
+    }
+}
+
+/// Events down, reports up, on the control stream of the link to the parent.
+async fn control_loop(
+    site: &Arc<Site>,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+    acked: u64,
+) -> Result<(), ReplError> {
     // Reports are sent from the last acknowledged position; the parent skips what it has.
     let mut next_report = acked + 1;
     loop {

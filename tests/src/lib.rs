@@ -133,11 +133,17 @@ impl TestSite {
 
     /// Starts `site-server run` and waits until its admin API answers.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// As [`TestSite::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "already running");
         let _ = std::fs::remove_file(self.data().join("admin.json"));
         let log = std::fs::File::create(self.tmp.path().join("daemon.log")).expect("log file");
         let child = Command::new(bin("site-server"))
             .args(["run", "--data", self.data_str()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -220,6 +226,17 @@ impl TestSite {
         )
         .expect("admin.json is JSON");
         v["listen"].as_str().expect("listen").to_string()
+    }
+
+    /// Writes the running daemon's QUIC port into `site.toml`, so that a restart listens on
+    /// the same address and children (which read their parent's address at start) find it.
+    pub fn pin_listen_port(&self) {
+        let addr = self.listen_addr();
+        let path = self.data().join("site.toml");
+        let toml = std::fs::read_to_string(&path).expect("site.toml");
+        let pinned = toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+        assert_ne!(toml, pinned, "site.toml listens on 127.0.0.1:0");
+        std::fs::write(&path, pinned).expect("write site.toml");
     }
 
     /// `site-server identity --json`: (fingerprint, public key).
@@ -313,6 +330,63 @@ pub fn http(
 }
 
 pub use schema::testutil::noise;
+
+/// `child add` at `parent` for `child`, with its real fingerprint and key.
+pub fn link_child(parent: &TestSite, child: &TestSite) {
+    link_child_as(parent, child, &child.code);
+}
+
+/// `child add` at `parent` of `child`'s certificate and key under the code `code`.
+pub fn link_child_as(parent: &TestSite, child: &TestSite, code: &str) {
+    let (fp, key) = child.keys();
+    parent
+        .cli(&[
+            "child",
+            "add",
+            "--code",
+            code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ])
+        .ok();
+}
+
+/// `parent set` at `child` for the running `parent`.
+pub fn link_parent(child: &TestSite, parent: &TestSite) {
+    let (fp, key) = parent.keys();
+    let addr = parent.listen_addr();
+    child
+        .cli(&[
+            "parent",
+            "set",
+            "--code",
+            &parent.code,
+            "--addr",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ])
+        .ok();
+}
+
+/// CEN -> P01 -> S01, all running.
+pub fn three_tiers() -> (TestSite, TestSite, TestSite) {
+    let mut cen = TestSite::init("CEN");
+    let mut p01 = TestSite::init("P01");
+    let mut s01 = TestSite::init("S01");
+    link_child(&cen, &p01);
+    link_child(&p01, &s01);
+    cen.start();
+    link_parent(&p01, &cen);
+    p01.start();
+    link_parent(&s01, &p01);
+    s01.start();
+    (cen, p01, s01)
+}
 
 /// A small source tree: text, binary, nested directories.
 pub fn sample_tree(root: &Path) {

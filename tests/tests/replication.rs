@@ -1,6 +1,6 @@
 //! Config log replication over QUIC between real processes on 127.0.0.1: CEN -> P01 -> S01.
 
-use tests::{sample_tree, TestSite};
+use tests::{link_child, link_child_as, link_parent, sample_tree, three_tiers, TestSite};
 
 /// Events of `site`'s log as (origin, origin_seq).
 fn log_keys(site: &TestSite) -> Vec<(String, u64)> {
@@ -29,53 +29,9 @@ fn report_seqs(site: &TestSite, origin: &str) -> Vec<u64> {
         .collect()
 }
 
-fn link_child(parent: &TestSite, child: &TestSite, code: &str) {
-    let (fp, key) = child.keys();
-    parent
-        .cli(&[
-            "child",
-            "add",
-            "--code",
-            code,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ])
-        .ok();
-}
-
-fn link_parent(child: &TestSite, parent: &TestSite) {
-    let (fp, key) = parent.keys();
-    let addr = parent.listen_addr();
-    child
-        .cli(&[
-            "parent",
-            "set",
-            "--code",
-            &parent.code,
-            "--addr",
-            &addr,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ])
-        .ok();
-}
-
 #[test]
 fn events_flow_down_three_tiers_once_and_in_order() {
-    let mut cen = TestSite::init("CEN");
-    let mut p01 = TestSite::init("P01");
-    let mut s01 = TestSite::init("S01");
-    link_child(&cen, &p01, "P01");
-    link_child(&p01, &s01, "S01");
-    cen.start();
-    link_parent(&p01, &cen);
-    p01.start();
-    link_parent(&s01, &p01);
-    s01.start();
+    let (cen, mut p01, mut s01) = three_tiers();
 
     let src = cen.tmp.path().join("src");
     sample_tree(&src);
@@ -181,7 +137,7 @@ fn a_pinned_certificate_claiming_another_code_is_refused() {
     let mut cen = TestSite::init("CEN");
     let mut p01 = TestSite::init("P01");
     // CEN pins P01's certificate under the code P02: P01's Hello says P01.
-    link_child(&cen, &p01, "P02");
+    link_child_as(&cen, &p01, "P02");
     cen.start();
     link_parent(&p01, &cen);
     cen.cli(&[
@@ -229,7 +185,7 @@ fn an_unpinned_child_is_refused_with_a_status_message() {
 fn a_child_killed_while_catching_up_applies_every_event_once() {
     let mut cen = TestSite::init("CEN");
     let mut p01 = TestSite::init("P01");
-    link_child(&cen, &p01, "P01");
+    link_child(&cen, &p01);
     cen.start();
     let src = cen.tmp.path().join("src");
     sample_tree(&src);

@@ -1,0 +1,539 @@
+//! Content store-and-forward: the async shells around [`crate::fetch`].
+//!
+//! - [`track_wants`] (at every site with a parent) works out which chunks this site must
+//!   hold: those of the current version of every package targeted at it or below it that are
+//!   not in its store. It feeds them to the fetch plan, says so with 40211, and raises 40210
+//!   when a version is complete here.
+//! - [`fetch_from_parent`] runs on each connection to the parent: it opens the content
+//!   stream, asks for what the plan says, and hands each reply to a storing thread that
+//!   verifies it (BLAKE3 of the decoded bytes), writes it to a temporary file, and makes a
+//!   batch of them durable with one sync before renaming them into place. A reply that fails
+//!   verification is dropped, reported (40203) and asked for again; the link stays up.
+//! - [`serve_content`] answers a child's requests on its content stream: a chunk in the store
+//!   goes at once (as stored, the child verifies it); a chunk this site does not have yet is
+//!   added to its own fetch plan and sent the moment it is durable here. So a middle site
+//!   passes each chunk on as soon as it has it (cut-through), not after the whole package.
+
+use crate::replication::ReplError;
+use crate::site::Site;
+use schema::report::Attribute;
+use schema::wire::{ChunkReply, Frame, CHUNK_HEADER_LEN};
+use schema::{ChunkId, PackageId, SiteCode};
+use sender::link::{FrameReader, FrameWriter, LinkError};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A batch of received chunks is made durable when it holds this many bytes...
+const COMMIT_BYTES: usize = 16 << 20;
+/// ... or its oldest chunk has waited this long ...
+const COMMIT_AGE: Duration = Duration::from_millis(20);
+/// ... or nothing more arrived for this long.
+const COMMIT_IDLE: Duration = Duration::from_millis(3);
+/// How often wants are recomputed even if nothing said the log changed.
+const RECHECK: Duration = Duration::from_secs(30);
+
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Deliberate corruption of outgoing chunks, for the end-to-end test of a peer that sends bad
+/// bytes: `SITEREP_FAULT_CORRUPT_SENDS=N` flips a byte in the first N chunks this process
+/// sends. Compiled in only with the `fault-injection` feature (the workspace's tests).
+#[cfg(feature = "fault-injection")]
+fn corrupt_this_send() -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LEFT: std::sync::OnceLock<AtomicI64> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        AtomicI64::new(
+            std::env::var("SITEREP_FAULT_CORRUPT_SENDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    left.fetch_sub(1, Ordering::Relaxed) > 0
+}
+#[cfg(not(feature = "fault-injection"))]
+fn corrupt_this_send() -> bool {
+    false
+}
+
+// ---------------------------------------------------------------------------------------
+// What this site wants
+
+struct Tracked {
+    package: PackageId,
+    version: u32,
+    remaining: HashSet<ChunkId>,
+    chunks: u64,
+    bytes: u64,
+}
+
+fn complete_key(p: &PackageId, v: u32) -> Vec<u8> {
+    format!("content_complete:{p}:{v}").into_bytes()
+}
+
+/// Keeps the fetch plan fed with what this site must hold; raises 40211 and 40210.
+pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
+    let mut tracked: BTreeMap<(PackageId, u32), Tracked> = BTreeMap::new();
+    let mut recompute = true;
+    loop {
+        let log = site.log_grew.notified();
+        let content = site.content_grew.notified();
+        tokio::pin!(log, content);
+        log.as_mut().enable();
+        content.as_mut().enable();
+        let s = site.clone();
+        let t = std::mem::take(&mut tracked);
+        let r = tokio::task::spawn_blocking(move || {
+            let mut t = t;
+            let r = update_wants(&s, parent, &mut t, recompute);
+            (t, r)
+        })
+        .await;
+        match r {
+            Ok((t, Ok(()))) => tracked = t,
+            Ok((t, Err(e))) => {
+                tracked = t;
+                tracing::warn!(error = %e, "cannot work out the content this site needs");
+            }
+            Err(e) => tracing::error!(error = %e, "content tracker panicked"),
+        }
+        recompute = false;
+        tokio::select! {
+            _ = &mut log => recompute = true,
+            _ = &mut content => {}
+            _ = tokio::time::sleep(RECHECK) => recompute = true,
+        }
+    }
+}
+
+fn update_wants(
+    site: &Site,
+    parent: SiteCode,
+    tracked: &mut BTreeMap<(PackageId, u32), Tracked>,
+    recompute: bool,
+) -> Result<(), crate::site::OpError> {
+    if recompute {
+        let mut fresh = BTreeMap::new();
+        for (p, m, _targets) in site.needed_versions()? {
+            let Some(v) = p.current() else { continue };
+            let key = (p.id, v.source_version);
+            if let Some(t) = tracked.remove(&key) {
+                fresh.insert(key, t);
+                continue;
+            }
+            let chunks = m.unique_chunks();
+            let mut t = Tracked {
+                package: p.id,
+                version: v.source_version,
+                remaining: HashSet::new(),
+                chunks: chunks.len() as u64,
+                bytes: chunks.iter().map(|c| c.len as u64).sum(),
+            };
+            let mut missing_bytes = 0u64;
+            {
+                let mut plan = site.fetch.lock().expect("fetch lock");
+                for c in &chunks {
+                    if !site.store.has(&c.id) {
+                        plan.want(c.id, c.len);
+                        t.remaining.insert(c.id);
+                        missing_bytes += c.len as u64;
+                    }
+                }
+            }
+            let done_before = site.db.cursor(&complete_key(&p.id, v.source_version))? > 0;
+            if !t.remaining.is_empty() {
+                site.raise(
+                    40211,
+                    vec![
+                        Attribute::Package(p.id),
+                        Attribute::SourceVersion(v.source_version),
+                    ],
+                    vec![
+                        p.id.to_string(),
+                        v.source_version.to_string(),
+                        parent.to_string(),
+                        t.remaining.len().to_string(),
+                        t.chunks.to_string(),
+                        missing_bytes.to_string(),
+                    ],
+                )?;
+                site.fetch_wake.notify_one();
+            } else if done_before {
+                continue;
+            }
+            fresh.insert(key, t);
+        }
+        *tracked = fresh;
+    }
+    let mut done = Vec::new();
+    for (key, t) in tracked.iter_mut() {
+        t.remaining.retain(|id| !site.store.has(id));
+        if t.remaining.is_empty() {
+            done.push(*key);
+        }
+    }
+    for key in done {
+        let t = tracked.remove(&key).expect("listed");
+        let k = complete_key(&t.package, t.version);
+        if site.db.cursor(&k)? == 0 {
+            site.store
+                .sync()
+                .map_err(|e| crate::site::OpError::Failed(e.to_string()))?;
+            site.db.set_cursor(&k, 1)?;
+            site.raise(
+                40210,
+                vec![
+                    Attribute::Package(t.package),
+                    Attribute::SourceVersion(t.version),
+                ],
+                vec![
+                    t.package.to_string(),
+                    t.version.to_string(),
+                    t.chunks.to_string(),
+                    t.bytes.to_string(),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Fetching from the parent
+
+/// Puts what was in flight back in line when the connection ends, however it ends.
+struct DisconnectGuard(Arc<Site>);
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.fetch.lock() {
+            p.on_disconnect();
+        }
+    }
+}
+
+/// Fetches wanted chunks over `conn` until it fails.
+pub async fn fetch_from_parent(
+    site: Arc<Site>,
+    conn: quinn::Connection,
+    parent: SiteCode,
+) -> Result<(), ReplError> {
+    let (send, recv) = conn.open_bi().await?;
+    let _guard = DisconnectGuard(site.clone());
+    let mut w = FrameWriter::new(send);
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<(ChunkId, Vec<u8>)>();
+    let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let storer_site = site.clone();
+    std::thread::Builder::new()
+        .name(format!("store-from-{parent}"))
+        .spawn(move || store_received(storer_site, parent, store_rx, pool_tx))
+        .map_err(|e| ReplError::Site(format!("cannot start the storing thread: {e}")))?;
+    let mut reader = tokio::spawn(read_replies(site.clone(), recv, store_tx, pool_rx));
+    loop {
+        let wake = site.fetch_wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let (ids, next) = {
+            let mut p = site.fetch.lock().expect("fetch lock");
+            (p.next_request(now()), p.next_wakeup())
+        };
+        if !ids.is_empty() {
+            w.send(&Frame::ChunkRequest { ids }).await?;
+            continue;
+        }
+        let sleep = next
+            .map(|t| t.saturating_duration_since(now()))
+            .unwrap_or(RECHECK);
+        tokio::select! {
+            _ = &mut wake => {}
+            _ = tokio::time::sleep(sleep) => {}
+            r = &mut reader => {
+                return match r {
+                    Ok(r) => r,
+                    Err(e) => Err(ReplError::Site(e.to_string())),
+                };
+            }
+        }
+    }
+}
+
+/// Reads chunk replies: bodies go to the storing thread, "missing" to the plan.
+async fn read_replies(
+    site: Arc<Site>,
+    mut recv: quinn::RecvStream,
+    store_tx: std::sync::mpsc::Sender<(ChunkId, Vec<u8>)>,
+    pool: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(), ReplError> {
+    let mut h = [0u8; CHUNK_HEADER_LEN];
+    loop {
+        match recv.read_exact(&mut h).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(LinkError::Closed.into()),
+            Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                return Err(ReplError::Protocol(format!(
+                    "content stream ended inside a reply header ({n} bytes)"
+                )))
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(LinkError::Read(e).into()),
+        }
+        match ChunkReply::decode(&h).map_err(|e| ReplError::Link(LinkError::Frame(e)))? {
+            ChunkReply::Chunk { id, len } => {
+                let mut buf = pool.try_recv().unwrap_or_default();
+                buf.resize(len as usize, 0);
+                match recv.read_exact(&mut buf).await {
+                    Ok(()) => {}
+                    Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                        return Err(ReplError::Protocol(format!(
+                            "content stream ended inside chunk {id} ({n} of {len} bytes)"
+                        )))
+                    }
+                    Err(quinn::ReadExactError::ReadError(e)) => {
+                        return Err(LinkError::Read(e).into())
+                    }
+                }
+                if store_tx.send((id, buf)).is_err() {
+                    return Err(ReplError::Site("the storing thread stopped".into()));
+                }
+            }
+            ChunkReply::Missing { id } => {
+                tracing::debug!(chunk = %id, "parent does not have the chunk yet");
+                site.fetch
+                    .lock()
+                    .expect("fetch lock")
+                    .on_missing(&id, now());
+                site.content_grew.notify_waiters();
+                site.fetch_wake.notify_one();
+            }
+        }
+    }
+}
+
+/// The storing thread: verify, write, commit in batches, tell the plan. Ends when the
+/// reader is gone, after committing what it has.
+fn store_received(
+    site: Arc<Site>,
+    parent: SiteCode,
+    rx: std::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
+    pool: std::sync::mpsc::Sender<Vec<u8>>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut batch = site.store.batch();
+    let mut oldest: Option<Instant> = None;
+    let commit = |batch: &mut dist_point::Batch<'_>, oldest: &mut Option<Instant>| {
+        *oldest = None;
+        let ids = batch.pending_ids();
+        match batch.commit() {
+            Ok(done) => {
+                let mut p = site.fetch.lock().expect("fetch lock");
+                for id in &done {
+                    p.on_stored(id);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store received chunks; asking for them again");
+                let mut p = site.fetch.lock().expect("fetch lock");
+                for id in ids.iter().filter(|id| !site.store.has(id)) {
+                    p.on_store_failed(id);
+                }
+            }
+        }
+        site.content_grew.notify_waiters();
+        site.fetch_wake.notify_one();
+    };
+    loop {
+        let item = if batch.is_empty() {
+            rx.recv().ok()
+        } else {
+            match rx.recv_timeout(COMMIT_IDLE) {
+                Ok(x) => Some(x),
+                Err(RecvTimeoutError::Timeout) => {
+                    commit(&mut batch, &mut oldest);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        let Some((id, buf)) = item else {
+            commit(&mut batch, &mut oldest);
+            return;
+        };
+        match batch.put_encoded(&id, &buf) {
+            Ok(true) => {
+                oldest.get_or_insert_with(now);
+                site.fetch.lock().expect("fetch lock").on_verified(&id);
+            }
+            Ok(false) => {
+                // Already here (or in this batch): nothing to wait for.
+                site.fetch.lock().expect("fetch lock").on_stored(&id);
+            }
+            Err(
+                e @ (dist_point::StoreError::HashMismatch { .. }
+                | dist_point::StoreError::BadEncoding { .. }),
+            ) => {
+                let n = site.fetch.lock().expect("fetch lock").on_bad(&id, now());
+                tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
+                let _ = site.raise(
+                    40203,
+                    vec![Attribute::DestinationSite(parent)],
+                    vec![id.to_hex(), parent.to_string(), e.to_string()],
+                );
+                site.fetch_wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(chunk = %id, error = %e, "cannot write a received chunk");
+                site.fetch.lock().expect("fetch lock").on_store_failed(&id);
+                site.fetch_wake.notify_one();
+            }
+        }
+        let _ = pool.send(buf);
+        if batch.bytes() >= COMMIT_BYTES
+            || batch.is_full()
+            || oldest.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
+        {
+            commit(&mut batch, &mut oldest);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving a child
+
+/// Answers `child`'s chunk requests on one content stream until it closes.
+pub async fn serve_content(
+    site: Arc<Site>,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    child: SiteCode,
+) -> Result<(), ReplError> {
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ChunkId>>();
+    let mut reader = tokio::spawn(async move {
+        let mut r = FrameReader::new(recv);
+        loop {
+            match r.recv().await {
+                Ok(Frame::ChunkRequest { ids }) => {
+                    if req_tx.send(ids).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(other) => tracing::debug!(frame = ?other, "ignored on the content stream"),
+                Err(LinkError::Closed) => return Ok(()),
+                Err(e) => return Err(ReplError::Link(e)),
+            }
+        }
+    });
+    let mut send = send;
+    let mut pending: VecDeque<ChunkId> = VecDeque::new();
+    // How often each chunk was sent on this stream: asked again means the child refused
+    // it, so the next copy is verified here first.
+    let mut sent: HashMap<ChunkId, u32> = HashMap::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let grew = site.content_grew.notified();
+        tokio::pin!(grew);
+        grew.as_mut().enable();
+        while let Ok(ids) = req_rx.try_recv() {
+            pending.extend(ids);
+        }
+        let mut waiting = VecDeque::new();
+        let mut want_upstream = Vec::new();
+        while let Some(id) = pending.pop_front() {
+            if site.store.has(&id) {
+                let verify = sent.get(&id).copied().unwrap_or(0) > 0;
+                let s = site.clone();
+                let b = std::mem::take(&mut buf);
+                let (b, r) = tokio::task::spawn_blocking(move || {
+                    let mut b = b;
+                    let r = read_for_child(&s, &id, verify, &mut b);
+                    (b, r)
+                })
+                .await
+                .map_err(|e| ReplError::Site(e.to_string()))?;
+                buf = b;
+                match r {
+                    Ok(()) => {
+                        if corrupt_this_send() {
+                            let i = buf.len() / 2;
+                            buf[i] ^= 0x55;
+                        }
+                        let h = ChunkReply::Chunk {
+                            id,
+                            len: buf.len() as u32,
+                        }
+                        .encode();
+                        send.write_all(&h).await.map_err(LinkError::Write)?;
+                        send.write_all(&buf).await.map_err(LinkError::Write)?;
+                        if sent.len() > 100_000 {
+                            sent.clear();
+                        }
+                        *sent.entry(id).or_default() += 1;
+                        continue;
+                    }
+                    Err(None) => {} // removed meanwhile: as any chunk not here
+                    Err(Some(reason)) => {
+                        tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
+                        let _ = site.store.remove(&id);
+                        let _ = site.raise(40204, vec![], vec![id.to_hex(), reason]);
+                        // Fall through: fetch it again like any chunk not here.
+                    }
+                }
+            }
+            let no_source = site.cfg.parent.is_none()
+                || site
+                    .fetch
+                    .lock()
+                    .expect("fetch lock")
+                    .is_missing_upstream(&id);
+            if no_source {
+                let h = ChunkReply::Missing { id }.encode();
+                send.write_all(&h).await.map_err(LinkError::Write)?;
+            } else {
+                want_upstream.push(id);
+                waiting.push_back(id);
+            }
+        }
+        pending = waiting;
+        if !want_upstream.is_empty() {
+            let mut p = site.fetch.lock().expect("fetch lock");
+            let mut new = 0;
+            for id in want_upstream {
+                new += p.want(id, crate::fetch::UNKNOWN_SIZE) as usize;
+            }
+            drop(p);
+            if new > 0 {
+                tracing::debug!(%child, chunks = new, "fetching chunks a child asked for");
+                site.fetch_wake.notify_one();
+            }
+        }
+        tokio::select! {
+            _ = &mut grew => {}
+            Some(ids) = req_rx.recv() => pending.extend(ids),
+            r = &mut reader => {
+                return match r {
+                    Ok(r) => r,
+                    Err(e) => Err(ReplError::Site(e.to_string())),
+                };
+            }
+        }
+    }
+}
+
+/// Reads the chunk file to send; when `verify`, checks it first (a child refused the last
+/// copy). `Err(None)`: not there; `Err(Some(reason))`: the local copy is bad.
+fn read_for_child(
+    site: &Site,
+    id: &ChunkId,
+    verify: bool,
+    buf: &mut Vec<u8>,
+) -> Result<(), Option<String>> {
+    match site.store.read_encoded(id, buf) {
+        Ok(()) => {}
+        Err(dist_point::StoreError::Missing(_)) => return Err(None),
+        Err(e) => return Err(Some(e.to_string())),
+    }
+    if verify {
+        dist_point::verify_encoded(id, buf).map_err(|e| Some(e.to_string()))?;
+    }
+    Ok(())
+}
