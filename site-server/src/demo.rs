@@ -1,8 +1,8 @@
-//! `site-server demo`: the main job in one command. Starts a real site daemon (this same
-//! binary, a separate process) on loopback in a temporary directory, publishes a sample
-//! package, publishes a changed version of it, and prints what the operator would look at.
-//!
-//! The replication issue grows this into a three-tier hierarchy (CEN -> P01 -> S01).
+//! `site-server demo`: the main job in one command. Starts a real three-tier hierarchy
+//! (CEN -> P01 -> S01: three daemons of this same binary, separate processes) on loopback
+//! ports in a temporary directory, links them with pinned certificates, publishes a sample
+//! package at CEN, targets S01, waits until S01 holds every chunk, publishes a changed
+//! version (only the changed chunks travel), and prints what an operator would look at.
 
 use crate::cli::CliError;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,27 @@ impl Daemon {
 
 fn exe() -> Result<PathBuf, CliError> {
     std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find my own binary: {e}")))
+}
+
+/// Runs `site-server ARGS` quietly and returns its stdout (for values the demo needs).
+fn capture(args: &[&str]) -> Result<String, CliError> {
+    let out = Command::new(exe()?)
+        .args(args)
+        .output()
+        .map_err(|e| CliError::failed(format!("cannot run site-server {}: {e}", args[0])))?;
+    if !out.status.success() {
+        return Err(CliError::failed(format!(
+            "demo step `site-server {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json(args: &[&str]) -> Result<serde_json::Value, CliError> {
+    serde_json::from_str(&capture(args)?)
+        .map_err(|e| CliError::failed(format!("site-server {} gave bad JSON: {e}", args[0])))
 }
 
 fn step(title: &str, args: &[&str]) -> Result<(), CliError> {
@@ -121,142 +142,326 @@ pub async fn run(keep: bool) -> Result<(), CliError> {
     tokio::task::block_in_place(|| run_blocking(keep))
 }
 
+/// One site of the demo hierarchy.
+struct DemoSite {
+    code: &'static str,
+    data: String,
+    daemon: Option<Daemon>,
+}
+
+impl DemoSite {
+    fn init(root: &Path, code: &'static str) -> Result<Self, CliError> {
+        let data = root.join(code).display().to_string();
+        capture(&[
+            "init",
+            "--code",
+            code,
+            "--data",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+        ])?;
+        println!("created site {code} in {data}");
+        Ok(DemoSite {
+            code,
+            data,
+            daemon: None,
+        })
+    }
+
+    /// (fingerprint, public key)
+    fn keys(&self) -> Result<(String, String), CliError> {
+        let v = json(&["identity", "--data", &self.data, "--json"])?;
+        let get = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        Ok((get("fingerprint"), get("public_key")))
+    }
+
+    fn start(&mut self) -> Result<(), CliError> {
+        let d = start_daemon(Path::new(&self.data))?;
+        println!("site {} running (pid {})", self.code, d.child.id());
+        self.daemon = Some(d);
+        Ok(())
+    }
+
+    /// The QUIC address the running daemon listens on.
+    fn listen(&self) -> Result<String, CliError> {
+        let admin = Path::new(&self.data).join(site_server::config::ADMIN_FILE);
+        let v: serde_json::Value = std::fs::read_to_string(&admin)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| CliError::failed(format!("cannot read {}", admin.display())))?;
+        Ok(v["listen"].as_str().unwrap_or_default().to_string())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+}
+
+/// `child add` at `parent` for `child` (before `parent` starts: links are read at start).
+fn accept_child(parent: &DemoSite, child: &DemoSite) -> Result<(), CliError> {
+    let (fp, key) = child.keys()?;
+    step(
+        &format!(
+            "{}: accept {} as a child, pinned by its certificate",
+            parent.code, child.code
+        ),
+        &[
+            "child",
+            "add",
+            "--data",
+            &parent.data,
+            "--code",
+            child.code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ],
+    )
+}
+
+/// `parent set` at `child` for the running `parent`.
+fn set_parent(child: &DemoSite, parent: &DemoSite) -> Result<(), CliError> {
+    let (fp, key) = parent.keys()?;
+    let addr = parent.listen()?;
+    step(
+        &format!(
+            "{}: dial {} at {addr}, pinned by its certificate",
+            child.code, parent.code
+        ),
+        &[
+            "parent",
+            "set",
+            "--data",
+            &child.data,
+            "--code",
+            parent.code,
+            "--addr",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ],
+    )
+}
+
+/// Waits until `site` holds every chunk of `version` of `pkg`, printing progress.
+fn wait_complete(site: &DemoSite, pkg: &str, version: u64) -> Result<Duration, CliError> {
+    let t0 = Instant::now();
+    let mut last = String::new();
+    while t0.elapsed() < Duration::from_secs(120) {
+        let rows = json(&["status", "packages", "--data", &site.data, "--json"])?;
+        let row = rows.as_array().and_then(|a| {
+            a.iter()
+                .find(|r| r["package"] == pkg && r["source_version"] == version)
+        });
+        if let Some(r) = row {
+            let (have, all) = (
+                r["chunks_present"].as_u64().unwrap_or(0),
+                r["chunks"].as_u64().unwrap_or(0),
+            );
+            let line = format!(
+                "{}: {have}/{all} chunks of {pkg} version {version}",
+                site.code
+            );
+            if line != last {
+                println!("   {line} ({:.2} s)", t0.elapsed().as_secs_f64());
+                last = line;
+            }
+            if all > 0 && have == all {
+                return Ok(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(CliError::failed(format!(
+        "{} did not get {pkg} version {version} within 120 s",
+        site.code
+    )))
+}
+
 fn run_blocking(keep: bool) -> Result<(), CliError> {
     let tmp = tempfile::Builder::new()
         .prefix("siterep-demo-")
         .tempdir()
         .map_err(|e| CliError::failed(format!("cannot make a temporary directory: {e}")))?;
     let root = tmp.path().to_path_buf();
-    let data = root.join("CEN");
-    let data_s = data.display().to_string();
-    let sample = root.join("sample");
     println!("demo directory: {}", root.display());
-    step(
-        "create site CEN",
-        &[
-            "init",
-            "--code",
-            "CEN",
-            "--data",
-            &data_s,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?;
-    let mut daemon = start_daemon(&data)?;
-    println!("\n== site CEN running (pid {})", daemon.child.id());
-
-    let result = (|| -> Result<(), CliError> {
-        write_sample(&sample)
-            .map_err(|e| CliError::failed(format!("cannot write the sample package: {e}")))?;
-        let sample_s = sample.display().to_string();
-        step(
-            "publish a sample package",
-            &[
-                "package",
-                "publish",
-                "--data",
-                &data_s,
-                "--source",
-                &sample_s,
-                "--name",
-                "Sample package",
-            ],
-        )?;
-        step(
-            "publish the same content again: no new version",
-            &[
-                "package",
-                "publish",
-                "--data",
-                &data_s,
-                "--source",
-                &sample_s,
-                "--package",
-                "CEN00001",
-            ],
-        )?;
-        std::fs::write(
-            sample.join("docs/guide.txt"),
-            std::fs::read_to_string(sample.join("docs/guide.txt"))
-                .unwrap_or_default()
-                .replace("step 10000:", "step 10000 (revised):"),
-        )
-        .map_err(|e| CliError::failed(format!("cannot edit the sample: {e}")))?;
-        step(
-            "edit one file and publish: only the changed chunks are new",
-            &[
-                "package",
-                "publish",
-                "--data",
-                &data_s,
-                "--source",
-                &sample_s,
-                "--package",
-                "CEN00001",
-            ],
-        )?;
-        step(
-            "advertise it",
-            &[
-                "adv",
-                "create",
-                "--data",
-                &data_s,
-                "--package",
-                "CEN00001",
-                "--program",
-                "Install",
-                "--command",
-                "install.sh --quiet",
-                "--collection",
-                "All Servers",
-            ],
-        )?;
-        step("packages", &["package", "list", "--data", &data_s])?;
-        step(
-            "package detail",
-            &["package", "show", "CEN00001", "--data", &data_s],
-        )?;
-        step("config log", &["log", "--data", &data_s])?;
-        step(
-            "status messages",
-            &["status", "messages", "--data", &data_s],
-        )?;
-        Ok(())
-    })();
-
+    println!("\n== a three-tier hierarchy: CEN -> P01 -> S01, each its own process on 127.0.0.1");
+    let mut sites = vec![
+        DemoSite::init(&root, "CEN")?,
+        DemoSite::init(&root, "P01")?,
+        DemoSite::init(&root, "S01")?,
+    ];
+    let result = scenario(&root, &mut sites);
     if let Err(e) = result {
-        daemon.stop();
+        for s in sites.iter_mut().rev() {
+            s.stop();
+        }
         let _ = tmp.keep();
         return Err(CliError::failed(format!(
-            "{} (demo left in {} for a look)",
+            "{} (demo left in {} for a look: the daemons' logs are DIR.log)",
             e.message,
             root.display()
         )));
     }
     if keep {
         let _ = tmp.keep();
+        println!("\n== the hierarchy keeps running. Talk to each site:");
+        for s in &sites {
+            let pid = s.daemon.as_ref().map(|d| d.child.id()).unwrap_or(0);
+            println!(
+                "{}: export SITEREP_DATA={}   (pid {pid}, log {}.log)",
+                s.code, s.data, s.data
+            );
+        }
         println!(
-            "\n== the site keeps running (pid {}). Talk to it:",
-            daemon.child.id()
+            "then: site-server status sites | status packages | status messages | package list"
         );
-        println!("export SITEREP_DATA={data_s}");
-        println!("site-server package list");
-        println!("site-server status messages");
-        println!("site-server package publish --source DIR --name NAME");
-        println!(
-            "stop it with: kill {}   (its log: {}.log)",
-            daemon.child.id(),
-            data_s
-        );
-        std::mem::forget(daemon);
+        let pids: Vec<String> = sites
+            .iter()
+            .filter_map(|s| s.daemon.as_ref().map(|d| d.child.id().to_string()))
+            .collect();
+        println!("stop them with: kill {}", pids.join(" "));
+        for s in sites {
+            std::mem::forget(s);
+        }
         return Ok(());
     }
-    daemon.stop();
+    for s in sites.iter_mut().rev() {
+        s.stop();
+    }
     println!(
-        "\n== demo complete: site stopped, {} removed",
+        "\n== demo complete: sites stopped, {} removed",
         root.display()
     );
+    Ok(())
+}
+
+fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
+    let (cen, rest) = sites.split_first_mut().expect("three sites");
+    let (p01, rest) = rest.split_first_mut().expect("three sites");
+    let s01 = &mut rest[0];
+    accept_child(cen, p01)?;
+    accept_child(p01, s01)?;
+    cen.start()?;
+    set_parent(p01, cen)?;
+    p01.start()?;
+    set_parent(s01, p01)?;
+    s01.start()?;
+
+    let sample = root.join("sample");
+    write_sample(&sample)
+        .map_err(|e| CliError::failed(format!("cannot write the sample package: {e}")))?;
+    let sample_s = sample.display().to_string();
+    step(
+        "CEN: publish a sample package",
+        &[
+            "package",
+            "publish",
+            "--data",
+            &cen.data,
+            "--source",
+            &sample_s,
+            "--name",
+            "Sample package",
+        ],
+    )?;
+    // CEN learns that S01 is below P01 from P01's report: until that arrives, CEN refuses
+    // the target as unknown. Retry quietly, then show the command and its answer.
+    let args = [
+        "package",
+        "distribute",
+        "CEN00001",
+        "--data",
+        &cen.data,
+        "--site",
+        "S01",
+    ];
+    let t0 = Instant::now();
+    let out = loop {
+        match capture(&args) {
+            Ok(out) => break out,
+            Err(e) if t0.elapsed() > Duration::from_secs(30) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    println!(
+        "\n== CEN: target S01 (every site on the way fetches the chunks it misses, by hash)\n$ site-server {}\n{}",
+        args.join(" "),
+        out.trim_end()
+    );
+    println!();
+    let took = wait_complete(s01, "CEN00001", 1)?;
+    println!(
+        "   S01 holds every chunk, verified, {:.2} s after the target",
+        took.as_secs_f64()
+    );
+
+    std::fs::write(
+        sample.join("docs/guide.txt"),
+        std::fs::read_to_string(sample.join("docs/guide.txt"))
+            .unwrap_or_default()
+            .replace("step 10000:", "step 10000 (revised):"),
+    )
+    .map_err(|e| CliError::failed(format!("cannot edit the sample: {e}")))?;
+    step(
+        "CEN: edit one file and publish version 2 (only the changed chunk is new)",
+        &[
+            "package",
+            "publish",
+            "--data",
+            &cen.data,
+            "--source",
+            &sample_s,
+            "--package",
+            "CEN00001",
+        ],
+    )?;
+    println!();
+    let took = wait_complete(s01, "CEN00001", 2)?;
+    println!(
+        "   version 2 complete at S01 {:.2} s after publish: only the changed chunk travelled",
+        took.as_secs_f64()
+    );
+    step(
+        "CEN: advertise it",
+        &[
+            "adv",
+            "create",
+            "--data",
+            &cen.data,
+            "--package",
+            "CEN00001",
+            "--program",
+            "Install",
+            "--command",
+            "install.sh --quiet",
+            "--collection",
+            "All Servers",
+        ],
+    )?;
+    step(
+        "CEN: links (state, cursors, backlog)",
+        &["status", "sites", "--data", &cen.data],
+    )?;
+    step("P01: links", &["status", "sites", "--data", &p01.data])?;
+    step("S01: links", &["status", "sites", "--data", &s01.data])?;
+    step(
+        "S01: content here",
+        &["status", "packages", "--data", &s01.data],
+    )?;
+    step(
+        "S01: config log (CEN's events, applied once, in order)",
+        &["log", "--data", &s01.data],
+    )?;
+    step(
+        "CEN: status messages from the whole tree",
+        &["status", "messages", "--data", &cen.data],
+    )?;
     Ok(())
 }
