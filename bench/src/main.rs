@@ -6,6 +6,8 @@
 //! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
+mod replicate;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::fs;
@@ -31,6 +33,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
     },
+    /// Content replication CEN -> P01 (and -> S01) vs raw quinn vs rsync; small-event latency.
+    Replicate {
+        /// Where the trees and sites live (trees are kept for the next run).
+        #[arg(long, default_value = "/tmp/siterep-bench-repl")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Small events timed per run.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -48,6 +63,12 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Tree { out, mib } => build_tree(&out, mib << 20),
         Cmd::Publish { tree, mib, runs } => publish(&tree, mib << 20, runs),
+        Cmd::Replicate {
+            work,
+            mib,
+            runs,
+            events,
+        } => replicate::run(&work, mib, runs, events),
     }
 }
 

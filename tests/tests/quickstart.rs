@@ -167,6 +167,11 @@ fn demo_runs_to_completion() {
     let run = tests::site_server(&["demo"]);
     let out = run.ok();
     assert!(out.contains("published CEN00001"), "{out}");
-    assert!(out.contains("unchanged"), "{out}");
+    assert!(out.contains("S01 holds every chunk, verified"), "{out}");
+    assert!(out.contains("18 chunks (1 new)"), "{out}");
+    assert!(
+        out.contains("S01: 18/18 chunks of CEN00001 version 2"),
+        "{out}"
+    );
     assert!(out.contains("demo complete"), "{out}");
 }
