@@ -278,7 +278,11 @@ impl ContentStore {
         let path = self.path_of(id);
         out.clear();
         match File::open(&path) {
-            Ok(mut f) => f.read_to_end(out).map_err(io_err(&path))?,
+            Ok(mut f) => {
+                let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+                out.reserve(len);
+                f.read_to_end(out).map_err(io_err(&path))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*id)),
             Err(e) => return Err(io_err(&path)(e)),
         };

@@ -428,7 +428,6 @@ pub async fn serve_content(
     // How often each chunk was sent on this stream: asked again means the child refused
     // it, so the next copy is verified here first.
     let mut sent: HashMap<ChunkId, u32> = HashMap::new();
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         let grew = site.content_grew.notified();
         tokio::pin!(grew);
@@ -441,16 +440,11 @@ pub async fn serve_content(
         while let Some(id) = pending.pop_front() {
             if site.store.has(&id) {
                 let verify = sent.get(&id).copied().unwrap_or(0) > 0;
-                let s = site.clone();
-                let b = std::mem::take(&mut buf);
-                let (b, r) = tokio::task::spawn_blocking(move || {
-                    let mut b = b;
-                    let r = read_for_child(&s, &id, verify, &mut b);
-                    (b, r)
-                })
-                .await
-                .map_err(|e| ReplError::Site(e.to_string()))?;
-                buf = b;
+                // A chunk file is read from the page cache in tens of microseconds: read it
+                // here (no hop to a blocking thread) into a fresh buffer that quinn then owns
+                // (no copy into its send buffer).
+                let mut buf = Vec::new();
+                let r = read_for_child(&site, &id, verify, &mut buf);
                 match r {
                     Ok(()) => {
                         if corrupt_this_send() {
@@ -463,7 +457,9 @@ pub async fn serve_content(
                         }
                         .encode();
                         send.write_all(&h).await.map_err(LinkError::Write)?;
-                        send.write_all(&buf).await.map_err(LinkError::Write)?;
+                        send.write_chunk(bytes::Bytes::from(buf))
+                            .await
+                            .map_err(LinkError::Write)?;
                         if sent.len() > 100_000 {
                             sent.clear();
                         }
