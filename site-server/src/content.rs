@@ -319,82 +319,101 @@ fn store_received(
     pool: std::sync::mpsc::Sender<Vec<u8>>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
-    let mut batch = site.store.batch();
-    let mut oldest: Option<Instant> = None;
-    let commit = |batch: &mut dist_point::Batch<'_>, oldest: &mut Option<Instant>| {
-        *oldest = None;
-        let ids = batch.pending_ids();
-        match batch.commit() {
-            Ok(done) => {
-                let mut p = site.fetch.lock().expect("fetch lock");
-                for id in &done {
-                    p.on_stored(id);
+    let site = &*site;
+    // Making a batch durable (one syncfs) waits for the disk: a committing thread does it,
+    // so that this one goes on verifying and writing what keeps arriving.
+    std::thread::scope(|scope| {
+        let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<dist_point::Batch<'_>>(2);
+        scope.spawn(move || {
+            for mut batch in commit_rx {
+                let ids = batch.pending_ids();
+                match batch.commit() {
+                    Ok(done) => {
+                        let mut p = site.fetch.lock().expect("fetch lock");
+                        for id in &done {
+                            p.on_stored(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store received chunks; asking for them again");
+                        let mut p = site.fetch.lock().expect("fetch lock");
+                        for id in ids.iter().filter(|id| !site.store.has(id)) {
+                            p.on_store_failed(id);
+                        }
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store received chunks; asking for them again");
-                let mut p = site.fetch.lock().expect("fetch lock");
-                for id in ids.iter().filter(|id| !site.store.has(id)) {
-                    p.on_store_failed(id);
-                }
-            }
-        }
-        site.content_grew.notify_waiters();
-        site.fetch_wake.notify_one();
-    };
-    loop {
-        let item = if batch.is_empty() {
-            rx.recv().ok()
-        } else {
-            match rx.recv_timeout(COMMIT_IDLE) {
-                Ok(x) => Some(x),
-                Err(RecvTimeoutError::Timeout) => {
-                    commit(&mut batch, &mut oldest);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => None,
-            }
-        };
-        let Some((id, buf)) = item else {
-            commit(&mut batch, &mut oldest);
-            return;
-        };
-        match batch.put_encoded(&id, &buf) {
-            Ok(true) => {
-                oldest.get_or_insert_with(now);
-                site.fetch.lock().expect("fetch lock").on_verified(&id);
-            }
-            Ok(false) => {
-                // Already here (or in this batch): nothing to wait for.
-                site.fetch.lock().expect("fetch lock").on_stored(&id);
-            }
-            Err(
-                e @ (dist_point::StoreError::HashMismatch { .. }
-                | dist_point::StoreError::BadEncoding { .. }),
-            ) => {
-                let n = site.fetch.lock().expect("fetch lock").on_bad(&id, now());
-                tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
-                let _ = site.raise(
-                    40203,
-                    vec![Attribute::DestinationSite(parent)],
-                    vec![id.to_hex(), parent.to_string(), e.to_string()],
-                );
+                site.content_grew.notify_waiters();
                 site.fetch_wake.notify_one();
             }
-            Err(e) => {
-                tracing::error!(chunk = %id, error = %e, "cannot write a received chunk");
-                site.fetch.lock().expect("fetch lock").on_store_failed(&id);
-                site.fetch_wake.notify_one();
+        });
+        let mut batch = site.store.batch();
+        let mut oldest: Option<Instant> = None;
+        fn hand_off<'s>(
+            batch: &mut dist_point::Batch<'s>,
+            store: &'s dist_point::ContentStore,
+            oldest: &mut Option<Instant>,
+            tx: &std::sync::mpsc::SyncSender<dist_point::Batch<'s>>,
+        ) {
+            *oldest = None;
+            let full = std::mem::replace(batch, store.batch());
+            if tx.send(full).is_err() {
+                tracing::error!("the committing thread stopped");
             }
         }
-        let _ = pool.send(buf);
-        if batch.bytes() >= COMMIT_BYTES
-            || batch.is_full()
-            || oldest.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
-        {
-            commit(&mut batch, &mut oldest);
+        loop {
+            let item = if batch.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(COMMIT_IDLE) {
+                    Ok(x) => Some(x),
+                    Err(RecvTimeoutError::Timeout) => {
+                        hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            let Some((id, buf)) = item else {
+                hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+                return;
+            };
+            match batch.put_encoded(&id, &buf) {
+                Ok(true) => {
+                    oldest.get_or_insert_with(now);
+                    site.fetch.lock().expect("fetch lock").on_verified(&id);
+                }
+                Ok(false) => {
+                    // Already here (or in this batch): nothing to wait for.
+                    site.fetch.lock().expect("fetch lock").on_stored(&id);
+                }
+                Err(
+                    e @ (dist_point::StoreError::HashMismatch { .. }
+                    | dist_point::StoreError::BadEncoding { .. }),
+                ) => {
+                    let n = site.fetch.lock().expect("fetch lock").on_bad(&id, now());
+                    tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
+                    let _ = site.raise(
+                        40203,
+                        vec![Attribute::DestinationSite(parent)],
+                        vec![id.to_hex(), parent.to_string(), e.to_string()],
+                    );
+                    site.fetch_wake.notify_one();
+                }
+                Err(e) => {
+                    tracing::error!(chunk = %id, error = %e, "cannot write a received chunk");
+                    site.fetch.lock().expect("fetch lock").on_store_failed(&id);
+                    site.fetch_wake.notify_one();
+                }
+            }
+            let _ = pool.send(buf);
+            if batch.bytes() >= COMMIT_BYTES
+                || batch.is_full()
+                || oldest.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
+            {
+                hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+            }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
