@@ -279,14 +279,15 @@ fn raw_quinn(files: &[PathBuf], total: u64) -> Result<f64> {
     rt.block_on(async move {
         let pins_b = sender::tls::Pins::new();
         pins_b.insert(&pa.fingerprint, "AAA");
-        let server = quinn::Endpoint::server(
-            sender::tls::server_config(&ib, pins_b)?,
+        // The same socket setup as the sites' (larger kernel buffers).
+        let server = sender::socket::endpoint(
             "127.0.0.1:0".parse()?,
+            Some(sender::tls::server_config(&ib, pins_b)?),
         )?;
         let addr = server.local_addr()?;
         let pins_a = sender::tls::Pins::new();
         pins_a.insert(&pb.fingerprint, "BBB");
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let mut client = sender::socket::endpoint("127.0.0.1:0".parse()?, None)?;
         client.set_default_client_config(sender::tls::client_config(&ia, pins_a)?);
         let recv = tokio::spawn(async move {
             let conn = server.accept().await.context("accept")?.await?;

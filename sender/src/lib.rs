@@ -12,4 +12,5 @@
 
 pub mod identity;
 pub mod link;
+pub mod socket;
 pub mod tls;

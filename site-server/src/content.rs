@@ -168,11 +168,18 @@ fn update_wants(
         }
         *tracked = fresh;
     }
+    // This runs after every batch stored: ask the plan (a hash lookup) which chunks are
+    // still wanted, and the store (a stat each) only once the plan says none is.
     let mut done = Vec::new();
-    for (key, t) in tracked.iter_mut() {
-        t.remaining.retain(|id| !site.store.has(id));
-        if t.remaining.is_empty() {
-            done.push(*key);
+    {
+        let plan = site.fetch.lock().expect("fetch lock");
+        for (key, t) in tracked.iter_mut() {
+            if t.remaining.iter().all(|id| !plan.is_wanted(id)) {
+                t.remaining.retain(|id| !site.store.has(id));
+                if t.remaining.is_empty() {
+                    done.push(*key);
+                }
+            }
         }
     }
     for key in done {
@@ -381,6 +388,8 @@ fn store_received(
                 Ok(true) => {
                     oldest.get_or_insert_with(now);
                     site.fetch.lock().expect("fetch lock").on_verified(&id);
+                    // Its room in the window is free: the next request may go now.
+                    site.fetch_wake.notify_one();
                 }
                 Ok(false) => {
                     // Already here (or in this batch): nothing to wait for.

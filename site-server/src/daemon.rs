@@ -138,13 +138,14 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     }
     let server_cfg = sender::tls::server_config(&me, child_pins.clone())
         .map_err(|e| StartError::Failed(e.to_string()))?;
-    let mut endpoint = quinn::Endpoint::server(server_cfg, site.cfg.listen).map_err(|e| {
-        StartError::Config(format!(
-            "cannot listen on listen = \"{}\" from {}: {e}; pick a free address",
-            site.cfg.listen,
-            dir.config().display()
-        ))
-    })?;
+    let mut endpoint =
+        sender::socket::endpoint(site.cfg.listen, Some(server_cfg)).map_err(|e| {
+            StartError::Config(format!(
+                "cannot listen on listen = \"{}\" from {}: {e}; pick a free address",
+                site.cfg.listen,
+                dir.config().display()
+            ))
+        })?;
     let quic_addr = endpoint
         .local_addr()
         .map_err(|e| StartError::Failed(e.to_string()))?;
