@@ -426,6 +426,20 @@ impl ContentStore {
 /// Checks a chunk file received from a peer (as [`ContentStore::read_encoded`] gives it):
 /// its header, that it decodes, and that the decoded bytes hash to `id`.
 pub fn verify_encoded(id: &ChunkId, file: &[u8]) -> Result<(), StoreError> {
+    // A raw chunk file (incompressible content, the bulk of a transfer) is hashed where it
+    // lies, without decoding it into a copy first.
+    if file.len() >= HEADER_LEN && file[..2] == MAGIC && file[2] == VERSION && file[3] == CODEC_RAW
+    {
+        let raw_len = u32::from_le_bytes(file[4..8].try_into().expect("4 bytes")) as usize;
+        let payload = &file[HEADER_LEN..];
+        if raw_len > MAX_CHUNK || payload.len() != raw_len {
+            return Err(StoreError::BadEncoding {
+                id: *id,
+                reason: format!("header says {raw_len} bytes, {} follow", payload.len()),
+            });
+        }
+        return verify(id, payload);
+    }
     with_scratch(|s| {
         let mut raw = std::mem::take(&mut s.out);
         let r = decode_chunk_file(file, &mut s.decompressor, &mut raw)
