@@ -12,5 +12,7 @@
 
 pub mod identity;
 pub mod link;
+pub mod schedule;
+pub mod scheduler;
 pub mod socket;
 pub mod tls;
