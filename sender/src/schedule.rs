@@ -112,7 +112,7 @@ impl fmt::Display for Rate {
 
 fn size_text(b: u64) -> String {
     for (unit, n) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if b >= n && b % n == 0 {
+        if b >= n && b.is_multiple_of(n) {
             return format!("{}{unit}", b / n);
         }
     }
@@ -123,7 +123,7 @@ fn size_text(b: u64) -> String {
 }
 
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
