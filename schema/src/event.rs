@@ -122,6 +122,12 @@ pub enum ConfigEvent {
         package: PackageId,
         priority: Priority,
     },
+    /// An emergency: the package ignores the schedule and rate limit of every link on its
+    /// way until `until` (forever when `None`; a time in the past ends a boost).
+    SenderBoost {
+        package: PackageId,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 impl ConfigEvent {
@@ -138,6 +144,7 @@ impl ConfigEvent {
             ConfigEvent::CatalogDelta(_) => "catalog-delta",
             ConfigEvent::SyncRequest { .. } => "sync-request",
             ConfigEvent::PackagePriorityChanged { .. } => "package-priority-changed",
+            ConfigEvent::SenderBoost { .. } => "sender-boost",
         }
     }
 
@@ -181,6 +188,10 @@ impl ConfigEvent {
             ConfigEvent::PackagePriorityChanged { package, priority } => {
                 format!("{package} priority {priority}")
             }
+            ConfigEvent::SenderBoost { package, until } => match until {
+                Some(t) => format!("{package} ignores schedules and rate limits until {t}"),
+                None => format!("{package} ignores schedules and rate limits"),
+            },
         }
     }
 }

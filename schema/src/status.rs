@@ -227,6 +227,13 @@ pub const CATALOGUE: &[MessageDef] = &[
         "Package %1 no longer targeted at %2.",
     ),
     def(
+        40130,
+        Warning,
+        "sender",
+        "Emergency: package %1 ignores the schedules and rate limits of every link until %2.",
+    ),
+    def(40131, Info, "sender", "Package %1 priority changed to %2."),
+    def(
         40200,
         Info,
         "link",

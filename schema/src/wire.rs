@@ -59,6 +59,14 @@ pub enum Frame {
     ChunkRequest { ids: Vec<ChunkId> },
     /// The peer refuses the link; `reason` says what to fix.
     Refused { reason: String },
+    /// Child to parent, on the content stream: of `package` `version`, the child still
+    /// misses `ids`. The parent's sender makes it one job (its priority, its progress, its
+    /// 3531/3533) and knows which job each requested chunk belongs to.
+    Need {
+        package: crate::PackageId,
+        version: u32,
+        ids: Vec<ChunkId>,
+    },
 }
 
 /// Length of a chunk reply's header on the content stream.

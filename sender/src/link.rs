@@ -28,6 +28,11 @@ impl FrameWriter {
         }
     }
 
+    /// The stream, for bytes encoded elsewhere (the sender writes a frame in metered slices).
+    pub fn stream(&mut self) -> &mut quinn::SendStream {
+        &mut self.stream
+    }
+
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
         self.buf.clear();
         encode_frame(frame, &mut self.buf)?;

@@ -24,7 +24,7 @@ use crate::schedule::{next_hour, Availability, Grant, Meter, Rate, Week};
 use chrono::{DateTime, Utc};
 use schema::event::Priority;
 use schema::{ChunkId, PackageId, SiteCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -107,16 +107,11 @@ pub struct Unit {
     pub len: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
     Queued,
     Sending,
-    Retrying {
-        #[serde(skip)]
-        at: Instant,
-        in_secs: u64,
-    },
+    Retrying { at: Instant },
     Failed,
     Sent,
 }
@@ -302,27 +297,43 @@ impl Scheduler {
         }
     }
 
-    /// The job for `package` `version` to `dest` (made if there is none open), which still
-    /// has `remaining` units to send. A job already sent gets a new one.
+    /// The job for `package` `version` to `dest` (made if there is none open), whose
+    /// destination still misses `remaining` units. A job already sent gets a new one.
     pub fn content_job(
         &mut self,
         dest: SiteCode,
         package: PackageId,
         version: u32,
         priority: Priority,
-        remaining: u64,
+        remaining: impl IntoIterator<Item = UnitKey>,
     ) -> JobId {
         let kind = JobKind::Content { package, version };
         let open = self
             .jobs
             .iter_mut()
             .find(|(_, j)| j.dest == dest && j.kind == kind && j.state != JobState::Sent);
-        if let Some((id, j)) = open {
-            j.priority = priority;
-            j.total_units = j.done.len() as u64 + remaining;
-            return *id;
+        let (id, j) = match open {
+            Some((id, j)) => (*id, j),
+            None => {
+                let id = self.add(dest, kind, priority, 0);
+                (id, self.jobs.get_mut(&id).expect("added"))
+            }
+        };
+        j.priority = priority;
+        let new = remaining
+            .into_iter()
+            .filter(|k| !j.done.contains(k))
+            .count() as u64;
+        j.total_units = j.done.len() as u64 + new;
+        id
+    }
+
+    /// Drops the unit in progress on the link to `dest` without counting it as written (its
+    /// data could not be read here).
+    pub fn abandon_unit(&mut self, dest: &SiteCode) {
+        if let Some(l) = self.links.get_mut(dest) {
+            l.current = None;
         }
-        self.add(dest, kind, priority, remaining)
     }
 
     /// A job of another kind (chunks outside any package, events, reports).
@@ -558,7 +569,7 @@ impl Scheduler {
             return;
         };
         let pct = j.pct();
-        if j.done.len() as u64 >= j.total_units {
+        if j.done.len() as u64 >= j.total_units && j.units.is_empty() {
             j.state = JobState::Sent;
             j.finished = Some(now);
             j.reported_pct = Some(100);
@@ -598,10 +609,7 @@ impl Scheduler {
         j.last_error = Some(error.to_string());
         let retry_in = (j.attempts <= limits.retries).then_some(limits.retry_delay);
         j.state = match retry_in {
-            Some(d) => JobState::Retrying {
-                at: now + d,
-                in_secs: d.as_secs(),
-            },
+            Some(d) => JobState::Retrying { at: now + d },
             None => JobState::Failed,
         };
         if let Some((package, version)) = j.package() {
@@ -709,19 +717,19 @@ impl Scheduler {
                         q.bytes += j.units.iter().map(|u| u.len).sum::<u64>();
                     }
                     if let Some((package, version)) = j.package() {
-                        let state = match j.state {
-                            JobState::Retrying { at, .. } => JobState::Retrying {
-                                at,
-                                in_secs: at.saturating_duration_since(now).as_secs(),
-                            },
-                            ref s => s.clone(),
+                        let retry_in_secs = match j.state {
+                            JobState::Retrying { at } => {
+                                Some(at.saturating_duration_since(now).as_secs())
+                            }
+                            _ => None,
                         };
                         jobs.push(JobView {
                             id: id.0,
                             package,
                             version,
                             priority: j.priority,
-                            state,
+                            state: j.state.name().to_string(),
+                            retry_in_secs,
                             pct: j.pct(),
                             units: j.total_units,
                             units_sent: j.done.len() as u64,
@@ -766,20 +774,21 @@ impl Scheduler {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct QueueView {
     pub jobs: u64,
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobView {
     pub id: u64,
     pub package: PackageId,
     pub version: u32,
     pub priority: Priority,
-    #[serde(flatten)]
-    pub state: JobState,
+    /// queued, sending, retrying, failed, sent.
+    pub state: String,
+    pub retry_in_secs: Option<u64>,
     pub pct: u8,
     pub units: u64,
     pub units_sent: u64,
@@ -790,7 +799,7 @@ pub struct JobView {
 }
 
 /// One link in `status senders`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkView {
     pub dest: SiteCode,
     pub connected: bool,

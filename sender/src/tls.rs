@@ -232,6 +232,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keep-alives keep an idle but healthy link open (and find a dead one within the timeout).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
 
+/// The most a connection buffers unacknowledged (see [`transport_with`]).
+pub const SEND_WINDOW: u64 = 4 << 20;
+
 fn transport() -> Arc<quinn::TransportConfig> {
     transport_with(IDLE_TIMEOUT, Some(KEEP_ALIVE))
 }
@@ -242,6 +245,10 @@ fn transport_with(idle: Duration, keep_alive: Option<Duration>) -> Arc<quinn::Tr
         quinn::IdleTimeout::try_from(idle).expect("idle timeout fits"),
     ));
     t.keep_alive_interval(keep_alive);
+    // What the sender writes may sit in quinn's buffer only briefly: the rate limit is
+    // enforced on bytes written, and a preempting job must not queue behind megabytes of a
+    // lower one (DESIGN §3.6). The default (10 MB) would hold seconds of a slow link.
+    t.send_window(SEND_WINDOW);
     Arc::new(t)
 }
 

@@ -44,9 +44,10 @@ impl Rig {
         self.wall += chrono::Duration::from_std(d).unwrap();
     }
     fn job(&mut self, dest: &str, p: u32, prio: Priority, chunks: u32, size: u64) -> JobId {
-        let id = self
-            .s
-            .content_job(site(dest), pkg(p), 1, prio, chunks as u64);
+        let keys: Vec<UnitKey> = (0..chunks)
+            .map(|c| UnitKey::Chunk(chunk(p * 1000 + c)))
+            .collect();
+        let id = self.s.content_job(site(dest), pkg(p), 1, prio, keys);
         for c in 0..chunks {
             self.s.push(
                 id,
@@ -174,7 +175,7 @@ fn the_window_follows_the_sites_zone() {
         site("S01"),
         LinkPolicy::parse("mon 09-18 closed", "").unwrap(),
     );
-    let id = s.content_job(site("S01"), pkg(1), 1, High, 1);
+    let id = s.content_job(site("S01"), pkg(1), 1, High, [UnitKey::Chunk(chunk(1))]);
     s.push(
         id,
         Unit {
@@ -241,7 +242,8 @@ fn concurrency_is_capped_per_destination_and_over_all() {
     // Four jobs to S01, each of which sends one chunk and then waits for more requests.
     let jobs: Vec<JobId> = (1..5).map(|i| r.job("S01", i, Medium, 1, 10)).collect();
     for i in 1..5 {
-        r.s.content_job(site("S01"), pkg(i), 1, Medium, 2);
+        let more = [0, 1].map(|c| UnitKey::Chunk(chunk(i * 1000 + c)));
+        r.s.content_job(site("S01"), pkg(i), 1, Medium, more);
     }
     let started = r.drain("S01", 100);
     assert_eq!(
@@ -251,8 +253,9 @@ fn concurrency_is_capped_per_destination_and_over_all() {
     );
     // Two jobs to S02: only two more may start over all (five).
     let s2: Vec<JobId> = (10..13).map(|i| r.job("S02", i, Medium, 1, 10)).collect();
-    for (k, _) in s2.iter().enumerate() {
-        r.s.content_job(site("S02"), pkg(10 + k as u32), 1, Medium, 2);
+    for i in 10..13 {
+        let more = [0, 1].map(|c| UnitKey::Chunk(chunk(i * 1000 + c)));
+        r.s.content_job(site("S02"), pkg(i), 1, Medium, more);
     }
     assert_eq!(
         r.drain("S02", 100),
@@ -389,7 +392,8 @@ fn a_disconnect_forgets_the_requests_and_fails_an_attempt() {
     ));
     // The child reconnects and asks for the two chunks it still misses: same job, 1 of 3 done.
     r.s.on_connect(&site("S01"));
-    let again = r.s.content_job(site("S01"), pkg(1), 1, Medium, 2);
+    let still = [1, 2].map(|c| UnitKey::Chunk(chunk(1000 + c)));
+    let again = r.s.content_job(site("S01"), pkg(1), 1, Medium, still);
     assert_eq!(again, id);
     for c in 1..3 {
         r.s.push(
@@ -402,4 +406,24 @@ fn a_disconnect_forgets_the_requests_and_fails_an_attempt() {
     }
     assert_eq!(r.drain("S01", 10), vec![id, id]);
     assert!(r.notices().iter().any(|n| matches!(n, Notice::Sent { .. })));
+}
+
+#[test]
+fn a_chunk_asked_again_is_sent_again_before_the_job_is_sent() {
+    let mut r = Rig::new(Limits::default());
+    let id = r.job("S01", 1, Medium, 2, 10);
+    // The first chunk goes; the destination refuses it (corrupt) and asks again while the
+    // second is still queued.
+    let Poll::Send { key, .. } = r.s.poll(&site("S01"), r.now, r.wall) else {
+        panic!()
+    };
+    r.s.on_written(&site("S01"), 10, r.now, r.wall);
+    r.s.push(id, Unit { key, len: 10 });
+    assert_eq!(r.drain("S01", 10), vec![id, id]);
+    let sent = r
+        .notices()
+        .iter()
+        .filter(|n| matches!(n, Notice::Sent { .. }))
+        .count();
+    assert_eq!(sent, 1, "sent once, after the resend");
 }

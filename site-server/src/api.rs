@@ -116,6 +116,11 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/log", get(log))
         .route("/v1/status/messages", get(messages))
         .route("/v1/status/sites", get(sites))
+        .route("/v1/status/senders", get(senders))
+        .route("/v1/children/{code}", post(child_set))
+        .route("/v1/sender/retry", post(sender_retry))
+        .route("/v1/sender/boost", post(sender_boost))
+        .route("/v1/packages/{id}/priority", post(set_priority))
         .layer(DefaultBodyLimit::max(encoding::MAX_DECODED))
         .layer(middleware::from_fn_with_state(st.clone(), auth))
         .with_state(st)
@@ -213,4 +218,64 @@ async fn messages(
 
 async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SiteLinkRow>> {
     blocking(&st.site, |s| s.sites()).await
+}
+
+async fn senders(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::SendersView> {
+    blocking(&st.site, |s| Ok(s.senders())).await
+}
+
+async fn child_set(
+    State(st): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    Json(req): Json<crate::site::LinkPolicyRequest>,
+) -> ApiResult<crate::config::ChildLink> {
+    let code = schema::SiteCode::new(&code)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    blocking(&st.site, move |s| s.set_child_policy(code, &req)).await
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub struct Retried {
+    pub retried: usize,
+}
+
+async fn sender_retry(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<crate::site::RetryRequest>,
+) -> ApiResult<Retried> {
+    blocking(&st.site, move |s| {
+        s.sender_retry(&req).map(|retried| Retried { retried })
+    })
+    .await
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub struct BoostBody {
+    pub package: PackageId,
+    /// Until when (none: until lifted).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn sender_boost(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<BoostBody>,
+) -> ApiResult<BoostBody> {
+    blocking(&st.site, move |s| s.boost(b.package, b.until).map(|()| b)).await
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub struct PriorityBody {
+    pub priority: schema::event::Priority,
+}
+
+async fn set_priority(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(b): Json<PriorityBody>,
+) -> ApiResult<PriorityBody> {
+    let package = parse_package(&id)?;
+    blocking(&st.site, move |s| {
+        s.set_priority(package, b.priority).map(|()| b)
+    })
+    .await
 }

@@ -55,7 +55,7 @@ impl From<site_server::daemon::StartError> for CliError {
     }
 }
 
-type Res = Result<(), CliError>;
+pub type Res = Result<(), CliError>;
 
 #[derive(Parser)]
 #[command(
@@ -76,7 +76,7 @@ pub struct DataArg {
 }
 
 impl DataArg {
-    fn dir(&self) -> DataDir {
+    pub fn dir(&self) -> DataDir {
         DataDir::new(&self.data)
     }
 }
@@ -136,6 +136,9 @@ pub enum Cmd {
     /// Status: messages, and the catalogue of message ids.
     #[command(subcommand)]
     Status(StatusCmd),
+    /// The sender: emergency boost, retry of failed sendings.
+    #[command(subcommand)]
+    Sender(crate::sender_cli::SenderCmd),
     /// Replay the config log into fresh projections (daemon stopped).
     Rebuild {
         #[command(flatten)]
@@ -170,6 +173,19 @@ pub enum ChildCmd {
         /// The child is reached only by courier bundles.
         #[arg(long)]
         courier: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Change a child link's address schedule and rate limit (live: the running daemon
+    /// uses them at once).
+    Set {
+        #[command(flatten)]
+        data: DataArg,
+        /// The child's site code.
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// List the children of this site.
     List {
@@ -178,6 +194,18 @@ pub enum ChildCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// Which priorities may go when, per hour of the week, first match wins, e.g.
+    /// 'mon-fri 08-18 high; sat,sun all; * medium+' (all, medium+, high, closed; `''`: all, 24x7).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Rate limit per hour of the week, e.g. 'mon-fri 08-18 2MiB/s; * 20MiB/s' or
+    /// '* pulse 64KiB 2s' (`''` or unlimited: no limit).
+    #[arg(long)]
+    pub rate: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +257,14 @@ pub enum PackageCmd {
         data: DataArg,
         #[arg(long)]
         json: bool,
+    },
+    /// Change a package's priority (high, medium, low): its sendings follow on every link.
+    Priority {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        priority: String,
     },
     /// Target a package at sites: every site on the way fetches its content.
     Distribute {
@@ -335,6 +371,14 @@ pub enum StatusCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What this site sends to each child: window and rate in force, queues per priority,
+    /// the job sending now, bytes per second over the last minute.
+    Senders {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every link of this site (parent and children): state, last error, cursors, backlog.
     Sites {
         #[command(flatten)]
@@ -369,24 +413,32 @@ fn print_json<T: serde::Serialize>(v: &T) -> Res {
 
 /// Prints rows under headers, columns padded to their widest cell.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table_text(headers, rows));
+}
+
+/// A table with columns as wide as their widest cell.
+pub fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = w[i]))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r.clone());
     }
+    out
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -461,7 +513,11 @@ pub async fn run(cli: Cli) -> Res {
             fingerprint,
             pubkey,
             courier,
-        }) => child_add(&data.dir(), &code, &fingerprint, &pubkey, courier),
+            policy,
+        }) => child_add(&data.dir(), &code, &fingerprint, &pubkey, courier, policy),
+        Cmd::Child(ChildCmd::Set { data, code, policy }) => {
+            child_set(&data.dir(), &code, policy).await
+        }
         Cmd::Child(ChildCmd::List { data, json }) => child_list(&data.dir(), json),
         Cmd::Parent(ParentCmd::Set {
             data,
@@ -486,6 +542,10 @@ pub async fn run(cli: Cli) -> Res {
         }) => messages(&data.dir(), since, id, json).await,
         Cmd::Status(StatusCmd::Catalogue { json }) => catalogue(json),
         Cmd::Status(StatusCmd::Sites { data, json }) => sites(&data.dir(), json).await,
+        Cmd::Status(StatusCmd::Senders { data, json }) => {
+            crate::sender_cli::status(data, json).await
+        }
+        Cmd::Sender(cmd) => crate::sender_cli::run(cmd).await,
         Cmd::Status(StatusCmd::Packages { data, json }) => content(&data.dir(), json).await,
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
@@ -567,7 +627,14 @@ fn links_changed(dir: &DataDir) {
     }
 }
 
-fn child_add(dir: &DataDir, code: &str, fingerprint: &str, pubkey: &str, courier: bool) -> Res {
+fn child_add(
+    dir: &DataDir,
+    code: &str,
+    fingerprint: &str,
+    pubkey: &str,
+    courier: bool,
+    policy: PolicyArgs,
+) -> Res {
     let mut cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
     let (code, fingerprint, public_key) = peer_keys(code, fingerprint, pubkey)?;
     if cfg.children.iter().any(|c| c.code == code) {
@@ -576,12 +643,16 @@ fn child_add(dir: &DataDir, code: &str, fingerprint: &str, pubkey: &str, courier
             cfg.code
         )));
     }
-    cfg.children.push(site_server::config::ChildLink {
+    let child = site_server::config::ChildLink {
         code,
         fingerprint,
         public_key,
         courier,
-    });
+        schedule: policy.schedule.unwrap_or_default(),
+        rate: policy.rate.unwrap_or_default(),
+    };
+    child.policy().map_err(CliError::usage)?;
+    cfg.children.push(child);
     cfg.save(dir).map_err(CliError::usage)?;
     println!(
         "child {code} added to {} ({}); its certificate is pinned",
@@ -593,6 +664,44 @@ fn child_add(dir: &DataDir, code: &str, fingerprint: &str, pubkey: &str, courier
         }
     );
     links_changed(dir);
+    Ok(())
+}
+
+async fn child_set(dir: &DataDir, code: &str, policy: PolicyArgs) -> Res {
+    if policy.schedule.is_none() && policy.rate.is_none() {
+        return Err(CliError::usage(
+            "nothing to change: give --schedule RULES and/or --rate RULES",
+        ));
+    }
+    let code = schema::SiteCode::new(code).map_err(|e| CliError::usage(e.to_string()))?;
+    let req = site_server::site::LinkPolicyRequest {
+        schedule: policy.schedule,
+        rate: policy.rate,
+    };
+    // A running daemon changes the file and its sender together; otherwise the file alone.
+    let child: site_server::config::ChildLink = if dir.admin().exists() {
+        AdminClient::from_dir(dir)?
+            .post_json(&format!("/v1/children/{code}"), &req)
+            .await?
+    } else {
+        site_server::site::set_child_policy(dir, code, &req).map_err(|e| match e {
+            site_server::site::OpError::Refused(r) => CliError::usage(r.to_string()),
+            e => CliError::failed(e.to_string()),
+        })?
+    };
+    println!(
+        "child {code}: schedule {}; rate {}",
+        if child.schedule.is_empty() {
+            "all, 24x7"
+        } else {
+            &child.schedule
+        },
+        if child.rate.is_empty() {
+            "unlimited"
+        } else {
+            &child.rate
+        },
+    );
     Ok(())
 }
 
@@ -780,6 +889,9 @@ async fn package(cmd: PackageCmd) -> Res {
                 &rows,
             );
             Ok(())
+        }
+        PackageCmd::Priority { id, data, priority } => {
+            crate::sender_cli::set_priority(data, &id, &priority).await
         }
         PackageCmd::Distribute {
             id,

@@ -58,6 +58,53 @@ pub struct SiteConfig {
     /// This site's children.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ChildLink>,
+    /// The sender's concurrency and retry limits (SMS's defaults unless set).
+    #[serde(default, skip_serializing_if = "SenderLimits::is_default")]
+    pub sender: SenderLimits,
+}
+
+/// `[sender]` in `site.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderLimits {
+    /// Package sendings at once to one child.
+    pub per_destination: usize,
+    /// Package sendings at once over all children.
+    pub total: usize,
+    /// Retries of a failed sending before it is failed (3532).
+    pub retries: u32,
+    /// Delay before a retry, e.g. "1m", "30s".
+    pub retry_delay: String,
+}
+
+impl Default for SenderLimits {
+    fn default() -> Self {
+        SenderLimits {
+            per_destination: 3,
+            total: 5,
+            retries: 2,
+            retry_delay: "1m".into(),
+        }
+    }
+}
+
+impl SenderLimits {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn limits(&self) -> Result<sender::scheduler::Limits, String> {
+        if self.per_destination == 0 || self.total == 0 {
+            return Err("[sender] per_destination and total must be at least 1".into());
+        }
+        Ok(sender::scheduler::Limits {
+            per_destination: self.per_destination,
+            total: self.total,
+            retries: self.retries,
+            retry_delay: sender::schedule::parse_duration(&self.retry_delay)
+                .map_err(|e| format!("[sender] retry_delay: {e}"))?,
+        })
+    }
 }
 
 /// The link to the parent: where to dial it and which certificate and key are its.
@@ -82,6 +129,20 @@ pub struct ChildLink {
     pub public_key: String,
     #[serde(default)]
     pub courier: bool,
+    /// Address schedule: which priorities may go in which hours (empty: all, 24x7).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schedule: String,
+    /// Rate limit per hour of the week (empty: unlimited).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rate: String,
+}
+
+impl ChildLink {
+    /// The link's schedule and rate, parsed.
+    pub fn policy(&self) -> Result<sender::scheduler::LinkPolicy, String> {
+        sender::scheduler::LinkPolicy::parse(&self.schedule, &self.rate)
+            .map_err(|e| format!("child {}: {e}", self.code))
+    }
 }
 
 fn default_zone() -> String {
@@ -110,6 +171,7 @@ impl SiteConfig {
             zone: default_zone(),
             parent: None,
             children: Vec::new(),
+            sender: SenderLimits::default(),
         }
     }
 
@@ -165,14 +227,16 @@ impl SiteConfig {
                 return Err(format!("child {} has the certificate fingerprint of another child: each site has its own certificate", c.code));
             }
             check_keys(format!("child {}", c.code), &c.fingerprint, &c.public_key)?;
+            c.policy()?;
         }
-        if self.zone != "UTC" {
-            return Err(format!(
-                "zone = {:?} is not supported yet: use \"UTC\"",
-                self.zone
-            ));
-        }
+        self.tz()?;
+        self.sender.limits()?;
         Ok(())
+    }
+
+    /// The zone schedules are evaluated in.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, String> {
+        sender::schedule::parse_zone(&self.zone).map_err(|e| e.to_string())
     }
 
     pub fn load(dir: &DataDir) -> Result<Self, ConfigError> {

@@ -19,8 +19,8 @@ use crate::site::Site;
 use schema::report::Attribute;
 use schema::wire::{ChunkReply, Frame, CHUNK_HEADER_LEN};
 use schema::{ChunkId, PackageId, SiteCode};
-use sender::link::{FrameReader, FrameWriter, LinkError};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use sender::link::{FrameWriter, LinkError};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ const COMMIT_AGE: Duration = Duration::from_millis(20);
 /// ... or nothing more arrived for this long.
 const COMMIT_IDLE: Duration = Duration::from_millis(3);
 /// How often wants are recomputed even if nothing said the log changed.
-const RECHECK: Duration = Duration::from_secs(30);
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 fn now() -> Instant {
     Instant::now()
@@ -41,7 +41,7 @@ fn now() -> Instant {
 /// bytes: `SITEREP_FAULT_CORRUPT_SENDS=N` flips a byte in the first N chunks this process
 /// sends. Compiled in only with the `fault-injection` feature (the workspace's tests).
 #[cfg(feature = "fault-injection")]
-fn corrupt_this_send() -> bool {
+pub(crate) fn corrupt_this_send() -> bool {
     use std::sync::atomic::{AtomicI64, Ordering};
     static LEFT: std::sync::OnceLock<AtomicI64> = std::sync::OnceLock::new();
     let left = LEFT.get_or_init(|| {
@@ -55,7 +55,7 @@ fn corrupt_this_send() -> bool {
     left.fetch_sub(1, Ordering::Relaxed) > 0
 }
 #[cfg(not(feature = "fault-injection"))]
-fn corrupt_this_send() -> bool {
+pub(crate) fn corrupt_this_send() -> bool {
     false
 }
 
@@ -65,6 +65,7 @@ fn corrupt_this_send() -> bool {
 struct Tracked {
     package: PackageId,
     version: u32,
+    priority: schema::event::Priority,
     remaining: HashSet<ChunkId>,
     chunks: u64,
     bytes: u64,
@@ -120,7 +121,17 @@ fn update_wants(
         for (p, m, _targets) in site.needed_versions()? {
             let Some(v) = p.current() else { continue };
             let key = (p.id, v.source_version);
-            if let Some(t) = tracked.remove(&key) {
+            if let Some(mut t) = tracked.remove(&key) {
+                if t.priority != p.priority {
+                    // The package's priority changed: what is still asked for follows it.
+                    t.priority = p.priority;
+                    let mut plan = site.fetch.lock().expect("fetch lock");
+                    for c in m.unique_chunks() {
+                        if t.remaining.contains(&c.id) {
+                            plan.want_at(c.id, c.len, p.priority);
+                        }
+                    }
+                }
                 fresh.insert(key, t);
                 continue;
             }
@@ -128,6 +139,7 @@ fn update_wants(
             let mut t = Tracked {
                 package: p.id,
                 version: v.source_version,
+                priority: p.priority,
                 remaining: HashSet::new(),
                 chunks: chunks.len() as u64,
                 bytes: chunks.iter().map(|c| c.len as u64).sum(),
@@ -135,12 +147,17 @@ fn update_wants(
             let mut missing_bytes = 0u64;
             {
                 let mut plan = site.fetch.lock().expect("fetch lock");
+                let mut missing = Vec::new();
                 for c in &chunks {
                     if !site.store.has(&c.id) {
-                        plan.want(c.id, c.len);
+                        plan.want_at(c.id, c.len, p.priority);
                         t.remaining.insert(c.id);
+                        missing.push(c.id);
                         missing_bytes += c.len as u64;
                     }
+                }
+                if !missing.is_empty() {
+                    plan.need(p.id, v.source_version, missing);
                 }
             }
             let done_before = site.db.cursor(&complete_key(&p.id, v.source_version))? > 0;
@@ -184,6 +201,10 @@ fn update_wants(
     }
     for key in done {
         let t = tracked.remove(&key).expect("listed");
+        site.fetch
+            .lock()
+            .expect("fetch lock")
+            .forget_need(t.package, t.version);
         let k = complete_key(&t.package, t.version);
         if site.db.cursor(&k)? == 0 {
             site.store
@@ -242,10 +263,23 @@ pub async fn fetch_from_parent(
         let wake = site.fetch_wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let (ids, next) = {
+        let (needs, ids, next) = {
             let mut p = site.fetch.lock().expect("fetch lock");
-            (p.next_request(now()), p.next_wakeup())
+            (
+                p.take_announcements(),
+                p.next_request(now()),
+                p.next_wakeup(),
+            )
         };
+        // The parent's sender hears what each job is before the requests that belong to it.
+        for (package, version, ids) in needs {
+            w.send(&Frame::Need {
+                package,
+                version,
+                ids,
+            })
+            .await?;
+        }
         if !ids.is_empty() {
             w.send(&Frame::ChunkRequest { ids }).await?;
             continue;
@@ -428,122 +462,9 @@ fn store_received(
 // ---------------------------------------------------------------------------------------
 // Serving a child
 
-/// Answers `child`'s chunk requests on one content stream until it closes.
-pub async fn serve_content(
-    site: Arc<Site>,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    child: SiteCode,
-) -> Result<(), ReplError> {
-    let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ChunkId>>();
-    let mut reader = tokio::spawn(async move {
-        let mut r = FrameReader::new(recv);
-        loop {
-            match r.recv().await {
-                Ok(Frame::ChunkRequest { ids }) => {
-                    if req_tx.send(ids).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(other) => tracing::debug!(frame = ?other, "ignored on the content stream"),
-                Err(LinkError::Closed) => return Ok(()),
-                Err(e) => return Err(ReplError::Link(e)),
-            }
-        }
-    });
-    let mut send = send;
-    let mut pending: VecDeque<ChunkId> = VecDeque::new();
-    // Chunks already sent on this stream: asked again means the child refused the copy,
-    // so the next one is verified here first.
-    let mut sent: HashSet<ChunkId> = HashSet::new();
-    loop {
-        let grew = site.content_grew.notified();
-        tokio::pin!(grew);
-        grew.as_mut().enable();
-        while let Ok(ids) = req_rx.try_recv() {
-            pending.extend(ids);
-        }
-        let mut waiting = VecDeque::new();
-        let mut want_upstream = Vec::new();
-        while let Some(id) = pending.pop_front() {
-            let verify = sent.contains(&id);
-            // Opening the file tells whether the chunk is here (no `stat` first). It is read
-            // from the page cache in tens of microseconds, here (no hop to a blocking thread),
-            // into a fresh buffer that quinn then owns (no copy into its send buffer).
-            let mut buf = Vec::new();
-            let r = read_for_child(&site, &id, verify, &mut buf);
-            match r {
-                Ok(()) => {
-                    if corrupt_this_send() {
-                        let i = buf.len() / 2;
-                        buf[i] ^= 0x55;
-                    }
-                    let h = ChunkReply::Chunk {
-                        id,
-                        len: buf.len() as u32,
-                    }
-                    .encode();
-                    send.write_all(&h).await.map_err(LinkError::Write)?;
-                    send.write_chunk(bytes::Bytes::from(buf))
-                        .await
-                        .map_err(LinkError::Write)?;
-                    if sent.len() > 100_000 {
-                        sent.clear();
-                    }
-                    sent.insert(id);
-                    continue;
-                }
-                Err(None) => {} // not here (yet)
-                Err(Some(reason)) => {
-                    tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
-                    let _ = site.store.remove(&id);
-                    let _ = site.raise(40204, vec![], vec![id.to_hex(), reason]);
-                    // Fall through: fetch it again like any chunk not here.
-                }
-            }
-            let no_source = site.cfg.parent.is_none()
-                || site
-                    .fetch
-                    .lock()
-                    .expect("fetch lock")
-                    .is_missing_upstream(&id);
-            if no_source {
-                let h = ChunkReply::Missing { id }.encode();
-                send.write_all(&h).await.map_err(LinkError::Write)?;
-            } else {
-                want_upstream.push(id);
-                waiting.push_back(id);
-            }
-        }
-        pending = waiting;
-        if !want_upstream.is_empty() {
-            let mut p = site.fetch.lock().expect("fetch lock");
-            let mut new = 0;
-            for id in want_upstream {
-                new += p.want(id, crate::fetch::UNKNOWN_SIZE) as usize;
-            }
-            drop(p);
-            if new > 0 {
-                tracing::debug!(%child, chunks = new, "fetching chunks a child asked for");
-                site.fetch_wake.notify_one();
-            }
-        }
-        tokio::select! {
-            _ = &mut grew => {}
-            Some(ids) = req_rx.recv() => pending.extend(ids),
-            r = &mut reader => {
-                return match r {
-                    Ok(r) => r,
-                    Err(e) => Err(ReplError::Site(e.to_string())),
-                };
-            }
-        }
-    }
-}
-
 /// Reads the chunk file to send; when `verify`, checks it first (a child refused the last
 /// copy). `Err(None)`: not there; `Err(Some(reason))`: the local copy is bad.
-fn read_for_child(
+pub(crate) fn read_for_child(
     site: &Site,
     id: &ChunkId,
     verify: bool,

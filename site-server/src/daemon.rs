@@ -71,6 +71,12 @@ pub fn open_site(
         .map_err(|e| StartError::Failed(format!("cannot open the database: {e}")))?;
     let store = dist_point::ContentStore::open(dir.content())
         .map_err(|e| StartError::Failed(e.to_string()))?;
+    let tz = cfg.tz().map_err(StartError::Config)?;
+    let limits = cfg.sender.limits().map_err(StartError::Config)?;
+    let mut sched = sender::scheduler::Scheduler::new(tz, limits, std::time::Instant::now());
+    for c in &cfg.children {
+        sched.set_policy(c.code, c.policy().map_err(StartError::Config)?);
+    }
     Ok((
         lock,
         Site {
@@ -85,6 +91,8 @@ pub fn open_site(
             fetch: Default::default(),
             fetch_wake: tokio::sync::Notify::new(),
             content_grew: tokio::sync::Notify::new(),
+            sender: std::sync::Mutex::new(sched),
+            sender_wake: tokio::sync::Notify::new(),
         },
     ))
 }
@@ -184,6 +192,8 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     )
     .map_err(|e| StartError::Failed(e.to_string()))?;
     site.report_children()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    site.load_boosts()
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
     tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");

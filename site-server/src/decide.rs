@@ -373,3 +373,53 @@ pub fn distribute<S: ProjectionStore>(
         },
     })
 }
+
+/// `sender boost`: an emergency lets `package` ignore schedules and rate limits on its way.
+pub fn boost<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    package: PackageId,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Decided<()>, DecideError<S::Error>> {
+    if projection::package(s, &package)?.is_none() {
+        return Err(Refusal::UnknownPackage(package).into());
+    }
+    let when = until.map_or("it is lifted".to_string(), |t| t.to_rfc3339());
+    Ok(Decided {
+        event: Some(ConfigEvent::SenderBoost { package, until }),
+        reports: vec![ctx.status(
+            40130,
+            vec![Attribute::Package(package)],
+            vec![package.to_string(), when],
+        )],
+        out: (),
+    })
+}
+
+/// `package priority`: a package's jobs go at `priority` from now on, on every link.
+pub fn set_priority<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    package: PackageId,
+    priority: Priority,
+) -> Result<Decided<()>, DecideError<S::Error>> {
+    let Some(rec) = projection::package(s, &package)? else {
+        return Err(Refusal::UnknownPackage(package).into());
+    };
+    if rec.priority == priority {
+        return Ok(Decided {
+            event: None,
+            reports: vec![],
+            out: (),
+        });
+    }
+    Ok(Decided {
+        event: Some(ConfigEvent::PackagePriorityChanged { package, priority }),
+        reports: vec![ctx.status(
+            40131,
+            vec![Attribute::Package(package)],
+            vec![package.to_string(), priority.to_string()],
+        )],
+        out: (),
+    })
+}

@@ -11,8 +11,9 @@
 //! once (up to [`BAD_BEFORE_PAUSE`] times in a row, then after a pause); "missing" at the
 //! parent makes it wait, with a doubling delay, before it is asked for again.
 
-use schema::ChunkId;
-use std::collections::{HashMap, VecDeque};
+use schema::event::Priority;
+use schema::{ChunkId, PackageId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The size assumed for a chunk whose size is not known (asked for by a child).
@@ -50,6 +51,9 @@ enum Phase {
 #[derive(Clone, Debug)]
 struct Entry {
     size: u32,
+    /// 0 high, 1 medium, 2 low: each has its own queue and window, so what is asked for a
+    /// high package never waits behind a window full of low ones.
+    rank: usize,
     phase: Phase,
     missing: u32,
     bad: u32,
@@ -60,10 +64,23 @@ struct Entry {
 pub struct FetchPlan {
     window: Window,
     entries: HashMap<ChunkId, Entry>,
-    /// Ids to request, in order; may hold ids no longer queued (skipped when popped).
-    queue: VecDeque<ChunkId>,
-    in_flight_chunks: usize,
-    in_flight_bytes: u64,
+    /// Ids to request, in order, per priority; may hold ids no longer queued there (skipped
+    /// when popped).
+    queue: [VecDeque<ChunkId>; 3],
+    in_flight_chunks: [usize; 3],
+    in_flight_bytes: [u64; 3],
+    /// What this site still misses per package version, for the parent's sender to know
+    /// the job (its size, its progress); and which of them the parent has not heard yet.
+    needs: BTreeMap<(PackageId, u32), Vec<ChunkId>>,
+    unannounced: BTreeSet<(PackageId, u32)>,
+}
+
+fn rank(p: Priority) -> usize {
+    match p {
+        Priority::High => 0,
+        Priority::Medium => 1,
+        Priority::Low => 2,
+    }
 }
 
 impl FetchPlan {
@@ -74,22 +91,64 @@ impl FetchPlan {
         }
     }
 
-    /// Adds `id` (of `size` raw bytes) to what is wanted. Returns whether it is new.
+    /// Adds `id` (of `size` raw bytes) to what is wanted, at medium priority. Returns
+    /// whether it is new.
     pub fn want(&mut self, id: ChunkId, size: u32) -> bool {
-        if self.entries.contains_key(&id) {
+        self.want_at(id, size, Priority::Medium)
+    }
+
+    /// Adds `id` at `priority`; a chunk already wanted at a lower one is raised to it.
+    pub fn want_at(&mut self, id: ChunkId, size: u32, priority: Priority) -> bool {
+        let r = rank(priority);
+        if let Some(e) = self.entries.get_mut(&id) {
+            if r < e.rank {
+                if e.phase == Phase::InFlight {
+                    self.in_flight_chunks[e.rank] -= 1;
+                    self.in_flight_bytes[e.rank] -= e.size as u64;
+                    self.in_flight_chunks[r] += 1;
+                    self.in_flight_bytes[r] += e.size as u64;
+                }
+                e.rank = r;
+                if e.phase == Phase::Queued {
+                    self.queue[r].push_back(id);
+                }
+            }
             return false;
         }
         self.entries.insert(
             id,
             Entry {
                 size,
+                rank: r,
                 phase: Phase::Queued,
                 missing: 0,
                 bad: 0,
             },
         );
-        self.queue.push_back(id);
+        self.queue[r].push_back(id);
         true
+    }
+
+    /// This site still misses `ids` of `package` `version` (the parent is told).
+    pub fn need(&mut self, package: PackageId, version: u32, ids: Vec<ChunkId>) {
+        if self.needs.get(&(package, version)) != Some(&ids) {
+            self.unannounced.insert((package, version));
+        }
+        self.needs.insert((package, version), ids);
+    }
+
+    /// `package` `version` is complete here (or no longer wanted).
+    pub fn forget_need(&mut self, package: PackageId, version: u32) {
+        self.needs.remove(&(package, version));
+        self.unannounced.remove(&(package, version));
+    }
+
+    /// What the parent has not been told yet.
+    pub fn take_announcements(&mut self) -> Vec<(PackageId, u32, Vec<ChunkId>)> {
+        std::mem::take(&mut self.unannounced)
+            .into_iter()
+            .filter_map(|k| self.needs.get(&k).map(|ids| (k.0, k.1, ids.clone())))
+            .collect()
     }
 
     /// Whether `id` is wanted and not yet stored.
@@ -113,30 +172,33 @@ impl FetchPlan {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.entries.get_mut(&id).expect("listed").phase = Phase::Queued;
-            self.queue.push_back(id);
+            let e = self.entries.get_mut(&id).expect("listed");
+            e.phase = Phase::Queued;
+            self.queue[e.rank].push_back(id);
         }
         let mut out = Vec::new();
-        while let Some(id) = self.queue.front().copied() {
-            let Some(e) = self.entries.get(&id) else {
-                self.queue.pop_front();
-                continue;
-            };
-            if e.phase != Phase::Queued {
-                self.queue.pop_front();
-                continue;
+        for r in 0..3 {
+            while let Some(id) = self.queue[r].front().copied() {
+                let Some(e) = self.entries.get(&id) else {
+                    self.queue[r].pop_front();
+                    continue;
+                };
+                if e.phase != Phase::Queued || e.rank != r {
+                    self.queue[r].pop_front();
+                    continue;
+                }
+                let room = self.in_flight_chunks[r] == 0
+                    || (self.in_flight_chunks[r] < self.window.chunks
+                        && self.in_flight_bytes[r] + e.size as u64 <= self.window.bytes);
+                if !room {
+                    break;
+                }
+                self.queue[r].pop_front();
+                self.in_flight_chunks[r] += 1;
+                self.in_flight_bytes[r] += e.size as u64;
+                self.entries.get_mut(&id).expect("present").phase = Phase::InFlight;
+                out.push(id);
             }
-            let room = self.in_flight_chunks == 0
-                || (self.in_flight_chunks < self.window.chunks
-                    && self.in_flight_bytes + e.size as u64 <= self.window.bytes);
-            if !room {
-                break;
-            }
-            self.queue.pop_front();
-            self.in_flight_chunks += 1;
-            self.in_flight_bytes += e.size as u64;
-            self.entries.get_mut(&id).expect("present").phase = Phase::InFlight;
-            out.push(id);
         }
         out
     }
@@ -144,8 +206,8 @@ impl FetchPlan {
     fn release(&mut self, id: &ChunkId) -> Option<&mut Entry> {
         let e = self.entries.get_mut(id)?;
         if e.phase == Phase::InFlight {
-            self.in_flight_chunks -= 1;
-            self.in_flight_bytes -= e.size as u64;
+            self.in_flight_chunks[e.rank] -= 1;
+            self.in_flight_bytes[e.rank] -= e.size as u64;
         }
         Some(e)
     }
@@ -170,7 +232,8 @@ impl FetchPlan {
     pub fn on_store_failed(&mut self, id: &ChunkId) {
         if let Some(e) = self.release(id) {
             e.phase = Phase::Queued;
-            self.queue.push_front(*id);
+            let r = e.rank;
+            self.queue[r].push_front(*id);
         }
     }
 
@@ -181,7 +244,8 @@ impl FetchPlan {
         let bad = e.bad;
         if bad < BAD_BEFORE_PAUSE {
             e.phase = Phase::Queued;
-            self.queue.push_front(*id);
+            let r = e.rank;
+            self.queue[r].push_front(*id);
         } else {
             e.phase = Phase::Waiting {
                 until: now + BAD_PAUSE,
@@ -211,11 +275,14 @@ impl FetchPlan {
             .collect();
         back.sort();
         for id in back.iter().rev() {
-            self.entries.get_mut(id).expect("listed").phase = Phase::Queued;
-            self.queue.push_front(*id);
+            let e = self.entries.get_mut(id).expect("listed");
+            e.phase = Phase::Queued;
+            self.queue[e.rank].push_front(*id);
         }
-        self.in_flight_chunks = 0;
-        self.in_flight_bytes = 0;
+        self.in_flight_chunks = [0; 3];
+        self.in_flight_bytes = [0; 3];
+        // The next connection's parent is told every need again.
+        self.unannounced = self.needs.keys().copied().collect();
     }
 
     /// When a waiting chunk becomes due, if any.
@@ -236,7 +303,7 @@ impl FetchPlan {
 
     /// Chunks requested and not answered.
     pub fn in_flight(&self) -> usize {
-        self.in_flight_chunks
+        self.in_flight_chunks.iter().sum()
     }
 }
 

@@ -23,4 +23,5 @@ pub mod links;
 pub mod projection;
 pub mod publish;
 pub mod replication;
+pub mod sending;
 pub mod site;

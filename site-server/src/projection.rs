@@ -315,6 +315,9 @@ pub fn apply<S: ProjectionStore>(
                 write(s, Table::Packages, &package_key(id), &rec)?;
             }
         }
+        // A boost is the sender's business: the daemon reads boosts from the log when it
+        // starts and applies new ones as they come; no projection holds them.
+        ConfigEvent::SenderBoost { .. } => {}
     }
     write(s, Table::Meta, META_KEY, &m)
 }

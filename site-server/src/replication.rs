@@ -12,6 +12,7 @@
 use crate::config::ParentLink;
 use crate::db::{PARENT_APPLIED, PARENT_REPORTS_ACKED};
 use crate::links::Role;
+use crate::sending::Input;
 use crate::site::Site;
 use chrono::Utc;
 use schema::report::Attribute;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Events per `Events` frame.
-const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplError {
@@ -38,7 +39,7 @@ pub enum ReplError {
     Site(String),
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     site: &Arc<Site>,
     f: impl FnOnce(&Site) -> Result<T, crate::db::DbError> + Send + 'static,
 ) -> Result<T, ReplError> {
@@ -84,6 +85,12 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
             };
             if let Ok(code) = schema::SiteCode::new(&child) {
                 site.link_update(code, Role::Child, |l| l.on_failure(Utc::now(), why.clone()));
+                site.sender.lock().expect("sender lock").on_disconnect(
+                    &code,
+                    &format!("link to {code} lost: {why}"),
+                    std::time::Instant::now(),
+                );
+                crate::sending::raise_notices(&site);
             }
             tracing::info!(reason = %why, "child link down");
             let _ = site.raise(40201, vec![], vec![child.clone(), why]);
@@ -132,16 +139,47 @@ async fn serve_child(
         }
     };
     site.link_update(child_code, Role::Child, |l| l.on_connected(Utc::now()));
+    site.sender
+        .lock()
+        .expect("sender lock")
+        .on_connect(&child_code);
     let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
-    // Further streams the child opens are content streams (chunk requests).
+    let (input_tx, inputs) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    // Further streams the child opens are content streams: their requests go to the sender.
     let content_conn = conn.clone();
-    let content_site = site.clone();
+    let content_tx = input_tx.clone();
     let content = tokio::spawn(async move {
         while let Ok((send, recv)) = content_conn.accept_bi().await {
-            let s = content_site.clone();
+            if content_tx.send(Input::ContentStream(send)).is_err() {
+                return;
+            }
+            let tx = content_tx.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::content::serve_content(s, send, recv, child_code).await {
-                    tracing::debug!(error = %e, "content stream ended");
+                let mut r = FrameReader::new(recv);
+                loop {
+                    let input = match r.recv().await {
+                        Ok(Frame::ChunkRequest { ids }) => Input::Request(ids),
+                        Ok(Frame::Need {
+                            package,
+                            version,
+                            ids,
+                        }) => Input::Need {
+                            package,
+                            version,
+                            ids,
+                        },
+                        Ok(other) => {
+                            tracing::debug!(frame = ?other, "ignored on the content stream");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "content stream ended");
+                            return;
+                        }
+                    };
+                    if tx.send(input).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -150,12 +188,9 @@ async fn serve_child(
     let ack_key = format!("child:{child}:config_acked").into_bytes();
 
     // Frames from the child (acks, reports) are read on their own task; what must be
-    // answered comes back to this loop, the only writer.
-    let child_code =
-        schema::SiteCode::new(child).map_err(|e| ReplError::Protocol(e.to_string()))?;
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Frame>(16);
+    // answered goes to the sender, the only writer.
     let reader_site = site.clone();
-    let mut reader = tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         loop {
             match r.recv().await {
                 Ok(Frame::EventsAck { upto }) => {
@@ -174,9 +209,8 @@ async fn serve_child(
                     if o.applied > 0 {
                         reader_site.reports_grew.notify_waiters();
                     }
-                    if reply_tx
-                        .send(Frame::ReportsAck { upto: o.cursor })
-                        .await
+                    if input_tx
+                        .send(Input::Reply(Frame::ReportsAck { upto: o.cursor }))
                         .is_err()
                     {
                         return ReplError::Link(LinkError::Closed);
@@ -187,32 +221,7 @@ async fn serve_child(
             }
         }
     });
-    let mut next = applied + 1;
-    loop {
-        let grew = site.log_grew.notified();
-        tokio::pin!(grew);
-        grew.as_mut().enable();
-        let batch = blocking(site, move |s| s.db.log(next, BATCH)).await?;
-        if let Some((last, _)) = batch.last() {
-            let first = batch[0].0;
-            let last = *last;
-            let events = batch.into_iter().map(|(_, e)| e).collect();
-            w.send(&Frame::Events { first, events }).await?;
-            next = last + 1;
-            continue;
-        }
-        tokio::select! {
-            _ = &mut grew => {}
-            Some(reply) = reply_rx.recv() => w.send(&reply).await?,
-            e = &mut reader => {
-                return match e {
-                    Ok(ReplError::Link(LinkError::Closed)) => Ok(()),
-                    Ok(e) => Err(e),
-                    Err(e) => Err(ReplError::Site(e.to_string())),
-                };
-            }
-        }
-    }
+    crate::sending::run(site.clone(), child_code, w, inputs, reader, applied).await
 }
 
 /// Follows the parent: dials it, applies its log, reconnects with capped exponential backoff.
@@ -293,8 +302,20 @@ async fn control_loop(
         };
         match frame {
             Ok(Frame::Events { first, events }) => {
+                let sender_events: Vec<schema::event::ConfigEvent> = events
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.body,
+                            schema::event::ConfigEvent::SenderBoost { .. }
+                                | schema::event::ConfigEvent::PackagePriorityChanged { .. }
+                        )
+                    })
+                    .map(|e| e.body.clone())
+                    .collect();
                 let o = blocking(site, move |s| s.db.apply_parent_batch(first, &events)).await?;
                 if o.applied > 0 {
+                    site.after_parent_events(&sender_events);
                     site.log_grew.notify_waiters();
                 }
                 w.send(&Frame::EventsAck { upto: o.cursor }).await?;

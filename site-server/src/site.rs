@@ -38,6 +38,69 @@ pub struct Site {
     /// Woken when chunks became durable in the content store (or the parent said it lacks
     /// one), so that links serving children look again at what they wait for.
     pub content_grew: tokio::sync::Notify,
+    /// What this site sends to its children, and when (sans-IO, see `sender::scheduler`).
+    pub sender: std::sync::Mutex<sender::scheduler::Scheduler>,
+    /// Woken when the sender's configuration changed (a schedule, a rate, a boost, a retry).
+    pub sender_wake: tokio::sync::Notify,
+}
+
+/// A change to a child link's schedule and rate (`child set`); `None` keeps what is set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LinkPolicyRequest {
+    pub schedule: Option<String>,
+    pub rate: Option<String>,
+}
+
+/// Changes a child link's schedule and/or rate in `site.toml` (checked first; nothing is
+/// written if either does not parse). Returns the link as saved.
+pub fn set_child_policy(
+    dir: &DataDir,
+    code: SiteCode,
+    req: &LinkPolicyRequest,
+) -> Result<crate::config::ChildLink, OpError> {
+    let mut cfg = SiteConfig::load(dir).map_err(|e| OpError::Failed(e.to_string()))?;
+    let Some(child) = cfg.children.iter_mut().find(|c| c.code == code) else {
+        return Err(Refusal::Invalid(format!(
+            "{code} is not a child of {}: see `site-server child list`",
+            cfg.code
+        ))
+        .into());
+    };
+    let mut changed = child.clone();
+    if let Some(s) = &req.schedule {
+        changed.schedule = s.trim().to_string();
+    }
+    if let Some(r) = &req.rate {
+        changed.rate = r.trim().to_string();
+        if changed.rate == "unlimited" {
+            changed.rate.clear();
+        }
+    }
+    changed.policy().map_err(Refusal::Invalid)?;
+    *child = changed.clone();
+    cfg.save(dir).map_err(OpError::Failed)?;
+    Ok(changed)
+}
+
+/// `status senders`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendersView {
+    pub zone: String,
+    pub links: Vec<sender::scheduler::LinkView>,
+    pub boosts: Vec<BoostView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BoostView {
+    pub package: PackageId,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `sender retry`: which failed sendings to retry (all when both are `None`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RetryRequest {
+    pub site: Option<SiteCode>,
+    pub package: Option<PackageId>,
 }
 
 /// One row of `status packages`: a package version this site holds or passes on.
@@ -169,6 +232,62 @@ impl From<DbError> for OpError {
 }
 
 impl Site {
+    /// `child set` on a running site: the file, then the sender, at once.
+    pub fn set_child_policy(
+        &self,
+        code: SiteCode,
+        req: &LinkPolicyRequest,
+    ) -> Result<crate::config::ChildLink, OpError> {
+        let link = set_child_policy(&self.dir, code, req)?;
+        let policy = link.policy().map_err(Refusal::Invalid)?;
+        self.sender
+            .lock()
+            .expect("sender lock")
+            .set_policy(code, policy);
+        self.sender_wake.notify_waiters();
+        tracing::info!(child = %code, schedule = %link.schedule, rate = %link.rate, "link policy changed");
+        Ok(link)
+    }
+
+    /// `status senders`: every link this site sends on.
+    pub fn senders(&self) -> SendersView {
+        let s = self.sender.lock().expect("sender lock");
+        let wall = Utc::now();
+        SendersView {
+            zone: self.cfg.zone.clone(),
+            links: s.view(std::time::Instant::now(), wall),
+            boosts: s
+                .boosts(wall)
+                .into_iter()
+                .map(|(package, until)| BoostView { package, until })
+                .collect(),
+        }
+    }
+
+    /// `sender retry`: failed sendings go again now.
+    pub fn sender_retry(&self, req: &RetryRequest) -> Result<usize, OpError> {
+        let n = self
+            .sender
+            .lock()
+            .expect("sender lock")
+            .retry(req.site, req.package);
+        self.sender_wake.notify_waiters();
+        Ok(n)
+    }
+
+    /// Applies a boost event to this site's sender.
+    pub fn apply_boost(&self, event: &ConfigEvent) {
+        if let ConfigEvent::SenderBoost { package, until } = event {
+            let mut s = self.sender.lock().expect("sender lock");
+            match until {
+                Some(t) if *t <= Utc::now() => s.unboost(package),
+                _ => s.boost(*package, *until),
+            }
+            drop(s);
+            self.sender_wake.notify_waiters();
+        }
+    }
+
     fn ctx(&self) -> Ctx {
         Ctx {
             site: self.cfg.code,
@@ -231,6 +350,66 @@ impl Site {
         self.log_grew.notify_waiters();
         self.reports_grew.notify_waiters();
         Ok(out)
+    }
+
+    /// `sender boost`: decided here, applied here and by every site the event reaches.
+    pub fn boost(&self, package: PackageId, until: Option<DateTime<Utc>>) -> Result<(), OpError> {
+        let ctx = self.ctx();
+        self.db
+            .append_own(ctx.now, |view| decide::boost(view, &ctx, package, until))?;
+        self.apply_boost(&ConfigEvent::SenderBoost { package, until });
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(())
+    }
+
+    /// `package priority`: decided here; every sender on the way follows it.
+    pub fn set_priority(&self, package: PackageId, priority: Priority) -> Result<(), OpError> {
+        let ctx = self.ctx();
+        self.db.append_own(ctx.now, |view| {
+            decide::set_priority(view, &ctx, package, priority)
+        })?;
+        self.apply_priority(package, priority);
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(())
+    }
+
+    /// A package's priority changed: its open sendings follow.
+    pub fn apply_priority(&self, package: PackageId, priority: Priority) {
+        self.sender
+            .lock()
+            .expect("sender lock")
+            .set_priority(package, priority);
+        self.sender_wake.notify_waiters();
+    }
+
+    /// What the sender must know of events applied from the parent (boosts, priorities).
+    pub fn after_parent_events(&self, events: &[ConfigEvent]) {
+        for e in events {
+            match e {
+                ConfigEvent::SenderBoost { .. } => self.apply_boost(e),
+                ConfigEvent::PackagePriorityChanged { package, priority } => {
+                    self.apply_priority(*package, *priority)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// At start: the boosts the log holds.
+    pub fn load_boosts(&self) -> Result<(), OpError> {
+        let mut from = 1;
+        loop {
+            let batch = self.db.log(from, 1024)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(());
+            };
+            from = last + 1;
+            for (_, e) in &batch {
+                self.apply_boost(&e.body);
+            }
+        }
     }
 
     /// This site and every site below it that it knows of.

@@ -1,0 +1,464 @@
+//! The sender's async shell for one child connection: the only writer of the link, it puts
+//! everything it carries (config event batches, chunk replies) through the site's sans-IO
+//! [`sender::scheduler::Scheduler`] and writes exactly what it grants.
+//!
+//! - Config events: the next batch of the log becomes a job whose priority is the highest
+//!   of its events (a package's events carry the package's priority; others are medium), so a
+//!   high package's publication lifts the events before it in the same batch; a batch that
+//!   carries a boost ignores the window. Batches stay in log order.
+//! - Content: the child says what it still misses per package version (`Need`); that is
+//!   the job (its priority, its %, 3531/3532/3533). Each chunk it asks for is a unit of that
+//!   job, read from the store when asked (a chunk not here yet is fetched from this site's
+//!   parent and queued the moment it is durable).
+//! - Units are written in slices the rate allows; a unit, once started, is finished before
+//!   another goes, so a higher priority preempts at the next chunk boundary. Quinn's send
+//!   window is bounded ([`sender::tls`]) so little can sit below the scheduler.
+
+use crate::replication::{blocking, ReplError, BATCH};
+use crate::site::Site;
+use bytes::Bytes;
+use chrono::Utc;
+use schema::event::{ConfigEvent, EventEnvelope, Priority};
+use schema::report::Attribute;
+use schema::wire::{ChunkReply, Frame, CHUNK_HEADER_LEN};
+use schema::{ChunkId, PackageId, SiteCode};
+use sender::link::{FrameWriter, LinkError};
+use sender::scheduler::{JobId, JobKind, Notice, Poll, Unit, UnitKey};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the readers of a child connection hand to its sender.
+pub enum Input {
+    /// A frame to answer on the control stream (an acknowledgement).
+    Reply(Frame),
+    /// The child opened its content stream.
+    ContentStream(quinn::SendStream),
+    /// The child misses `ids` of `package` `version`.
+    Need {
+        package: PackageId,
+        version: u32,
+        ids: Vec<ChunkId>,
+    },
+    /// The child asks for these chunks.
+    Request(Vec<ChunkId>),
+}
+
+/// A chunk reply ready to go: its header and the chunk file as stored.
+struct Reply {
+    head: [u8; CHUNK_HEADER_LEN],
+    body: Bytes,
+}
+
+impl Reply {
+    fn len(&self) -> u64 {
+        (CHUNK_HEADER_LEN + self.body.len()) as u64
+    }
+}
+
+/// Raises the status messages the scheduler has to say.
+pub fn raise_notices(site: &Site) {
+    loop {
+        let n = site.sender.lock().expect("sender lock").poll_notice();
+        let Some(n) = n else { return };
+        let (id, dest, package, version, extra) = match n {
+            Notice::Sending {
+                dest,
+                package,
+                version,
+                pct,
+            } => (3531, dest, package, version, Some(pct.to_string())),
+            Notice::Error {
+                dest,
+                package,
+                version,
+                error,
+                retry_in,
+            } => {
+                let text = match retry_in {
+                    Some(d) => format!("{error}; retrying in {} s", d.as_secs()),
+                    None => format!(
+                        "{error}; no retry left: it goes again when the link changes state or with `site-server sender retry`"
+                    ),
+                };
+                (3532, dest, package, version, Some(text))
+            }
+            Notice::Sent {
+                dest,
+                package,
+                version,
+            } => (3533, dest, package, version, None),
+        };
+        let mut ins = vec![package.to_string(), version.to_string(), dest.to_string()];
+        ins.extend(extra);
+        let _ = site.raise(
+            id,
+            vec![
+                Attribute::Package(package),
+                Attribute::SourceVersion(version),
+                Attribute::DestinationSite(dest),
+            ],
+            ins,
+        );
+    }
+}
+
+/// The priority a batch of events travels at, and whether it carries a boost.
+fn batch_priority(site: &Site, events: &[EventEnvelope]) -> (Priority, bool) {
+    let mut best = Priority::Low;
+    let mut any = false;
+    let mut boost = false;
+    let raise = |p: Priority, best: &mut Priority| {
+        if rank(p) < rank(*best) {
+            *best = p;
+        }
+    };
+    for e in events {
+        any = true;
+        let p = match &e.body {
+            ConfigEvent::PackageVersionPublished(v) => v.priority,
+            ConfigEvent::PackagePriorityChanged { priority, .. } => *priority,
+            ConfigEvent::SenderBoost { .. } => {
+                boost = true;
+                Priority::High
+            }
+            ConfigEvent::PackageVersionRetired { package, .. }
+            | ConfigEvent::DistributionTargetsAdded { package, .. }
+            | ConfigEvent::DistributionTargetsRemoved { package, .. } => site
+                .db
+                .package(package)
+                .ok()
+                .flatten()
+                .map_or(Priority::Medium, |r| r.priority),
+            _ => Priority::Medium,
+        };
+        raise(p, &mut best);
+    }
+    (if any { best } else { Priority::Medium }, boost)
+}
+
+fn rank(p: Priority) -> u8 {
+    match p {
+        Priority::High => 0,
+        Priority::Medium => 1,
+        Priority::Low => 2,
+    }
+}
+
+/// Writes `len` bytes from `offset` of a unit made of `head` then `body`.
+async fn write_slice(
+    stream: &mut quinn::SendStream,
+    head: &[u8],
+    body: &Bytes,
+    offset: u64,
+    len: u64,
+) -> Result<(), LinkError> {
+    let (start, end) = (offset as usize, (offset + len) as usize);
+    let h = head.len();
+    if start < h {
+        stream.write_all(&head[start..end.min(h)]).await?;
+    }
+    if end > h {
+        stream
+            .write_chunk(body.slice(start.max(h) - h..end - h))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The sender of one child connection (see the module doc). Returns when the link fails.
+pub async fn run(
+    site: Arc<Site>,
+    child: SiteCode,
+    mut control: FrameWriter,
+    mut inputs: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    mut reader: tokio::task::JoinHandle<ReplError>,
+    applied: u64,
+) -> Result<(), ReplError> {
+    let mut link = Link {
+        site: site.clone(),
+        child,
+        content: None,
+        chunk_job: HashMap::new(),
+        replies: HashMap::new(),
+        waiting: Vec::new(),
+        sent: HashSet::new(),
+    };
+    let mut next_event = applied + 1;
+    // The batch being sent: its job, last position, and encoded frame.
+    let mut batch: Option<(JobId, u64, Bytes)> = None;
+    let mut encoded = Vec::new();
+    loop {
+        let log = site.log_grew.notified();
+        let grew = site.content_grew.notified();
+        let wake = site.sender_wake.notified();
+        tokio::pin!(log, grew, wake);
+        log.as_mut().enable();
+        grew.as_mut().enable();
+        wake.as_mut().enable();
+
+        while let Ok(i) = inputs.try_recv() {
+            link.input(i, &mut control).await?;
+        }
+        if batch.is_none() {
+            let from = next_event;
+            let events = blocking(&site, move |s| s.db.log(from, BATCH)).await?;
+            if let Some((last, _)) = events.last() {
+                let (first, last) = (events[0].0, *last);
+                let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
+                let (priority, boost) = batch_priority(&site, &events);
+                encoded.clear();
+                schema::wire::encode_frame(&Frame::Events { first, events }, &mut encoded)
+                    .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
+                let bytes = Bytes::copy_from_slice(&encoded);
+                let mut s = site.sender.lock().expect("sender lock");
+                let job = s.job(child, JobKind::Events { boost }, priority);
+                s.push(
+                    job,
+                    Unit {
+                        key: UnitKey::Batch(first),
+                        len: bytes.len() as u64,
+                    },
+                );
+                batch = Some((job, last, bytes));
+            }
+        }
+        link.check_waiting().await?;
+
+        // Write what the scheduler grants until it says wait.
+        let poll =
+            site.sender
+                .lock()
+                .expect("sender lock")
+                .poll(&child, Instant::now(), Utc::now());
+        let sleep = match poll {
+            Poll::Send {
+                key, offset, len, ..
+            } => {
+                let done = match key {
+                    UnitKey::Batch(_) => {
+                        let (_, last, bytes) = batch.as_ref().expect("a batch is queued");
+                        write_slice(control.stream(), &[], bytes, offset, len).await?;
+                        let done = offset + len == bytes.len() as u64;
+                        if done {
+                            next_event = last + 1;
+                        }
+                        done.then_some(())
+                    }
+                    UnitKey::Chunk(id) => {
+                        let Some(r) = link.replies.get(&id) else {
+                            site.sender
+                                .lock()
+                                .expect("sender lock")
+                                .abandon_unit(&child);
+                            continue;
+                        };
+                        let Some(stream) = link.content.as_mut() else {
+                            site.sender
+                                .lock()
+                                .expect("sender lock")
+                                .abandon_unit(&child);
+                            continue;
+                        };
+                        write_slice(stream, &r.head, &r.body, offset, len).await?;
+                        (offset + len == r.len()).then_some(())
+                    }
+                };
+                site.sender.lock().expect("sender lock").on_written(
+                    &child,
+                    len,
+                    Instant::now(),
+                    Utc::now(),
+                );
+                if done.is_some() {
+                    match key {
+                        UnitKey::Batch(_) => batch = None,
+                        UnitKey::Chunk(id) => {
+                            link.replies.remove(&id);
+                            if link.sent.len() > 100_000 {
+                                link.sent.clear();
+                            }
+                            link.sent.insert(id);
+                        }
+                    }
+                    raise_notices(&site);
+                }
+                continue;
+            }
+            Poll::Until(t) => Some(tokio::time::Instant::from_std(t)),
+            Poll::Idle => None,
+        };
+        raise_notices(&site);
+        let until = sleep.unwrap_or_else(|| tokio::time::Instant::now() + crate::content::RECHECK);
+        tokio::select! {
+            _ = &mut log => {}
+            _ = &mut grew => {}
+            _ = &mut wake => {}
+            _ = tokio::time::sleep_until(until) => {}
+            i = inputs.recv() => match i {
+                Some(i) => link.input(i, &mut control).await?,
+                None => return Ok(()),
+            },
+            e = &mut reader => {
+                return match e {
+                    Ok(ReplError::Link(LinkError::Closed)) => Ok(()),
+                    Ok(e) => Err(e),
+                    Err(e) => Err(ReplError::Site(e.to_string())),
+                };
+            }
+        }
+    }
+}
+
+/// The content side of one child connection.
+struct Link {
+    site: Arc<Site>,
+    child: SiteCode,
+    content: Option<quinn::SendStream>,
+    /// Which job each chunk the child said it misses belongs to.
+    chunk_job: HashMap<ChunkId, JobId>,
+    /// Chunks queued in the scheduler, read and ready.
+    replies: HashMap<ChunkId, Reply>,
+    /// Chunks asked for that are not here yet (this site fetches them from its parent).
+    waiting: Vec<ChunkId>,
+    /// Chunks sent on this connection: asked again means the child refused the copy, so
+    /// the next one is verified here first.
+    sent: HashSet<ChunkId>,
+}
+
+impl Link {
+    async fn input(&mut self, i: Input, control: &mut FrameWriter) -> Result<(), ReplError> {
+        match i {
+            Input::Reply(f) => control.send(&f).await?,
+            Input::ContentStream(s) => self.content = Some(s),
+            Input::Need {
+                package,
+                version,
+                ids,
+            } => {
+                let priority = self
+                    .site
+                    .db
+                    .package(&package)
+                    .ok()
+                    .flatten()
+                    .map_or(Priority::Medium, |r| r.priority);
+                let job = self.site.sender.lock().expect("sender lock").content_job(
+                    self.child,
+                    package,
+                    version,
+                    priority,
+                    ids.iter().map(|id| UnitKey::Chunk(*id)),
+                );
+                for id in ids {
+                    self.chunk_job.insert(id, job);
+                }
+            }
+            Input::Request(ids) => {
+                for id in ids {
+                    self.offer(id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `id` for the child if it is here; otherwise waits for it (fetching it from
+    /// this site's parent) or says it is missing.
+    async fn offer(&mut self, id: ChunkId) -> Result<(), ReplError> {
+        if self.replies.contains_key(&id) {
+            return Ok(());
+        }
+        let verify = self.sent.contains(&id);
+        let mut buf = Vec::new();
+        match crate::content::read_for_child(&self.site, &id, verify, &mut buf) {
+            Ok(()) => {
+                if crate::content::corrupt_this_send() {
+                    let i = buf.len() / 2;
+                    buf[i] ^= 0x55;
+                }
+                let head = ChunkReply::Chunk {
+                    id,
+                    len: buf.len() as u32,
+                }
+                .encode();
+                let reply = Reply {
+                    head,
+                    body: Bytes::from(buf),
+                };
+                let mut s = self.site.sender.lock().expect("sender lock");
+                let job = match self.chunk_job.get(&id) {
+                    Some(j) => *j,
+                    None => s.job(self.child, JobKind::Chunks, Priority::Medium),
+                };
+                s.push(
+                    job,
+                    Unit {
+                        key: UnitKey::Chunk(id),
+                        len: reply.len(),
+                    },
+                );
+                drop(s);
+                self.replies.insert(id, reply);
+                return Ok(());
+            }
+            Err(None) => {}
+            Err(Some(reason)) => {
+                tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
+                let _ = self.site.store.remove(&id);
+                let _ = self.site.raise(40204, vec![], vec![id.to_hex(), reason]);
+            }
+        }
+        let no_source = self.site.cfg.parent.is_none()
+            || self
+                .site
+                .fetch
+                .lock()
+                .expect("fetch lock")
+                .is_missing_upstream(&id);
+        if no_source {
+            if let Some(stream) = self.content.as_mut() {
+                let h = ChunkReply::Missing { id }.encode();
+                stream.write_all(&h).await.map_err(LinkError::Write)?;
+            }
+        } else {
+            let new = self
+                .site
+                .fetch
+                .lock()
+                .expect("fetch lock")
+                .want(id, crate::fetch::UNKNOWN_SIZE);
+            if new {
+                tracing::debug!(child = %self.child, chunk = %id, "fetching a chunk a child asked for");
+                self.site.fetch_wake.notify_one();
+            }
+            if !self.waiting.contains(&id) {
+                self.waiting.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers again what was waiting, now that the store (or the parent's answers) changed.
+    async fn check_waiting(&mut self) -> Result<(), ReplError> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let ready: Vec<ChunkId> = {
+            let plan = self.site.fetch.lock().expect("fetch lock");
+            self.waiting
+                .iter()
+                .filter(|id| !plan.is_wanted(id) || plan.is_missing_upstream(id))
+                .copied()
+                .collect()
+        };
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.waiting.retain(|id| !ready.contains(id));
+        for id in ready {
+            self.offer(id).await?;
+        }
+        Ok(())
+    }
+}
