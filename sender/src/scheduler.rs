@@ -328,6 +328,24 @@ impl Scheduler {
         id
     }
 
+    /// Withdraws `job` if none of it has been written (a batch about to be rebuilt with
+    /// more events); returns whether it was withdrawn.
+    pub fn withdraw(&mut self, job: JobId) -> bool {
+        let Some(j) = self.jobs.get(&job) else {
+            return true;
+        };
+        let started = j.bytes_sent > 0
+            || self
+                .links
+                .get(&j.dest)
+                .is_some_and(|l| l.current.is_some_and(|(c, _, _)| c == job));
+        if started {
+            return false;
+        }
+        self.jobs.remove(&job);
+        true
+    }
+
     /// Drops the unit in progress on the link to `dest` without counting it as written (its
     /// data could not be read here).
     pub fn abandon_unit(&mut self, dest: &SiteCode) {

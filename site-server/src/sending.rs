@@ -200,6 +200,21 @@ pub async fn run(
         while let Ok(i) = inputs.try_recv() {
             link.input(i, &mut control).await?;
         }
+        // A batch held back (by a window) and not started is rebuilt when the log grows, so
+        // that a later high event lifts the events before it instead of waiting behind them.
+        if let Some((job, last, _)) = &batch {
+            let (job, last) = (*job, *last);
+            let grown = last < next_event + BATCH as u64 - 1
+                && site
+                    .db
+                    .counts()
+                    .map_err(|e| ReplError::Site(e.to_string()))?
+                    .config_events
+                    > last;
+            if grown && site.sender.lock().expect("sender lock").withdraw(job) {
+                batch = None;
+            }
+        }
         if batch.is_none() {
             let from = next_event;
             let events = blocking(&site, move |s| s.db.log(from, BATCH)).await?;

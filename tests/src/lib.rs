@@ -399,3 +399,76 @@ pub fn sample_tree(root: &Path) {
     std::fs::write(root.join("docs/en/guide.txt"), text).unwrap();
     std::fs::write(root.join("README"), b"read me\n").unwrap();
 }
+
+/// `status packages --json` row of `pkg` at `site`, if any.
+pub fn content_row(site: &TestSite, pkg: &str) -> Option<serde_json::Value> {
+    let rows = site.cli(&["status", "packages", "--json"]);
+    if rows.code != 0 {
+        return None;
+    }
+    rows.json()
+        .as_array()?
+        .iter()
+        .find(|r| r["package"] == pkg)
+        .cloned()
+}
+
+pub fn complete(site: &TestSite, pkg: &str, version: u64) -> bool {
+    content_row(site, pkg).is_some_and(|r| {
+        r["source_version"] == version
+            && r["chunks"].as_u64() > Some(0)
+            && r["chunks_present"] == r["chunks"]
+    })
+}
+
+/// Status messages with id `id` at `site` (JSON rows).
+pub fn messages(site: &TestSite, id: u32) -> Vec<serde_json::Value> {
+    site.cli(&["status", "messages", "--json", "--id", &id.to_string()])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub fn publish(site: &TestSite, src: &std::path::Path, name_or_pkg: &[&str]) -> String {
+    let mut args = vec![
+        "package",
+        "publish",
+        "--source",
+        src.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(name_or_pkg);
+    let out = site.cli(&args).json();
+    out["package"].as_str().unwrap().to_string()
+}
+
+/// Targets `pkg` at `site_code` from `at`, once `at` knows the site (its parent's report
+/// of its children may still be on the way).
+pub fn distribute(at: &TestSite, pkg: &str, site_code: &str) {
+    at.wait_until(20, &format!("{} to know {site_code}", at.code), || {
+        at.cli(&["package", "distribute", pkg, "--site", site_code])
+            .code
+            == 0
+    });
+}
+
+/// `mib` MiB of incompressible files under `root`, 16 MiB each, none alike (not within
+/// the tree, not between two trees with different paths).
+pub fn big_tree(root: &std::path::Path, mib: usize) {
+    std::fs::create_dir_all(root).unwrap();
+    let base = root
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    for i in 0..mib / 16 {
+        std::fs::write(
+            root.join(format!("part{i:03}.bin")),
+            // Even seeds apart: `noise` ORs the seed with 1, so 2i and 2i+1 would repeat.
+            noise(16 << 20, base.wrapping_add(2 * i as u64)),
+        )
+        .unwrap();
+    }
+}

@@ -1,60 +1,10 @@
 //! Content store-and-forward between real processes on 127.0.0.1: CEN -> P01 -> S01.
 
 use serde_json::Value;
-use tests::{link_child, link_parent, noise, sample_tree, three_tiers, TestSite};
-
-/// `status packages --json` row of `pkg` at `site`, if any.
-fn content_row(site: &TestSite, pkg: &str) -> Option<Value> {
-    let rows = site.cli(&["status", "packages", "--json"]);
-    if rows.code != 0 {
-        return None;
-    }
-    rows.json()
-        .as_array()?
-        .iter()
-        .find(|r| r["package"] == pkg)
-        .cloned()
-}
-
-fn complete(site: &TestSite, pkg: &str, version: u64) -> bool {
-    content_row(site, pkg).is_some_and(|r| {
-        r["source_version"] == version
-            && r["chunks"].as_u64() > Some(0)
-            && r["chunks_present"] == r["chunks"]
-    })
-}
-
-/// Status messages with id `id` at `site` (JSON rows).
-fn messages(site: &TestSite, id: u32) -> Vec<Value> {
-    site.cli(&["status", "messages", "--json", "--id", &id.to_string()])
-        .json()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn publish(site: &TestSite, src: &std::path::Path, name_or_pkg: &[&str]) -> String {
-    let mut args = vec![
-        "package",
-        "publish",
-        "--source",
-        src.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(name_or_pkg);
-    let out = site.cli(&args).json();
-    out["package"].as_str().unwrap().to_string()
-}
-
-/// Targets `pkg` at `site_code` from `at`, once `at` knows the site (its parent's report
-/// of its children may still be on the way).
-fn distribute(at: &TestSite, pkg: &str, site_code: &str) {
-    at.wait_until(20, &format!("{} to know {site_code}", at.code), || {
-        at.cli(&["package", "distribute", pkg, "--site", site_code])
-            .code
-            == 0
-    });
-}
+use tests::{
+    big_tree, complete, content_row, distribute, link_child, link_parent, messages, publish,
+    sample_tree, three_tiers, TestSite,
+};
 
 /// Every chunk file at `site` re-hashes to its name.
 fn store_verifies(site: &TestSite) -> u64 {
@@ -151,17 +101,6 @@ fn wait_partial(site: &TestSite, pkg: &str) {
             have > 0 && have < all / 2
         })
     });
-}
-
-fn big_tree(root: &std::path::Path, mib: usize) {
-    std::fs::create_dir_all(root).unwrap();
-    for i in 0..mib / 16 {
-        std::fs::write(
-            root.join(format!("part{i:03}.bin")),
-            noise(16 << 20, 100 + i as u64),
-        )
-        .unwrap();
-    }
 }
 
 #[test]
