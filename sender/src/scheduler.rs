@@ -143,6 +143,10 @@ struct Job {
     last_error: Option<String>,
     reported_pct: Option<u8>,
     finished: Option<Instant>,
+    /// When its first unit was queued, and when its first byte was written: how long a
+    /// job waited to start (behind a lower one: the preemption latency).
+    queued_at: Option<Instant>,
+    first_byte: Option<Instant>,
 }
 
 impl Job {
@@ -388,6 +392,8 @@ impl Scheduler {
                 last_error: None,
                 reported_pct: None,
                 finished: None,
+                queued_at: None,
+                first_byte: None,
             },
         );
         id
@@ -402,11 +408,12 @@ impl Scheduler {
         }
     }
 
-    /// Queues a unit of `job` (a unit already queued is not queued twice).
-    pub fn push(&mut self, job: JobId, unit: Unit) {
+    /// Queues a unit of `job` at `now` (a unit already queued is not queued twice).
+    pub fn push(&mut self, job: JobId, unit: Unit, now: Instant) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
+        j.queued_at.get_or_insert(now);
         if j.units.iter().any(|u| u.key == unit.key) {
             return;
         }
@@ -576,6 +583,7 @@ impl Scheduler {
             return;
         };
         j.bytes_sent += bytes;
+        j.first_byte.get_or_insert(now);
         if offset < unit.len {
             return;
         }
@@ -755,6 +763,9 @@ impl Scheduler {
                             attempts: j.attempts,
                             boosted: self.boosted(j, wall),
                             last_error: j.last_error.clone(),
+                            wait_ms: j.queued_at.zip(j.first_byte).map(|(q, f)| {
+                                f.saturating_duration_since(q).as_secs_f64() * 1000.0
+                            }),
                         });
                     }
                 }
@@ -814,6 +825,8 @@ pub struct JobView {
     pub attempts: u32,
     pub boosted: bool,
     pub last_error: Option<String>,
+    /// From its first chunk queued to its first byte written, in ms.
+    pub wait_ms: Option<f64>,
 }
 
 /// One link in `status senders`.

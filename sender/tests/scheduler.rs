@@ -55,6 +55,7 @@ impl Rig {
                     key: UnitKey::Chunk(chunk(p * 1000 + c)),
                     len: size,
                 },
+                Instant::now(),
             );
         }
         id
@@ -182,6 +183,7 @@ fn the_window_follows_the_sites_zone() {
             key: UnitKey::Chunk(chunk(1)),
             len: 1,
         },
+        Instant::now(),
     );
     // Monday 01:00 UTC is 10:00 in Seoul: closed. Monday 09:00 UTC is 18:00 there: open.
     assert!(matches!(
@@ -402,6 +404,7 @@ fn a_disconnect_forgets_the_requests_and_fails_an_attempt() {
                 key: UnitKey::Chunk(chunk(1000 + c)),
                 len: 10,
             },
+            Instant::now(),
         );
     }
     assert_eq!(r.drain("S01", 10), vec![id, id]);
@@ -418,7 +421,7 @@ fn a_chunk_asked_again_is_sent_again_before_the_job_is_sent() {
         panic!()
     };
     r.s.on_written(&site("S01"), 10, r.now, r.wall);
-    r.s.push(id, Unit { key, len: 10 });
+    r.s.push(id, Unit { key, len: 10 }, r.now);
     assert_eq!(r.drain("S01", 10), vec![id, id]);
     let sent = r
         .notices()

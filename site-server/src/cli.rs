@@ -1224,6 +1224,34 @@ async fn content(dir: &DataDir, json: bool) -> Res {
         ],
         &table,
     );
+    let sent: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.sending.iter().map(move |s| {
+                vec![
+                    r.package.to_string(),
+                    r.source_version.to_string(),
+                    s.site.to_string(),
+                    s.from.to_string(),
+                    format!("{}%", s.pct),
+                    match &s.error {
+                        Some(e) => format!("{}: {e}", s.state),
+                        None => s.state.clone(),
+                    },
+                    s.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+        })
+        .collect();
+    if !sent.is_empty() {
+        println!();
+        print_table(
+            &[
+                "PACKAGE", "VERSION", "TO SITE", "SENDER", "SENT", "STATE", "AT (UTC)",
+            ],
+            &sent,
+        );
+    }
     Ok(())
 }
 

@@ -348,6 +348,21 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
     let s01 = &mut rest[0];
     accept_child(cen, p01)?;
     accept_child(p01, s01)?;
+    step(
+        "P01: a schedule and a rate limit on the link to S01 (business hours: medium and high only, 50 MiB/s)",
+        &[
+            "child",
+            "set",
+            "--data",
+            &p01.data,
+            "--code",
+            "S01",
+            "--schedule",
+            "mon-fri 08-18 medium+; * all",
+            "--rate",
+            "mon-fri 08-18 50MiB/s; * unlimited",
+        ],
+    )?;
     cen.start()?;
     set_parent(p01, cen)?;
     p01.start()?;
@@ -451,6 +466,15 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
     )?;
     step("P01: links", &["status", "sites", "--data", &p01.data])?;
     step("S01: links", &["status", "sites", "--data", &s01.data])?;
+    step(
+        "CEN: senders (window and rate in force, queues per priority, last minute)",
+        &["status", "senders", "--data", &cen.data],
+    )?;
+    step("P01: senders", &["status", "senders", "--data", &p01.data])?;
+    step(
+        "CEN: packages, and how far each site has been sent them (3531/3533 from the tree)",
+        &["status", "packages", "--data", &cen.data],
+    )?;
     step(
         "S01: content here",
         &["status", "packages", "--data", &s01.data],

@@ -157,12 +157,10 @@ pub fn senders_table(v: &SendersView) -> String {
         &rows,
     ));
     for l in &v.links {
-        for j in &l.jobs {
-            if j.state == "sent" {
-                continue;
-            }
+        // The jobs of the last hour, newest last (at most ten per link).
+        for j in l.jobs.iter().rev().take(10).rev() {
             out.push_str(&format!(
-                "  {} {} v{} [{}] {} {}%{}{}\n",
+                "  to {}: {} v{} [{}] {} {}%{}{}\n",
                 l.dest,
                 j.package,
                 j.version,

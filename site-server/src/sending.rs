@@ -234,6 +234,7 @@ pub async fn run(
                         key: UnitKey::Batch(first),
                         len: bytes.len() as u64,
                     },
+                    Instant::now(),
                 );
                 batch = Some((job, last, bytes));
             }
@@ -412,6 +413,7 @@ impl Link {
                         key: UnitKey::Chunk(id),
                         len: reply.len(),
                     },
+                    Instant::now(),
                 );
                 drop(s);
                 self.replies.insert(id, reply);

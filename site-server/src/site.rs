@@ -115,6 +115,27 @@ pub struct ContentRow {
     pub chunks_present: u64,
     pub bytes: u64,
     pub bytes_present: u64,
+    /// Per site the version is sent to (anywhere below), the last word of its sender
+    /// (3531/3532/3533), as the seed's "% of content sent per site" report.
+    #[serde(default)]
+    pub sending: Vec<SiteSending>,
+}
+
+/// Per package version, per destination site: the last word of its sender.
+type SendingProgress =
+    std::collections::HashMap<(PackageId, u32), std::collections::BTreeMap<SiteCode, SiteSending>>;
+
+/// How far a package version has been sent to one site.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SiteSending {
+    pub site: SiteCode,
+    /// The site whose sender sends it.
+    pub from: SiteCode,
+    pub pct: u8,
+    /// sending, error (with the error), sent.
+    pub state: String,
+    pub error: Option<String>,
+    pub time: DateTime<Utc>,
 }
 
 /// One row of `status sites`.
@@ -468,8 +489,61 @@ impl Site {
     }
 
     /// `status packages`: how much of each needed package version is here.
+    /// The last sender message per (package, version, destination), from the report log
+    /// (this site's and its subtree's).
+    fn sending_progress(&self) -> Result<SendingProgress, OpError> {
+        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if (3531..=3533).contains(&m.id));
+        let mut out: std::collections::HashMap<_, std::collections::BTreeMap<_, SiteSending>> =
+            Default::default();
+        for (_, e) in self.db.reports(1, usize::MAX, keep)? {
+            let Report::Status(m) = e.body else { continue };
+            let (mut pkg, mut ver, mut dest) = (None, None, None);
+            for a in &m.attributes {
+                match a {
+                    Attribute::Package(p) => pkg = Some(*p),
+                    Attribute::SourceVersion(v) => ver = Some(*v),
+                    Attribute::DestinationSite(d) => dest = Some(*d),
+                    _ => {}
+                }
+            }
+            let (Some(pkg), Some(ver), Some(dest)) = (pkg, ver, dest) else {
+                continue;
+            };
+            let per = out.entry((pkg, ver)).or_default();
+            let prev = per.get(&dest).map_or(0, |p| p.pct);
+            if per.get(&dest).is_some_and(|p| p.time > m.time) {
+                continue;
+            }
+            let (pct, state, error) = match m.id {
+                3531 => (
+                    m.insertion
+                        .get(3)
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(prev),
+                    "sending",
+                    None,
+                ),
+                3532 => (prev, "error", m.insertion.get(3).cloned()),
+                _ => (100, "sent", None),
+            };
+            per.insert(
+                dest,
+                SiteSending {
+                    site: dest,
+                    from: m.site,
+                    pct,
+                    state: state.into(),
+                    error,
+                    time: m.time,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     pub fn content(&self) -> Result<Vec<ContentRow>, OpError> {
         let mut rows = Vec::new();
+        let progress = self.sending_progress()?;
         for (p, m, targets) in self.needed_versions()? {
             let mut r = ContentRow {
                 package: p.id,
@@ -480,6 +554,11 @@ impl Site {
                 chunks_present: 0,
                 bytes: 0,
                 bytes_present: 0,
+                sending: p
+                    .current()
+                    .and_then(|v| progress.get(&(p.id, v.source_version)))
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default(),
             };
             for c in m.unique_chunks() {
                 r.chunks += 1;
