@@ -7,6 +7,7 @@
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
 mod replicate;
+mod sender;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -46,6 +47,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         events: usize,
     },
+    /// The sender: rate-limit accuracy, preemption latency, unthrottled throughput vs raw quinn.
+    Sender {
+        #[arg(long, default_value = "/tmp/siterep-bench-sender")]
+        work: PathBuf,
+        /// Size of the package the rates and the throughput are measured on.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// High packages sent behind the low transfer.
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+        /// Throughput runs (scheduler vs raw link).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -69,6 +84,12 @@ fn main() -> Result<()> {
             runs,
             events,
         } => replicate::run(&work, mib, runs, events),
+        Cmd::Sender {
+            work,
+            mib,
+            samples,
+            runs,
+        } => sender::run(&work, mib, samples, runs),
     }
 }
 

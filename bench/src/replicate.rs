@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Site {
-    code: &'static str,
-    data: PathBuf,
+pub(crate) struct Site {
+    pub(crate) code: &'static str,
+    pub(crate) data: PathBuf,
     daemon: Option<Child>,
     api: String,
     token: String,
@@ -40,7 +40,7 @@ impl Drop for Site {
     }
 }
 
-fn cli(ss: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn cli(ss: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(ss).args(args).output()?;
     if !out.status.success() {
         bail!(
@@ -53,7 +53,7 @@ fn cli(ss: &Path, args: &[&str]) -> Result<String> {
 }
 
 impl Site {
-    fn init(ss: &Path, root: &Path, code: &'static str) -> Result<Site> {
+    pub(crate) fn init(ss: &Path, root: &Path, code: &'static str) -> Result<Site> {
         let data = root.join(code);
         let d = data.to_str().context("path")?;
         cli(
@@ -76,10 +76,10 @@ impl Site {
             token: String::new(),
         })
     }
-    fn d(&self) -> &str {
+    pub(crate) fn d(&self) -> &str {
         self.data.to_str().expect("utf-8 path")
     }
-    fn keys(&self, ss: &Path) -> Result<(String, String)> {
+    pub(crate) fn keys(&self, ss: &Path) -> Result<(String, String)> {
         let v: serde_json::Value =
             serde_json::from_str(&cli(ss, &["identity", "--json", "--data", self.d()])?)?;
         Ok((
@@ -87,7 +87,7 @@ impl Site {
             v["public_key"].as_str().context("key")?.into(),
         ))
     }
-    fn start(&mut self, ss: &Path) -> Result<()> {
+    pub(crate) fn start(&mut self, ss: &Path) -> Result<()> {
         let admin = self.data.join("admin.json");
         let _ = fs::remove_file(&admin);
         let log = fs::File::create(self.data.with_extension("log"))?;
@@ -111,7 +111,7 @@ impl Site {
         self.token = v["token"].as_str().context("token")?.into();
         Ok(())
     }
-    fn listen(&self) -> Result<String> {
+    pub(crate) fn listen(&self) -> Result<String> {
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(self.data.join("admin.json"))?)?;
         Ok(v["listen"].as_str().context("listen")?.into())
@@ -135,7 +135,7 @@ impl Site {
         let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
         Ok((status, body.to_string()))
     }
-    fn json(&self, path: &str) -> Result<serde_json::Value> {
+    pub(crate) fn json(&self, path: &str) -> Result<serde_json::Value> {
         let (st, body) = self.get(path)?;
         if st != 200 {
             bail!("{} GET {path}: {st} {body}", self.code);
@@ -155,7 +155,7 @@ impl Site {
 }
 
 /// `child add` at `parent` (not yet running), then returns; `parent set` comes after start.
-fn accept_child(ss: &Path, parent: &Site, child: &Site) -> Result<()> {
+pub(crate) fn accept_child(ss: &Path, parent: &Site, child: &Site) -> Result<()> {
     let (fp, key) = child.keys(ss)?;
     cli(
         ss,
@@ -175,7 +175,7 @@ fn accept_child(ss: &Path, parent: &Site, child: &Site) -> Result<()> {
     Ok(())
 }
 
-fn set_parent(ss: &Path, child: &Site, parent: &Site) -> Result<()> {
+pub(crate) fn set_parent(ss: &Path, child: &Site, parent: &Site) -> Result<()> {
     let (fp, key) = parent.keys(ss)?;
     let addr = parent.listen()?;
     cli(
@@ -198,7 +198,7 @@ fn set_parent(ss: &Path, child: &Site, parent: &Site) -> Result<()> {
     Ok(())
 }
 
-fn noise_tree(dir: &Path, mib: u64, seed: u64) -> Result<()> {
+pub(crate) fn noise_tree(dir: &Path, mib: u64, seed: u64) -> Result<()> {
     let marker = dir.join(format!(".complete-{mib}-{seed}"));
     if marker.exists() {
         return Ok(());
@@ -215,7 +215,7 @@ fn noise_tree(dir: &Path, mib: u64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
@@ -226,7 +226,7 @@ fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Seconds from CEN's target message to `site`'s 40210 for `pkg`.
-fn wait_complete(cen: &Site, site: &Site, pkg: &str) -> Result<f64> {
+pub(crate) fn wait_complete(cen: &Site, site: &Site, pkg: &str) -> Result<f64> {
     let t = Instant::now();
     loop {
         if let (Some(a), Some(b)) = (
@@ -242,7 +242,7 @@ fn wait_complete(cen: &Site, site: &Site, pkg: &str) -> Result<f64> {
     }
 }
 
-fn distribute(ss: &Path, cen: &Site, pkg: &str, to: &str) -> Result<()> {
+pub(crate) fn distribute(ss: &Path, cen: &Site, pkg: &str, to: &str) -> Result<()> {
     let t = Instant::now();
     loop {
         match cli(
@@ -265,7 +265,7 @@ fn distribute(ss: &Path, cen: &Site, pkg: &str, to: &str) -> Result<()> {
 }
 
 /// Sends `files` on one QUIC stream to a receiver in this process; returns seconds.
-fn raw_quinn(files: &[PathBuf], total: u64) -> Result<f64> {
+pub(crate) fn raw_quinn(files: &[PathBuf], total: u64) -> Result<f64> {
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let ca = schema::SiteCode::new("AAA").expect("code");
@@ -374,7 +374,7 @@ fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Resu
     }
 }
 
-fn mbps(bytes: u64, secs: f64) -> f64 {
+pub(crate) fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 

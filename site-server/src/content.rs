@@ -79,11 +79,13 @@ fn complete_key(p: &PackageId, v: u32) -> Vec<u8> {
 pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
     let mut tracked: BTreeMap<(PackageId, u32), Tracked> = BTreeMap::new();
     let mut recompute = true;
+    // The log's notification stays registered until it fires: while chunks keep arriving
+    // (content wakes this loop many times a second), a change to the log is never missed.
+    let mut log = Box::pin(site.log_grew.notified());
+    log.as_mut().enable();
     loop {
-        let log = site.log_grew.notified();
         let content = site.content_grew.notified();
-        tokio::pin!(log, content);
-        log.as_mut().enable();
+        tokio::pin!(content);
         content.as_mut().enable();
         let s = site.clone();
         let t = std::mem::take(&mut tracked);
@@ -103,7 +105,12 @@ pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
         }
         recompute = false;
         tokio::select! {
-            _ = &mut log => recompute = true,
+            biased;
+            _ = &mut log => {
+                recompute = true;
+                log = Box::pin(site.log_grew.notified());
+                log.as_mut().enable();
+            }
             _ = &mut content => {}
             _ = tokio::time::sleep(RECHECK) => recompute = true,
         }

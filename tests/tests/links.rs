@@ -222,3 +222,75 @@ fn links_are_written_checked_and_kept() {
     );
     p01.start();
 }
+
+#[test]
+fn bad_schedules_and_rates_are_refused_and_change_nothing() {
+    let mut cen = TestSite::init("CEN");
+    let p01 = TestSite::init("P01");
+    tests::link_child(&cen, &p01);
+    let path = cen.data().join("site.toml");
+    let toml = || std::fs::read_to_string(&path).unwrap();
+    cen.cli(&[
+        "child",
+        "set",
+        "--code",
+        "P01",
+        "--rate",
+        "mon-fri 08-18 2MiB/s; * 20MiB/s",
+    ])
+    .ok();
+    let before = toml();
+    assert!(before.contains("mon-fri 08-18 2MiB/s"), "{before}");
+    // Offline (file only), then with the daemon running (through it): the same refusals.
+    for running in [false, true] {
+        if running {
+            cen.start();
+        }
+        cen.cli(&[
+            "child",
+            "set",
+            "--code",
+            "P01",
+            "--schedule",
+            "mon-fry 08-18 high",
+        ])
+        .fails(2, &["mon-fry", "not a day"]);
+        cen.cli(&[
+            "child",
+            "set",
+            "--code",
+            "P01",
+            "--rate",
+            "* 2 MiB per second",
+        ])
+        .fails(2, &["not a rate"]);
+        cen.cli(&["child", "set", "--code", "P01", "--schedule", "08-25 all"])
+            .fails(2, &["08-25"]);
+        cen.cli(&["child", "set", "--code", "S99", "--rate", "* 1MiB/s"])
+            .fails(2, &["S99", "child list"]);
+        cen.cli(&["child", "set", "--code", "P01"])
+            .fails(2, &["--schedule"]);
+        assert_eq!(toml(), before, "a refused change wrote site.toml");
+    }
+    // A running daemon takes a good one at once.
+    cen.cli(&[
+        "child",
+        "set",
+        "--code",
+        "P01",
+        "--schedule",
+        "* high",
+        "--rate",
+        "* pulse 64KiB 2s",
+    ])
+    .ok();
+    let v = cen.cli(&["status", "senders", "--json"]).json();
+    let link = &v["links"][0];
+    assert_eq!(link["window"], "high");
+    assert_eq!(link["rates"], "* pulse 64KiB 2s");
+    // A malformed rule in site.toml stops the daemon from starting, with the file named.
+    cen.stop();
+    std::fs::write(&path, toml().replace("* pulse 64KiB 2s", "* fast")).unwrap();
+    cen.cli(&["run"])
+        .fails(2, &["site.toml", "child P01", "fast"]);
+}
