@@ -60,6 +60,10 @@ enum Cmd {
         /// Throughput runs (scheduler vs raw link).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// A site-server built from before the sender existed: the same unthrottled
+        /// transfer without the scheduler, alternated with ours.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
@@ -89,7 +93,8 @@ fn main() -> Result<()> {
             mib,
             samples,
             runs,
-        } => sender::run(&work, mib, samples, runs),
+            baseline,
+        } => sender::run(&work, mib, samples, runs, baseline.as_deref()),
     }
 }
 

@@ -22,16 +22,16 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A fresh CEN -> P01 under `root`, with `rate` on CEN's link to P01.
+/// A fresh CEN -> P01 under `root`, with `rate` on CEN's link to P01 (empty: none set, for
+/// a build from before the sender, which has no `child set`).
 fn pair(ss: &Path, root: &Path, rate: &str) -> Result<(Site, Site)> {
     let _ = fs::remove_dir_all(root);
     fs::create_dir_all(root)?;
     let mut cen = Site::init(ss, root, "CEN")?;
     let mut p01 = Site::init(ss, root, "P01")?;
     accept_child(ss, &cen, &p01)?;
-    cli(
-        ss,
-        &[
+    if !rate.is_empty() {
+        let args = [
             "child",
             "set",
             "--data",
@@ -40,8 +40,9 @@ fn pair(ss: &Path, root: &Path, rate: &str) -> Result<(Site, Site)> {
             "P01",
             "--rate",
             rate,
-        ],
-    )?;
+        ];
+        cli(ss, &args)?;
+    }
     cen.start(ss)?;
     set_parent(ss, &p01, &cen)?;
     p01.start(ss)?;
@@ -49,22 +50,22 @@ fn pair(ss: &Path, root: &Path, rate: &str) -> Result<(Site, Site)> {
 }
 
 fn publish(ss: &Path, cen: &Site, src: &Path, name: &str, priority: &str) -> Result<String> {
-    let out = cli(
-        ss,
-        &[
-            "package",
-            "publish",
-            "--data",
-            cen.d(),
-            "--source",
-            src.to_str().context("path")?,
-            "--name",
-            name,
-            "--priority",
-            priority,
-            "--json",
-        ],
-    )?;
+    let src = src.to_str().context("path")?;
+    let mut args = vec![
+        "package",
+        "publish",
+        "--data",
+        cen.d(),
+        "--source",
+        src,
+        "--name",
+        name,
+        "--json",
+    ];
+    if !priority.is_empty() {
+        args.extend(["--priority", priority]);
+    }
+    let out = cli(ss, &args)?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     Ok(v["package"].as_str().context("package id")?.to_string())
 }
@@ -201,7 +202,27 @@ fn preemption(
     Ok((waits, e2e))
 }
 
-pub fn run(work: &Path, mib: u64, samples: usize, runs: usize) -> Result<()> {
+/// Seconds for `tree` CEN -> P01, unthrottled, with the site-server at `ss`.
+fn unthrottled(ss: &Path, work: &Path, tree: &Path, current: bool) -> Result<f64> {
+    let (rate, prio) = if current {
+        ("unlimited", "medium")
+    } else {
+        ("", "")
+    };
+    let (cen, p01) = pair(ss, &work.join("sites"), rate)?;
+    let pkg = publish(ss, &cen, tree, "Throughput", prio)?;
+    std::thread::sleep(Duration::from_millis(300));
+    distribute(ss, &cen, &pkg, "P01")?;
+    wait_complete(&cen, &p01, &pkg)
+}
+
+pub fn run(
+    work: &Path,
+    mib: u64,
+    samples: usize,
+    runs: usize,
+    baseline: Option<&Path>,
+) -> Result<()> {
     let ss = site_server()?;
     let tree = work.join("tree");
     eprintln!(
@@ -219,31 +240,43 @@ pub fn run(work: &Path, mib: u64, samples: usize, runs: usize) -> Result<()> {
         "rate-limit accuracy ({} MiB package, limit changed live):",
         total >> 20
     );
-    let r = if std::env::var_os("BENCH_SKIP_RATES").is_some() {
+    let only_throughput = std::env::var_os("BENCH_ONLY_THROUGHPUT").is_some();
+    let r = if only_throughput {
         vec![]
     } else {
         rates(&ss, work, &tree)?
     };
 
     println!("preemption at 8 MiB/s ({samples} high packages of 200 KiB behind a low one):");
-    let (mut waits, mut e2e) = preemption(&ss, work, &tree, samples)?;
+    let (mut waits, mut e2e) = if only_throughput {
+        (vec![0.0], vec![0.0])
+    } else {
+        preemption(&ss, work, &tree, samples)?
+    };
 
     println!("unthrottled throughput, CEN -> P01 vs raw quinn ({runs} runs):");
     let (mut ours, mut raw, mut ratios) = (vec![], vec![], vec![]);
+    let (mut base, mut base_ratios) = (vec![], vec![]);
     for run in 0..runs {
-        let (cen, p01) = pair(&ss, &work.join("sites"), "unlimited")?;
-        let pkg = publish(&ss, &cen, &tree, "Throughput", "medium")?;
-        std::thread::sleep(Duration::from_millis(300));
-        distribute(&ss, &cen, &pkg, "P01")?;
-        let t = wait_complete(&cen, &p01, &pkg)?;
-        drop((cen, p01));
+        let t = unthrottled(&ss, work, &tree, true)?;
         let q = raw_quinn(&files, total)?;
-        println!(
+        let mut line = format!(
             "  run {run}: scheduler on {:>5.0} MB/s   raw quinn {:>5.0} MB/s   ratio {:.2}",
             mbps(total, t),
             mbps(total, q),
             q / t
         );
+        if let Some(b) = baseline {
+            let tb = unthrottled(b, work, &tree, false)?;
+            line += &format!(
+                "   without the scheduler {:>5.0} MB/s   ratio {:.2}",
+                mbps(total, tb),
+                tb / t
+            );
+            base.push(tb);
+            base_ratios.push(tb / t);
+        }
+        println!("{line}");
         ours.push(t);
         raw.push(q);
         ratios.push(q / t);
@@ -276,5 +309,13 @@ pub fn run(work: &Path, mib: u64, samples: usize, runs: usize) -> Result<()> {
         mbps(total, median(raw)),
         median(ratios)
     );
+    if !base.is_empty() {
+        println!(
+            "  unthrottled: scheduler on / the same transfer without it (build {}): {:.2} (median of per-run ratios; {:.0} MB/s without)",
+            baseline.map(|b| b.display().to_string()).unwrap_or_default(),
+            median(base_ratios),
+            mbps(total, median(base))
+        );
+    }
     Ok(())
 }

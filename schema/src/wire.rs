@@ -67,6 +67,10 @@ pub enum Frame {
         version: u32,
         ids: Vec<ChunkId>,
     },
+    /// Parent to child, on the control stream: the link's address schedule and rate limit
+    /// (rule texts, as in `site.toml`), so what the child sends up (its reports) honours
+    /// them too. Sent when the link comes up and whenever the parent changes them.
+    LinkPolicy { schedule: String, rate: String },
 }
 
 /// Length of a chunk reply's header on the content stream.

@@ -75,6 +75,10 @@ pub struct SenderLimits {
     pub retries: u32,
     /// Delay before a retry, e.g. "1m", "30s".
     pub retry_delay: String,
+    /// The priority reports travel up at when they hold an error ...
+    pub error_reports: schema::event::Priority,
+    /// ... and when they do not.
+    pub other_reports: schema::event::Priority,
 }
 
 impl Default for SenderLimits {
@@ -84,11 +88,29 @@ impl Default for SenderLimits {
             total: 5,
             retries: 2,
             retry_delay: "1m".into(),
+            error_reports: schema::event::Priority::High,
+            other_reports: schema::event::Priority::Medium,
         }
     }
 }
 
 impl SenderLimits {
+    /// The priority a batch of reports travels up at: that of errors if it holds one.
+    pub fn report_priority(
+        &self,
+        reports: &[schema::report::ReportEnvelope],
+    ) -> schema::event::Priority {
+        use schema::report::Report;
+        let error = reports.iter().any(|r| {
+            matches!(&r.body, Report::Status(m) if m.severity == schema::status::Severity::Error)
+        });
+        if error {
+            self.error_reports
+        } else {
+            self.other_reports
+        }
+    }
+
     fn is_default(&self) -> bool {
         *self == Self::default()
     }
@@ -299,6 +321,43 @@ pub fn is_initialized(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn reports_with_an_error_go_up_at_the_error_priority() {
+        use schema::event::Priority;
+        use schema::report::{Report, ReportEnvelope, StatusMessage};
+        let code = SiteCode::new("P01").unwrap();
+        let env = |id| ReportEnvelope {
+            origin: code,
+            origin_seq: 1,
+            time: chrono::Utc::now(),
+            body: Report::Status(StatusMessage::new(
+                id,
+                code,
+                "m".to_string(),
+                chrono::Utc::now(),
+                vec![],
+                vec![],
+            )),
+        };
+        let limits = SenderLimits::default();
+        assert_eq!(
+            limits.report_priority(&[env(40210), env(3531)]),
+            Priority::Medium
+        );
+        assert_eq!(
+            limits.report_priority(&[env(40210), env(3532)]),
+            Priority::High
+        );
+        let quiet = SenderLimits {
+            error_reports: Priority::Medium,
+            other_reports: Priority::Low,
+            ..SenderLimits::default()
+        };
+        assert_eq!(quiet.report_priority(&[env(40210)]), Priority::Low);
+        assert_eq!(quiet.report_priority(&[env(40204)]), Priority::Medium);
+    }
+
     use super::*;
 
     #[test]

@@ -14,13 +14,18 @@ use crate::db::{PARENT_APPLIED, PARENT_REPORTS_ACKED};
 use crate::links::Role;
 use crate::sending::Input;
 use crate::site::Site;
+use bytes::Bytes;
 use chrono::Utc;
 use schema::report::Attribute;
+use schema::report::ReportEnvelope;
 use schema::wire::Frame;
+use schema::SiteCode;
 use sender::link::{FrameReader, FrameWriter, LinkError};
+use sender::scheduler::{JobId, JobKind, Poll, Unit, UnitKey};
 use sender::tls::{self, Pins};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Events per `Events` frame.
 pub(crate) const BATCH: usize = 256;
@@ -269,7 +274,7 @@ async fn run_parent_link(
     // Content goes on its own stream, beside this one; the link ends when either does.
     let fetch = crate::content::fetch_from_parent(site.clone(), conn.clone(), parent.code);
     tokio::select! {
-        r = control_loop(site, &mut w, &mut r, acked) => r,
+        r = control_loop(site, parent.code, &mut w, &mut r, acked) => r,
         r = fetch => r,
     }
 }
@@ -277,27 +282,84 @@ async fn run_parent_link(
 /// Events down, reports up, on the control stream of the link to the parent.
 async fn control_loop(
     site: &Arc<Site>,
+    parent: SiteCode,
     w: &mut FrameWriter,
     r: &mut FrameReader,
     acked: u64,
 ) -> Result<(), ReplError> {
     // Reports are sent from the last acknowledged position; the parent skips what it has.
+    // They go through this site's sender like anything else on a link: a batch is a job at
+    // the priority of its most severe report, under the schedule and rate the parent set.
     let mut next_report = acked + 1;
+    let mut batch: Option<(JobId, u64, Bytes)> = None;
+    let mut encoded = Vec::new();
+    {
+        let mut s = site.sender.lock().expect("sender lock");
+        s.on_disconnect(&parent, "reconnected", Instant::now());
+        s.on_connect(&parent);
+    }
     loop {
         let grew = site.reports_grew.notified();
-        tokio::pin!(grew);
+        let wake = site.sender_wake.notified();
+        tokio::pin!(grew, wake);
         grew.as_mut().enable();
-        let batch = blocking(site, move |s| s.db.reports(next_report, BATCH, |_| true)).await?;
-        if let Some((last, _)) = batch.last() {
-            let first = batch[0].0;
-            let last = *last;
-            let reports = batch.into_iter().map(|(_, r)| r).collect();
-            w.send(&Frame::Reports { first, reports }).await?;
-            next_report = last + 1;
-            continue;
+        wake.as_mut().enable();
+        if batch.is_none() {
+            let reports =
+                blocking(site, move |s| s.db.reports(next_report, BATCH, |_| true)).await?;
+            if let Some((last, _)) = reports.last() {
+                let (first, last) = (reports[0].0, *last);
+                let reports: Vec<ReportEnvelope> = reports.into_iter().map(|(_, r)| r).collect();
+                let priority = site.cfg.sender.report_priority(&reports);
+                encoded.clear();
+                schema::wire::encode_frame(&Frame::Reports { first, reports }, &mut encoded)
+                    .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
+                let bytes = Bytes::copy_from_slice(&encoded);
+                let mut s = site.sender.lock().expect("sender lock");
+                let job = s.job(parent, JobKind::Reports, priority);
+                let len = bytes.len() as u64;
+                s.push(
+                    job,
+                    Unit {
+                        key: UnitKey::Batch(first),
+                        len,
+                    },
+                    Instant::now(),
+                );
+                batch = Some((job, last, bytes));
+            }
         }
+        let mut sleep = None;
+        if let Some((_, last, bytes)) = &batch {
+            let poll =
+                site.sender
+                    .lock()
+                    .expect("sender lock")
+                    .poll(&parent, Instant::now(), Utc::now());
+            match poll {
+                Poll::Send { offset, len, .. } => {
+                    crate::sending::write_slice(w.stream(), &[], bytes, offset, len).await?;
+                    site.sender.lock().expect("sender lock").on_written(
+                        &parent,
+                        len,
+                        Instant::now(),
+                        Utc::now(),
+                    );
+                    if offset + len == bytes.len() as u64 {
+                        next_report = last + 1;
+                        batch = None;
+                    }
+                    continue;
+                }
+                Poll::Until(t) => sleep = Some(tokio::time::Instant::from_std(t)),
+                Poll::Idle => {}
+            }
+        }
+        let until = sleep.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(30));
         let frame = tokio::select! {
             _ = &mut grew => continue,
+            _ = &mut wake => continue,
+            _ = tokio::time::sleep_until(until) => continue,
             f = r.recv() => f,
         };
         match frame {
@@ -319,6 +381,20 @@ async fn control_loop(
                     site.log_grew.notify_waiters();
                 }
                 w.send(&Frame::EventsAck { upto: o.cursor }).await?;
+            }
+            Ok(Frame::LinkPolicy { schedule, rate }) => {
+                match sender::scheduler::LinkPolicy::parse(&schedule, &rate) {
+                    Ok(p) => {
+                        tracing::info!(%schedule, %rate, "the parent set this link's schedule and rate");
+                        site.sender
+                            .lock()
+                            .expect("sender lock")
+                            .set_policy(parent, p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the parent's link policy does not parse; keeping the last one")
+                    }
+                }
             }
             Ok(Frame::ReportsAck { upto }) => {
                 blocking(site, move |s| s.db.set_cursor(PARENT_REPORTS_ACKED, upto)).await?;

@@ -146,7 +146,7 @@ fn rank(p: Priority) -> u8 {
 }
 
 /// Writes `len` bytes from `offset` of a unit made of `head` then `body`.
-async fn write_slice(
+pub(crate) async fn write_slice(
     stream: &mut quinn::SendStream,
     head: &[u8],
     body: &Bytes,
@@ -185,6 +185,8 @@ pub async fn run(
         sent: HashSet::new(),
     };
     let mut next_event = applied + 1;
+    // The link's schedule and rate as last told to the child.
+    let mut told: Option<(String, String)> = None;
     // The batch being sent: its job, last position, and encoded frame.
     let mut batch: Option<(JobId, u64, Bytes)> = None;
     let mut encoded = Vec::new();
@@ -199,6 +201,22 @@ pub async fn run(
 
         while let Ok(i) = inputs.try_recv() {
             link.input(i, &mut control).await?;
+        }
+        let policy = site
+            .sender
+            .lock()
+            .expect("sender lock")
+            .policy(&child)
+            .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
+            .unwrap_or_default();
+        if told.as_ref() != Some(&policy) {
+            control
+                .send(&Frame::LinkPolicy {
+                    schedule: policy.0.clone(),
+                    rate: policy.1.clone(),
+                })
+                .await?;
+            told = Some(policy);
         }
         // A batch held back (by a window) and not started is rebuilt when the log grows, so
         // that a later high event lifts the events before it instead of waiting behind them.
@@ -215,7 +233,14 @@ pub async fn run(
                 batch = None;
             }
         }
-        if batch.is_none() {
+        // The log is read (on a blocking thread) only when it holds more than was sent: a
+        // cheap length check, not a read per chunk written.
+        let log_len = site
+            .db
+            .counts()
+            .map_err(|e| ReplError::Site(e.to_string()))?
+            .config_events;
+        if batch.is_none() && log_len >= next_event {
             let from = next_event;
             let events = blocking(&site, move |s| s.db.log(from, BATCH)).await?;
             if let Some((last, _)) = events.last() {

@@ -107,11 +107,23 @@ fn a_window_holds_a_low_job_while_a_high_job_passes_and_a_live_edit_opens_it() {
         link["queue"]["low"]["jobs"].as_u64().unwrap() >= 1,
         "the low job waits, it is not dropped: {link}"
     );
-    // Opened while the daemon runs: the low package follows, no restart.
+    // The window holds P01's reports too: they go up at medium (no error among them), and
+    // the parent told P01 the link's schedule.
+    assert!(
+        messages(&cen, 40210).is_empty(),
+        "P01's info reports passed a high-only window"
+    );
+    let up = senders(&p01);
+    assert_eq!(up["links"][0]["dest"], "CEN");
+    assert_eq!(up["links"][0]["window"], "high");
+    // Opened while the daemon runs: the low package follows, no restart, and the reports.
     cen.cli(&["child", "set", "--code", "P01", "--schedule", "* all"])
         .ok();
     p01.wait_until(30, "the low package after the window opened", || {
         complete(&p01, &low, 1)
+    });
+    cen.wait_until(30, "P01's complete messages at CEN", || {
+        messages(&cen, 40210).len() == 2
     });
 }
 
