@@ -1,0 +1,338 @@
+//! Serving package files to clients over HTTP, from the content store.
+//!
+//! - `GET /packages/{id}/{version}/manifest`: the version's manifest (JSON);
+//! - `GET /packages/{id}/{version}/files/{path}`: the file, reassembled from its chunks, with
+//!   `Content-Length`, `ETag` (BLAKE3 over the file's chunk ids: it names the content
+//!   exactly) and one byte `Range` (`bytes=a-b`, `a-`, `-n`), so `curl -O` and `curl -C -`
+//!   work; `HEAD` too;
+//! - `{version}` may be `latest`: the newest version fully present here.
+//!
+//! What is served is only what [`Catalog`] says is fully present. Every chunk of the range
+//! is verified before the first byte goes (a chunk that fails is a 500 with a clear body, and
+//! [`Catalog::corrupt`] is told), and again as it is read, so a client never receives bytes
+//! that do not hash to their name. A path with `..`, an absolute path or an empty part is a
+//! 400 and nothing is read.
+
+use crate::store::{ContentStore, StoreError};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use schema::manifest::{ChunkRef, Manifest};
+use schema::{ChunkId, PackageId};
+use std::sync::Arc;
+
+/// What the server may serve: the package versions fully present in the store.
+pub trait Catalog: Send + Sync + 'static {
+    /// The versions of `package` fully present here, with their manifests.
+    fn present(&self, package: &PackageId) -> Vec<(u32, Arc<Manifest>)>;
+    /// A chunk failed verification while being served (raise a status message, re-fetch).
+    fn corrupt(&self, package: &PackageId, version: u32, chunk: &ChunkId, reason: &str);
+}
+
+#[derive(Clone)]
+struct Served {
+    store: Arc<ContentStore>,
+    catalog: Arc<dyn Catalog>,
+}
+
+/// The HTTP routes (see the module doc).
+pub fn router(store: Arc<ContentStore>, catalog: Arc<dyn Catalog>) -> Router {
+    Router::new()
+        .route("/packages/{id}/{version}/manifest", get(manifest))
+        .route("/packages/{id}/{version}/files/{*path}", get(file))
+        .with_state(Served { store, catalog })
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body + "\n",
+    )
+        .into_response()
+}
+
+/// The version asked for, if fully present.
+fn resolve(
+    st: &Served,
+    id: &str,
+    version: &str,
+) -> Result<(PackageId, u32, Arc<Manifest>), (StatusCode, String)> {
+    let package: PackageId = id
+        .parse()
+        .map_err(|e: schema::IdError| (StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let present = st.catalog.present(&package);
+    let found = if version == "latest" {
+        present.iter().max_by_key(|(v, _)| *v).cloned()
+    } else {
+        let v: u32 = version.parse().map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("version {version:?} is not a number or `latest`"),
+            )
+        })?;
+        present.iter().find(|(p, _)| *p == v).cloned()
+    };
+    match found {
+        Some((v, m)) => Ok((package, v, m)),
+        None => Err((
+            StatusCode::NOT_FOUND,
+            format!("package {package} version {version} is not fully present on this distribution point"),
+        )),
+    }
+}
+
+async fn manifest(
+    State(st): State<Served>,
+    Path((id, version)): Path<(String, String)>,
+) -> Response {
+    match resolve(&st, &id, &version) {
+        Ok((_, _, m)) => axum::Json(m.as_ref().clone()).into_response(),
+        Err((code, why)) => text(code, why),
+    }
+}
+
+/// A clean relative path: no leading `/`, no `.`, `..` or empty part.
+fn clean(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
+/// The ETag of a file: BLAKE3 over its chunk ids.
+pub fn etag(chunks: &[ChunkRef]) -> String {
+    let mut h = blake3::Hasher::new();
+    for c in chunks {
+        h.update(&c.id.0);
+    }
+    format!("\"{}\"", h.finalize().to_hex())
+}
+
+/// Parses one `Range: bytes=...` against `size`: `Ok(None)` for the whole file,
+/// `Err(())` when unsatisfiable.
+fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None); // another unit: ignored, the whole file (RFC 9110)
+    };
+    if spec.contains(',') {
+        return Ok(None); // several ranges: the whole file is a valid answer
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let s: u64 = a.parse().map_err(|_| ())?;
+        let e = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .saturating_add(1)
+                .min(size)
+        };
+        (s, e)
+    };
+    if start >= end || start >= size {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn file(
+    State(st): State<Served>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, version, path)): Path<(String, String, String)>,
+) -> Response {
+    if !clean(&path) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("path {path:?} is not a clean relative path inside the package"),
+        );
+    }
+    let (package, version, m) = match resolve(&st, &id, &version) {
+        Ok(x) => x,
+        Err((code, why)) => return text(code, why),
+    };
+    let Some(entry) = m.files.iter().find(|f| f.path == path) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("package {package} version {version} has no file {path:?}"),
+        );
+    };
+    let chunks: Vec<ChunkRef> = entry.chunks().to_vec();
+    let size = entry.size;
+    let tag = etag(&chunks);
+    let (start, end, partial) = match range(&headers, size) {
+        Ok(None) => (0, size, false),
+        Ok(Some((s, e))) => (s, e, true),
+        Err(()) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response()
+        }
+    };
+    // The chunks that hold bytes start..end, and where the range begins in the first.
+    let mut pos = 0u64;
+    let mut first_skip = 0u64;
+    let mut wanted = Vec::new();
+    for c in &chunks {
+        let (c0, c1) = (pos, pos + c.len as u64);
+        pos = c1;
+        if c1 <= start || c0 >= end {
+            continue;
+        }
+        if wanted.is_empty() {
+            first_skip = start - c0;
+        }
+        wanted.push(*c);
+    }
+    // Verify before the first byte: a bad chunk is a 500, never bytes.
+    let store = st.store.clone();
+    let check = wanted.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        for c in &check {
+            if let Err(e) = store.get_into(&c.id, &mut buf) {
+                return Err((c.id, e));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match verified {
+        Ok(Ok(())) => {}
+        Ok(Err((chunk, e))) => {
+            let reason = e.to_string();
+            st.catalog.corrupt(&package, version, &chunk, &reason);
+            let what = match e {
+                StoreError::Missing(_) => "is missing",
+                _ => "failed verification",
+            };
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{path:?} of package {package} version {version} cannot be served: chunk {chunk} {what} ({reason}); the distribution point fetches it again, retry later"
+                ),
+            );
+        }
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")),
+    }
+    let mut h = HeaderMap::new();
+    h.insert(header::ETAG, tag.parse().expect("hex"));
+    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
+    h.insert(header::CONTENT_LENGTH, (end - start).into());
+    let status = if partial {
+        h.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1)
+                .parse()
+                .expect("ascii"),
+        );
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    if method == Method::HEAD {
+        return (status, h).into_response();
+    }
+    let body = stream(st, package, version, wanted, first_skip, end - start);
+    (status, h, body).into_response()
+}
+
+/// Streams `len` bytes from `chunks`, skipping `skip` bytes of the first, each chunk read
+/// (and verified again) on a blocking thread; a failure ends the body early (the client sees
+/// a short transfer against `Content-Length`, never wrong bytes).
+fn stream(
+    st: Served,
+    package: PackageId,
+    version: u32,
+    chunks: Vec<ChunkRef>,
+    skip: u64,
+    len: u64,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        let mut skip = skip as usize;
+        for c in chunks {
+            if left == 0 {
+                break;
+            }
+            let mut buf = Vec::with_capacity(c.len as usize);
+            if let Err(e) = st.store.get_into(&c.id, &mut buf) {
+                st.catalog.corrupt(&package, version, &c.id, &e.to_string());
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+            let mut b = bytes::Bytes::from(buf);
+            if skip > 0 {
+                b = b.slice(skip.min(b.len())..);
+                skip = 0;
+            }
+            if b.len() as u64 > left {
+                b = b.slice(..left as usize);
+            }
+            left -= b.len() as u64;
+            if tx.blocking_send(Ok(b)).is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_as_rfc_9110_says() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::RANGE, v.parse().unwrap());
+            m
+        };
+        assert_eq!(range(&HeaderMap::new(), 100), Ok(None));
+        assert_eq!(range(&h("bytes=0-9"), 100), Ok(Some((0, 10))));
+        assert_eq!(range(&h("bytes=90-"), 100), Ok(Some((90, 100))));
+        assert_eq!(range(&h("bytes=-10"), 100), Ok(Some((90, 100))));
+        assert_eq!(range(&h("bytes=95-200"), 100), Ok(Some((95, 100))));
+        assert_eq!(range(&h("bytes=100-"), 100), Err(()));
+        assert_eq!(range(&h("bytes=5-1"), 100), Err(()));
+        assert_eq!(range(&h("bytes=-0"), 100), Err(()));
+        assert_eq!(range(&h("bytes=0-1,5-6"), 100), Ok(None));
+        assert_eq!(range(&h("items=0-1"), 100), Ok(None));
+    }
+
+    #[test]
+    fn only_clean_relative_paths() {
+        for ok in ["a", "bin/tool.bin", "docs/a b.txt"] {
+            assert!(clean(ok), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/."] {
+            assert!(!clean(bad), "{bad}");
+        }
+    }
+}
