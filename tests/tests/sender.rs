@@ -171,3 +171,37 @@ fn a_high_package_preempts_a_low_transfer_at_the_next_chunk() {
         Some(true)
     );
 }
+
+#[test]
+fn a_boost_lets_a_package_through_a_closed_window() {
+    let (cen, p01) = two_sites("* closed", "");
+    let src = cen.tmp.path().join("urgent");
+    sample_tree(&src);
+    let pkg = publish(&cen, &src, &["--name", "Urgent", "--priority", "low"]);
+    distribute(&cen, &pkg, "P01");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        content_row(&p01, &pkg).is_none(),
+        "a closed window let events through"
+    );
+    cen.cli(&["sender", "boost", "--package", &pkg, "--for", "1h"])
+        .ok();
+    // The boost travels with the events it lifts, and the content follows, window closed.
+    p01.wait_until(30, "the boosted package at P01", || complete(&p01, &pkg, 1));
+    let v = senders(&cen);
+    assert_eq!(v["boosts"][0]["package"], pkg.as_str());
+    assert_eq!(v["links"][0]["window"], "closed");
+    assert_eq!(messages(&cen, 40130).len(), 1);
+    // Ended: the next package waits again.
+    cen.cli(&["sender", "boost", "--package", &pkg, "--off"])
+        .ok();
+    let src2 = cen.tmp.path().join("later");
+    big_tree(&src2, 16);
+    let pkg2 = publish(&cen, &src2, &["--name", "Later"]);
+    distribute(&cen, &pkg2, "P01");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !complete(&p01, &pkg2, 1),
+        "a package passed a closed window unboosted"
+    );
+}
