@@ -117,6 +117,7 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/status/messages", get(messages))
         .route("/v1/status/sites", get(sites))
         .route("/v1/status/senders", get(senders))
+        .route("/v1/dps", get(dps))
         .route("/v1/children/{code}", post(child_set))
         .route("/v1/sender/retry", post(sender_retry))
         .route("/v1/sender/boost", post(sender_boost))
@@ -278,4 +279,8 @@ async fn set_priority(
         s.set_priority(package, b.priority).map(|()| b)
     })
     .await
+}
+
+async fn dps(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::DpRow>> {
+    blocking(&st.site, |s| s.dps()).await
 }

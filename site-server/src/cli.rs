@@ -136,6 +136,9 @@ pub enum Cmd {
     /// Status: messages, and the catalogue of message ids.
     #[command(subcommand)]
     Status(StatusCmd),
+    /// Distribution points of this site: add, list (with the daemon: every DP in the tree).
+    #[command(subcommand)]
+    Dp(crate::dp_cli::DpCmd),
     /// The sender: emergency boost, retry of failed sendings.
     #[command(subcommand)]
     Sender(crate::sender_cli::SenderCmd),
@@ -272,8 +275,12 @@ pub enum PackageCmd {
         #[command(flatten)]
         data: DataArg,
         /// Site code (this site or one below it); repeat for several.
-        #[arg(long = "site", required = true)]
+        #[arg(long = "site", required_unless_present = "dps")]
         sites: Vec<String>,
+        /// A distribution point, SITE/ID (e.g. S01/DP1); repeat for several. Its site fetches
+        /// the content on the way.
+        #[arg(long = "dp")]
+        dps: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -546,6 +553,7 @@ pub async fn run(cli: Cli) -> Res {
             crate::sender_cli::status(data, json).await
         }
         Cmd::Sender(cmd) => crate::sender_cli::run(cmd).await,
+        Cmd::Dp(cmd) => crate::dp_cli::run(cmd).await,
         Cmd::Status(StatusCmd::Packages { data, json }) => content(&data.dir(), json).await,
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
@@ -897,6 +905,7 @@ async fn package(cmd: PackageCmd) -> Res {
             id,
             data,
             sites,
+            dps,
             json,
         } => {
             let id = parse_package(&id)?;
@@ -905,6 +914,9 @@ async fn package(cmd: PackageCmd) -> Res {
                 let code =
                     SiteCode::new(s).map_err(|e| CliError::usage(format!("--site {s:?}: {e}")))?;
                 targets.push(schema::event::DistributionTarget::Site(code));
+            }
+            for d in &dps {
+                targets.push(crate::dp_cli::parse_dp_target(d)?);
             }
             let client = AdminClient::from_dir(&data.dir())?;
             let out: site_server::decide::DistributeOutcome = client

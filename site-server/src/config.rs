@@ -58,9 +58,40 @@ pub struct SiteConfig {
     /// This site's children.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ChildLink>,
+    /// This site's distribution points: which certificate is each one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dps: Vec<DpLink>,
     /// The sender's concurrency and retry limits (SMS's defaults unless set).
     #[serde(default, skip_serializing_if = "SenderLimits::is_default")]
     pub sender: SenderLimits,
+}
+
+/// A distribution point attached to this site (`site-server dp add`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpLink {
+    /// Its id, unique at this site (`DP1`); the tree names it `SITE/ID`.
+    pub id: String,
+    /// SHA-256 of its certificate (pinned).
+    pub fingerprint: String,
+    /// Where clients reach its HTTP server (shown in status; optional).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+}
+
+/// Checks a DP id: 1 to 15 letters, digits, `-` or `_`.
+pub fn check_dp_id(id: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "distribution point id {id:?} is not valid: use 1 to 15 letters, digits, '-' or '_' (e.g. DP1)"
+        ))
+    }
 }
 
 /// `[sender]` in `site.toml`.
@@ -193,6 +224,7 @@ impl SiteConfig {
             zone: default_zone(),
             parent: None,
             children: Vec::new(),
+            dps: Vec::new(),
             sender: SenderLimits::default(),
         }
     }
@@ -250,6 +282,27 @@ impl SiteConfig {
             }
             check_keys(format!("child {}", c.code), &c.fingerprint, &c.public_key)?;
             c.policy()?;
+        }
+        for (i, d) in self.dps.iter().enumerate() {
+            check_dp_id(&d.id)?;
+            if self.dps[..i].iter().any(|o| o.id == d.id) {
+                return Err(format!(
+                    "distribution point {} is listed twice: remove one",
+                    d.id
+                ));
+            }
+            let fp_ok =
+                sender::identity::check_fingerprint(&d.fingerprint).map(|f| f == d.fingerprint);
+            match fp_ok {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(format!(
+                        "distribution point {}: write its fingerprint in lower-case hex",
+                        d.id
+                    ))
+                }
+                Err(e) => return Err(format!("distribution point {}: {e}", d.id)),
+            }
         }
         self.tz()?;
         self.sender.limits()?;

@@ -193,6 +193,8 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     .map_err(|e| StartError::Failed(e.to_string()))?;
     site.report_children()
         .map_err(|e| StartError::Failed(e.to_string()))?;
+    site.report_dps()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
     site.load_boosts()
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);

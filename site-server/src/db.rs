@@ -337,6 +337,23 @@ impl Db {
         }
     }
 
+    /// The distribution points `site` last reported (none reported: `None`).
+    pub fn reported_dps(
+        &self,
+        site: SiteCode,
+    ) -> Result<Option<Vec<schema::report::DistributionPointInfo>>, DbError> {
+        match self.trees[CURSORS].get(dps_key(site))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
+                DbError::Log {
+                    what: "distribution points record",
+                    position: 0,
+                    source,
+                }
+            })?)),
+        }
+    }
+
     /// Every site below this one, as far as reports tell: the configured children `direct`,
     /// their reported children, and so on down.
     pub fn subtree(
@@ -614,7 +631,18 @@ fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<
         })?;
         tx[CURSORS].insert(children_key(env.origin), v)?;
     }
+    if let Report::SiteData(SiteData::DistributionPoints(dps)) = &env.body {
+        let v = encoding::encode(dps).map_err(|e| {
+            ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
+        })?;
+        tx[CURSORS].insert(dps_key(env.origin), v)?;
+    }
     Ok(true)
+}
+
+/// Where the last reported distribution points of `site` are kept (derived from reports).
+fn dps_key(site: SiteCode) -> Vec<u8> {
+    format!("dps:{site}").into_bytes()
 }
 
 /// Where the last reported children of `site` are kept (derived from the report log).
@@ -1002,6 +1030,7 @@ mod tests {
                         targets: targets.clone(),
                     },
                     &known,
+                    &Default::default(),
                 )
             })
         };

@@ -309,6 +309,7 @@ pub fn distribute<S: ProjectionStore>(
     ctx: &Ctx,
     req: &DistributeRequest,
     known: &std::collections::BTreeSet<SiteCode>,
+    dps: &std::collections::BTreeSet<(SiteCode, String)>,
 ) -> Result<Decided<DistributeOutcome>, DecideError<S::Error>> {
     if projection::package(s, &req.package)?.is_none() {
         return Err(Refusal::UnknownPackage(req.package).into());
@@ -328,6 +329,20 @@ pub fn distribute<S: ProjectionStore>(
                 .into())
             }
         };
+        if let DistributionTarget::DistributionPoint { site, dp } = t {
+            if known.contains(site) && !dps.contains(&(*site, dp.clone())) {
+                let list: Vec<String> = dps
+                    .iter()
+                    .filter(|(s, _)| s == site)
+                    .map(|(s, d)| format!("{s}/{d}"))
+                    .collect();
+                return Err(Refusal::Invalid(format!(
+                    "distribution point {site}/{dp} is not known here (known at {site}: {}): check the id; a DP is known once its site has it (`site-server dp add` there) and has reported it up, see `site-server dp list`",
+                    if list.is_empty() { "none".to_string() } else { list.join(", ") }
+                ))
+                .into());
+            }
+        }
         if !known.contains(site) {
             let list: Vec<String> = known.iter().map(|s| s.to_string()).collect();
             return Err(Refusal::Invalid(format!(

@@ -6,6 +6,7 @@ use clap::Parser;
 mod cli;
 mod client;
 mod demo;
+mod dp_cli;
 mod sender_cli;
 
 fn main() -> std::process::ExitCode {

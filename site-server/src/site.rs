@@ -82,6 +82,15 @@ pub fn set_child_policy(
     Ok(changed)
 }
 
+/// One row of `dp list`: a distribution point of this site or one below it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DpRow {
+    pub site: SiteCode,
+    pub id: String,
+    pub address: String,
+    pub fingerprint: String,
+}
+
 /// `status senders`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendersView {
@@ -364,10 +373,11 @@ impl Site {
     /// Targets a package (see [`decide::distribute`]).
     pub fn distribute(&self, req: &DistributeRequest) -> Result<DistributeOutcome, OpError> {
         let known = self.known_sites()?;
+        let dps = self.known_dps(&known)?;
         let ctx = self.ctx();
-        let out = self
-            .db
-            .append_own(ctx.now, |view| decide::distribute(view, &ctx, req, &known))?;
+        let out = self.db.append_own(ctx.now, |view| {
+            decide::distribute(view, &ctx, req, &known, &dps)
+        })?;
         self.log_grew.notify_waiters();
         self.reports_grew.notify_waiters();
         Ok(out)
@@ -444,6 +454,61 @@ impl Site {
         let mut c: Vec<SiteCode> = self.cfg.children.iter().map(|c| c.code).collect();
         c.sort();
         c
+    }
+
+    /// Every distribution point of `sites`, as their reports say (this site's own included:
+    /// it reports them to itself first).
+    pub fn known_dps(
+        &self,
+        sites: &std::collections::BTreeSet<SiteCode>,
+    ) -> Result<std::collections::BTreeSet<(SiteCode, String)>, OpError> {
+        let mut out = std::collections::BTreeSet::new();
+        for s in sites {
+            for d in self.db.reported_dps(*s)?.unwrap_or_default() {
+                out.insert((*s, d.id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `dp list`: every distribution point of this site and its subtree, as reported.
+    pub fn dps(&self) -> Result<Vec<DpRow>, OpError> {
+        let mut out = Vec::new();
+        for s in self.known_sites()? {
+            for d in self.db.reported_dps(s)?.unwrap_or_default() {
+                out.push(DpRow {
+                    site: s,
+                    id: d.id,
+                    address: d.address,
+                    fingerprint: d.fingerprint,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports this site's distribution points up the tree, if they changed since it last did.
+    pub fn report_dps(&self) -> Result<(), OpError> {
+        let now: Vec<schema::report::DistributionPointInfo> = self
+            .cfg
+            .dps
+            .iter()
+            .map(|d| schema::report::DistributionPointInfo {
+                id: d.id.clone(),
+                address: d.address.clone(),
+                fingerprint: d.fingerprint.clone(),
+            })
+            .collect();
+        let before = self.db.reported_dps(self.cfg.code)?;
+        if before.as_ref() == Some(&now) || (before.is_none() && now.is_empty()) {
+            return Ok(());
+        }
+        self.db.append_own_reports(
+            Utc::now(),
+            vec![Report::SiteData(SiteData::DistributionPoints(now))],
+        )?;
+        self.reports_grew.notify_waiters();
+        Ok(())
     }
 
     /// Reports this site's children up the tree, if they changed since it last did.

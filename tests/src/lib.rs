@@ -375,9 +375,17 @@ pub fn link_parent(child: &TestSite, parent: &TestSite) {
 
 /// CEN -> P01 -> S01, all running.
 pub fn three_tiers() -> (TestSite, TestSite, TestSite) {
+    three_tiers_with(|_, _, _| {})
+}
+
+/// CEN -> P01 -> S01, all running; `before` runs on the three data directories first.
+pub fn three_tiers_with(
+    before: impl FnOnce(&TestSite, &TestSite, &TestSite),
+) -> (TestSite, TestSite, TestSite) {
     let mut cen = TestSite::init("CEN");
     let mut p01 = TestSite::init("P01");
     let mut s01 = TestSite::init("S01");
+    before(&cen, &p01, &s01);
     link_child(&cen, &p01);
     link_child(&p01, &s01);
     cen.start();
