@@ -128,6 +128,30 @@ pub enum ConfigEvent {
         package: PackageId,
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// A distribution point group, empty.
+    DpGroupCreated {
+        group: String,
+    },
+    /// Distribution points join or leave a group. Packages targeted at the group go to the
+    /// ones that join (the site decides so explicitly; SMS did not).
+    DpGroupMembersChanged {
+        group: String,
+        added: Vec<DpRef>,
+        removed: Vec<DpRef>,
+    },
+}
+
+/// A distribution point in the tree: its site and its id there (`S01/DP1`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DpRef {
+    pub site: SiteCode,
+    pub dp: String,
+}
+
+impl fmt::Display for DpRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.site, self.dp)
+    }
 }
 
 impl ConfigEvent {
@@ -145,6 +169,8 @@ impl ConfigEvent {
             ConfigEvent::SyncRequest { .. } => "sync-request",
             ConfigEvent::PackagePriorityChanged { .. } => "package-priority-changed",
             ConfigEvent::SenderBoost { .. } => "sender-boost",
+            ConfigEvent::DpGroupCreated { .. } => "dp-group-created",
+            ConfigEvent::DpGroupMembersChanged { .. } => "dp-group-members-changed",
         }
     }
 
@@ -192,6 +218,20 @@ impl ConfigEvent {
                 Some(t) => format!("{package} ignores schedules and rate limits until {t}"),
                 None => format!("{package} ignores schedules and rate limits"),
             },
+            ConfigEvent::DpGroupCreated { group } => format!("group {group}"),
+            ConfigEvent::DpGroupMembersChanged {
+                group,
+                added,
+                removed,
+            } => {
+                let list = |v: &[DpRef]| {
+                    v.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("group {group}: +[{}] -[{}]", list(added), list(removed))
+            }
         }
     }
 }

@@ -234,6 +234,24 @@ pub const CATALOGUE: &[MessageDef] = &[
     ),
     def(40131, Info, "sender", "Package %1 priority changed to %2."),
     def(
+        40140,
+        Info,
+        "distribution_manager",
+        "Distribution point group %1 created.",
+    ),
+    def(
+        40141,
+        Info,
+        "distribution_manager",
+        "Distribution point %2 joined group %1; the %3 package(s) targeted at the group go to it too.",
+    ),
+    def(
+        40142,
+        Info,
+        "distribution_manager",
+        "Distribution point %2 left group %1.",
+    ),
+    def(
         40200,
         Info,
         "link",

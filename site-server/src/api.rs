@@ -118,6 +118,8 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/status/sites", get(sites))
         .route("/v1/status/senders", get(senders))
         .route("/v1/dps", get(dps))
+        .route("/v1/dp-groups", get(dp_groups).post(dp_group_create))
+        .route("/v1/dp-groups/members", post(dp_group_change))
         .route("/v1/children/{code}", post(child_set))
         .route("/v1/sender/retry", post(sender_retry))
         .route("/v1/sender/boost", post(sender_boost))
@@ -283,4 +285,27 @@ async fn set_priority(
 
 async fn dps(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::DpRow>> {
     blocking(&st.site, |s| s.dps()).await
+}
+
+async fn dp_groups(State(st): State<Arc<AppState>>) -> ApiResult<crate::projection::DpGroups> {
+    blocking(&st.site, |s| s.dp_groups()).await
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub struct GroupBody {
+    pub group: String,
+}
+
+async fn dp_group_create(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<GroupBody>,
+) -> ApiResult<GroupBody> {
+    blocking(&st.site, move |s| s.dp_group_create(&b.group).map(|()| b)).await
+}
+
+async fn dp_group_change(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<crate::site::DpGroupChange>,
+) -> ApiResult<crate::site::DpGroupChange> {
+    blocking(&st.site, move |s| s.dp_group_change(&b).map(|()| b)).await
 }

@@ -275,12 +275,15 @@ pub enum PackageCmd {
         #[command(flatten)]
         data: DataArg,
         /// Site code (this site or one below it); repeat for several.
-        #[arg(long = "site", required_unless_present = "dps")]
+        #[arg(long = "site", required_unless_present_any = ["dps", "groups"])]
         sites: Vec<String>,
         /// A distribution point, SITE/ID (e.g. S01/DP1); repeat for several. Its site fetches
         /// the content on the way.
         #[arg(long = "dp")]
         dps: Vec<String>,
+        /// A distribution point group; repeat for several.
+        #[arg(long = "dp-group")]
+        groups: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -906,6 +909,7 @@ async fn package(cmd: PackageCmd) -> Res {
             data,
             sites,
             dps,
+            groups,
             json,
         } => {
             let id = parse_package(&id)?;
@@ -917,6 +921,9 @@ async fn package(cmd: PackageCmd) -> Res {
             }
             for d in &dps {
                 targets.push(crate::dp_cli::parse_dp_target(d)?);
+            }
+            for g in groups {
+                targets.push(schema::event::DistributionTarget::DpGroup(g));
             }
             let client = AdminClient::from_dir(&data.dir())?;
             let out: site_server::decide::DistributeOutcome = client

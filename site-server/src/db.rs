@@ -337,6 +337,11 @@ impl Db {
         }
     }
 
+    /// Every distribution point group and its members.
+    pub fn dp_groups(&self) -> Result<crate::projection::DpGroups, DbError> {
+        crate::projection::dp_groups(&self.view()).map_err(Self::read_err)
+    }
+
     /// The distribution points `site` last reported (none reported: `None`).
     pub fn reported_dps(
         &self,

@@ -9,7 +9,7 @@
 use crate::projection::{self, ProjError, ProjectionStore};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use schema::advert::{Advertisement, Program, TimeBasis};
-use schema::event::{ConfigEvent, DistributionTarget, PackageVersion, Priority};
+use schema::event::{ConfigEvent, DistributionTarget, DpRef, PackageVersion, Priority};
 use schema::manifest::Manifest;
 use schema::report::{Attribute, Report, StatusMessage};
 use schema::{AdvertisementId, ManifestId, PackageId, SiteCode};
@@ -323,10 +323,13 @@ pub fn distribute<S: ProjectionStore>(
                 site
             }
             DistributionTarget::DpGroup(g) => {
-                return Err(Refusal::Invalid(format!(
-                    "dp-group {g}: distribution point groups arrive with distribution points; target a site with --site"
-                ))
-                .into())
+                if !projection::dp_groups(s)?.contains_key(g) {
+                    return Err(Refusal::Invalid(format!(
+                        "distribution point group {g:?} does not exist: create it with `site-server dp group create {g}` or see `site-server dp group list`"
+                    ))
+                    .into());
+                }
+                continue;
             }
         };
         if let DistributionTarget::DistributionPoint { site, dp } = t {
@@ -435,6 +438,110 @@ pub fn set_priority<S: ProjectionStore>(
             vec![Attribute::Package(package)],
             vec![package.to_string(), priority.to_string()],
         )],
+        out: (),
+    })
+}
+
+/// Checks a group name: 1 to 32 letters, digits, `-`, `_` or `.`.
+pub fn check_group_name(name: &str) -> Result<(), Refusal> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid(format!(
+            "group name {name:?} is not valid: use 1 to 32 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// `dp group create NAME`.
+pub fn dp_group_create<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    group: &str,
+) -> Result<Decided<()>, DecideError<S::Error>> {
+    check_group_name(group)?;
+    if projection::dp_groups(s)?.contains_key(group) {
+        return Err(Refusal::Invalid(format!(
+            "distribution point group {group:?} exists already: see `site-server dp group list`"
+        ))
+        .into());
+    }
+    Ok(Decided {
+        event: Some(ConfigEvent::DpGroupCreated {
+            group: group.to_string(),
+        }),
+        reports: vec![ctx.status(40140, vec![], vec![group.to_string()])],
+        out: (),
+    })
+}
+
+/// `dp group add|remove NAME --dp S01/DP1`: `known` are the DPs reported in the subtree.
+pub fn dp_group_change<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    group: &str,
+    add: &[DpRef],
+    remove: &[DpRef],
+    known: &std::collections::BTreeSet<(SiteCode, String)>,
+    packages_at_group: usize,
+) -> Result<Decided<()>, DecideError<S::Error>> {
+    let groups = projection::dp_groups(s)?;
+    let Some(members) = groups.get(group) else {
+        return Err(Refusal::Invalid(format!(
+            "distribution point group {group:?} does not exist: create it with `site-server dp group create {group}`"
+        ))
+        .into());
+    };
+    for d in add {
+        if !known.contains(&(d.site, d.dp.clone())) {
+            return Err(Refusal::Invalid(format!(
+                "distribution point {d} is not known here: see `site-server dp list` (a DP is known once its site reported it)"
+            ))
+            .into());
+        }
+    }
+    for d in remove {
+        if !members.contains(d) {
+            return Err(Refusal::Invalid(format!(
+                "distribution point {d} is not in group {group:?}: see `site-server dp group list`"
+            ))
+            .into());
+        }
+    }
+    let added: Vec<DpRef> = add
+        .iter()
+        .filter(|d| !members.contains(d))
+        .cloned()
+        .collect();
+    let removed: Vec<DpRef> = remove.to_vec();
+    let mut reports = Vec::new();
+    for d in &added {
+        reports.push(ctx.status(
+            40141,
+            vec![],
+            vec![
+                group.to_string(),
+                d.to_string(),
+                packages_at_group.to_string(),
+            ],
+        ));
+    }
+    for d in &removed {
+        reports.push(ctx.status(40142, vec![], vec![group.to_string(), d.to_string()]));
+    }
+    Ok(Decided {
+        event: (!added.is_empty() || !removed.is_empty()).then(|| {
+            ConfigEvent::DpGroupMembersChanged {
+                group: group.to_string(),
+                added,
+                removed,
+            }
+        }),
+        reports,
         out: (),
     })
 }

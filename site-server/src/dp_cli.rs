@@ -31,6 +31,114 @@ pub enum DpCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Distribution point groups (config events: they replicate down the tree).
+    #[command(subcommand)]
+    Group(GroupCmd),
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// A new, empty group.
+    Create {
+        #[command(flatten)]
+        data: DataArg,
+        name: String,
+    },
+    /// Add distribution points: packages already targeted at the group go to them too.
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        name: String,
+        /// SITE/ID; repeat for several.
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Remove distribution points from the group.
+    Remove {
+        #[command(flatten)]
+        data: DataArg,
+        name: String,
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Every group and its members.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn dp_ref(s: &str) -> Result<schema::event::DpRef, CliError> {
+    match parse_dp_target(s)? {
+        DistributionTarget::DistributionPoint { site, dp } => Ok(schema::event::DpRef { site, dp }),
+        _ => unreachable!("parse_dp_target makes a DP target"),
+    }
+}
+
+/// `dp group add|remove`.
+async fn members(data: DataArg, name: &str, dps: &[String], adding: bool) -> Res {
+    let refs = dps
+        .iter()
+        .map(|d| dp_ref(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = if adding {
+        serde_json::json!({ "group": name, "add": refs })
+    } else {
+        serde_json::json!({ "group": name, "remove": refs })
+    };
+    let _: serde_json::Value = AdminClient::from_dir(&data.dir())?
+        .post_json("/v1/dp-groups/members", &body)
+        .await?;
+    if adding {
+        println!(
+            "{} joined group {name}; packages targeted at the group go to them too",
+            dps.join(", ")
+        );
+    } else {
+        println!("{} left group {name}", dps.join(", "));
+    }
+    Ok(())
+}
+
+async fn group(cmd: GroupCmd) -> Res {
+    match cmd {
+        GroupCmd::Create { data, name } => {
+            let _: serde_json::Value = AdminClient::from_dir(&data.dir())?
+                .post_json("/v1/dp-groups", &serde_json::json!({ "group": name }))
+                .await?;
+            println!("distribution point group {name} created");
+        }
+        GroupCmd::Add { data, name, dps } => members(data, &name, &dps, true).await?,
+        GroupCmd::Remove { data, name, dps } => members(data, &name, &dps, false).await?,
+        GroupCmd::List { data, json } => {
+            let g: std::collections::BTreeMap<String, Vec<schema::event::DpRef>> =
+                AdminClient::from_dir(&data.dir())?
+                    .get("/v1/dp-groups")
+                    .await?;
+            if json {
+                let s = serde_json::to_string_pretty(&g)
+                    .map_err(|e| CliError::failed(format!("cannot format JSON: {e}")))?;
+                println!("{s}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = g
+                .iter()
+                .map(|(n, m)| {
+                    vec![
+                        n.clone(),
+                        m.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ]
+                })
+                .collect();
+            print_table(&["GROUP", "MEMBERS"], &rows);
+        }
+    }
+    Ok(())
 }
 
 /// `S01/DP1` as a target.
@@ -50,6 +158,7 @@ pub fn parse_dp_target(s: &str) -> Result<DistributionTarget, CliError> {
 
 pub async fn run(cmd: DpCmd) -> Res {
     match cmd {
+        DpCmd::Group(g) => group(g).await,
         DpCmd::Add {
             data,
             id,

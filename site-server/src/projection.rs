@@ -25,16 +25,18 @@ pub enum Table {
     Targets,
     Catalog,
     Meta,
+    DpGroups,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Packages,
         Table::Manifests,
         Table::Adverts,
         Table::Targets,
         Table::Catalog,
         Table::Meta,
+        Table::DpGroups,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -44,6 +46,7 @@ impl Table {
             Table::Targets => "proj_targets",
             Table::Catalog => "proj_catalog",
             Table::Meta => "proj_meta",
+            Table::DpGroups => "proj_dp_groups",
         }
     }
 }
@@ -184,6 +187,14 @@ pub fn targets<S: ProjectionStore>(
     Ok(read(s, Table::Targets, &package_key(id))?.unwrap_or_default())
 }
 
+/// Every distribution point group and its members (one record: groups are few).
+pub type DpGroups = std::collections::BTreeMap<String, Vec<schema::event::DpRef>>;
+const GROUPS_KEY: &[u8] = b"groups";
+
+pub fn dp_groups<S: ProjectionStore>(s: &S) -> Result<DpGroups, ProjError<S::Error>> {
+    Ok(read(s, Table::DpGroups, GROUPS_KEY)?.unwrap_or_default())
+}
+
 /// Applies one event of the log to the projections. `own` is this site's code (it decides
 /// which ids this site allocates next). Total: every well-formed event applies; an event that
 /// refers to something unknown (a retire of an unknown version, say) changes nothing but the
@@ -318,6 +329,30 @@ pub fn apply<S: ProjectionStore>(
         // A boost is the sender's business: the daemon reads boosts from the log when it
         // starts and applies new ones as they come; no projection holds them.
         ConfigEvent::SenderBoost { .. } => {}
+        ConfigEvent::DpGroupCreated { group } => {
+            let mut g = dp_groups(s)?;
+            if !g.contains_key(group) {
+                g.insert(group.clone(), vec![]);
+                write(s, Table::DpGroups, GROUPS_KEY, &g)?;
+            }
+        }
+        ConfigEvent::DpGroupMembersChanged {
+            group,
+            added,
+            removed,
+        } => {
+            let mut g = dp_groups(s)?;
+            if let Some(m) = g.get_mut(group) {
+                m.retain(|d| !removed.contains(d));
+                for d in added {
+                    if !m.contains(d) {
+                        m.push(d.clone());
+                    }
+                }
+                m.sort();
+                write(s, Table::DpGroups, GROUPS_KEY, &g)?;
+            }
+        }
     }
     write(s, Table::Meta, META_KEY, &m)
 }

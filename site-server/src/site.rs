@@ -82,6 +82,16 @@ pub fn set_child_policy(
     Ok(changed)
 }
 
+/// `dp group add|remove`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DpGroupChange {
+    pub group: String,
+    #[serde(default)]
+    pub add: Vec<schema::event::DpRef>,
+    #[serde(default)]
+    pub remove: Vec<schema::event::DpRef>,
+}
+
 /// One row of `dp list`: a distribution point of this site or one below it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DpRow {
@@ -471,6 +481,49 @@ impl Site {
         Ok(out)
     }
 
+    /// `dp group create NAME`.
+    pub fn dp_group_create(&self, group: &str) -> Result<(), OpError> {
+        let ctx = self.ctx();
+        self.db
+            .append_own(ctx.now, |view| decide::dp_group_create(view, &ctx, group))?;
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(())
+    }
+
+    /// `dp group add|remove NAME --dp SITE/ID`.
+    pub fn dp_group_change(&self, req: &DpGroupChange) -> Result<(), OpError> {
+        let known = self.known_sites()?;
+        let dps = self.known_dps(&known)?;
+        let target = DistributionTarget::DpGroup(req.group.clone());
+        let mut at_group = 0;
+        for p in self.db.packages()? {
+            if self.db.targets(&p.id)?.contains(&target) {
+                at_group += 1;
+            }
+        }
+        let ctx = self.ctx();
+        self.db.append_own(ctx.now, |view| {
+            decide::dp_group_change(
+                view,
+                &ctx,
+                &req.group,
+                &req.add,
+                &req.remove,
+                &dps,
+                at_group,
+            )
+        })?;
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(())
+    }
+
+    /// `dp group list`.
+    pub fn dp_groups(&self) -> Result<crate::projection::DpGroups, OpError> {
+        Ok(self.db.dp_groups()?)
+    }
+
     /// `dp list`: every distribution point of this site and its subtree, as reported.
     pub fn dps(&self) -> Result<Vec<DpRow>, OpError> {
         let mut out = Vec::new();
@@ -529,6 +582,7 @@ impl Site {
         &self,
     ) -> Result<Vec<(PackageRecord, Manifest, Vec<DistributionTarget>)>, OpError> {
         let known = self.known_sites()?;
+        let groups = self.db.dp_groups()?;
         let mut out = Vec::new();
         for p in self.db.packages()? {
             let targets: Vec<DistributionTarget> = self
@@ -538,7 +592,10 @@ impl Site {
                 .filter(|t| match t {
                     DistributionTarget::Site(s)
                     | DistributionTarget::DistributionPoint { site: s, .. } => known.contains(s),
-                    DistributionTarget::DpGroup(_) => false,
+                    // A group brings the content to the site of each of its members.
+                    DistributionTarget::DpGroup(g) => groups
+                        .get(g)
+                        .is_some_and(|m| m.iter().any(|d| known.contains(&d.site))),
                 })
                 .collect();
             if targets.is_empty() {

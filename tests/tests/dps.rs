@@ -58,4 +58,31 @@ fn a_dp_is_reported_up_listed_at_the_top_and_its_site_gets_the_content() {
         shown.to_string().contains("DP1"),
         "the DP target is recorded: {shown}"
     );
+
+    // Groups: a package targeted at an empty group goes nowhere; a DP that joins gets it
+    // (an explicit choice, said by 40141).
+    let src2 = cen.tmp.path().join("src2");
+    tests::big_tree(&src2, 16);
+    let pkg2 = publish(&cen, &src2, &["--name", "Second"]);
+    cen.cli(&["package", "distribute", &pkg2, "--dp-group", "Nowhere"])
+        .fails(2, &["Nowhere", "dp group create"]);
+    cen.cli(&["dp", "group", "create", "Branches"]).ok();
+    cen.cli(&["dp", "group", "create", "Branches"])
+        .fails(2, &["Branches", "exists"]);
+    cen.cli(&["dp", "group", "add", "Branches", "--dp", "S01/DP7"])
+        .fails(2, &["S01/DP7", "dp list"]);
+    cen.cli(&["package", "distribute", &pkg2, "--dp-group", "Branches"])
+        .ok();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(!complete(&s01, &pkg2, 1), "an empty group brought content");
+    cen.cli(&["dp", "group", "add", "Branches", "--dp", "S01/DP1"])
+        .ok();
+    s01.wait_until(30, "the group's package at S01", || {
+        complete(&s01, &pkg2, 1)
+    });
+    let joined = tests::messages(&cen, 40141);
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0]["insertion"][2], "1", "{joined:?}");
+    let groups: Value = cen.cli(&["dp", "group", "list", "--json"]).json();
+    assert_eq!(groups["Branches"][0]["dp"], "DP1");
 }
