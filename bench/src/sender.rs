@@ -31,22 +31,27 @@ fn pair(ss: &Path, root: &Path, rate: &str) -> Result<(Site, Site)> {
     let mut p01 = Site::init(ss, root, "P01")?;
     accept_child(ss, &cen, &p01)?;
     if !rate.is_empty() {
-        let args = [
-            "child",
-            "set",
-            "--data",
-            cen.d(),
-            "--code",
-            "P01",
-            "--rate",
-            rate,
-        ];
-        cli(ss, &args)?;
+        set_rate(ss, &cen, rate)?;
     }
     cen.start(ss)?;
     set_parent(ss, &p01, &cen)?;
     p01.start(ss)?;
     Ok((cen, p01))
+}
+
+/// `child set --rate` on CEN's link to P01 (live when CEN runs).
+fn set_rate(ss: &Path, cen: &Site, rate: &str) -> Result<()> {
+    let args = [
+        "child",
+        "set",
+        "--data",
+        cen.d(),
+        "--code",
+        "P01",
+        "--rate",
+        rate,
+    ];
+    cli(ss, &args).map(|_| ())
 }
 
 fn publish(ss: &Path, cen: &Site, src: &Path, name: &str, priority: &str) -> Result<String> {
@@ -111,19 +116,7 @@ fn rates(ss: &Path, work: &Path, tree: &Path) -> Result<Vec<(u64, f64)>> {
     })?;
     let mut out = vec![];
     for mib in [1u64, 8, 64] {
-        cli(
-            ss,
-            &[
-                "child",
-                "set",
-                "--data",
-                cen.d(),
-                "--code",
-                "P01",
-                "--rate",
-                &format!("* {mib}MiB/s"),
-            ],
-        )?;
+        set_rate(ss, &cen, &format!("* {mib}MiB/s"))?;
         std::thread::sleep(Duration::from_millis(1500));
         let (b0, all) = present(&p01, &pkg)?;
         let t0 = Instant::now();

@@ -214,6 +214,8 @@ pub enum Poll {
 #[derive(Debug, Default)]
 struct Link {
     policy: LinkPolicy,
+    /// Bumped on every policy change, so a shell can tell cheaply whether to pass it on.
+    policy_gen: u64,
     meter: Meter,
     current: Option<(JobId, Unit, u64)>,
     connected: bool,
@@ -262,7 +264,14 @@ impl Scheduler {
 
     /// Sets (or replaces, live) the schedule and rate of the link to `dest`.
     pub fn set_policy(&mut self, dest: SiteCode, policy: LinkPolicy) {
-        self.links.entry(dest).or_default().policy = policy;
+        let l = self.links.entry(dest).or_default();
+        l.policy = policy;
+        l.policy_gen += 1;
+    }
+
+    /// How many times the policy of the link to `dest` was set (0: never).
+    pub fn policy_gen(&self, dest: &SiteCode) -> u64 {
+        self.links.get(dest).map_or(0, |l| l.policy_gen)
     }
 
     pub fn policy(&self, dest: &SiteCode) -> Option<&LinkPolicy> {

@@ -1101,6 +1101,42 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_covers_groups_priorities_and_boosts() {
+        let (_d, db) = populated();
+        let c = ctx(Utc::now());
+        let pkg: PackageId = "CEN00001".parse().unwrap();
+        let dp = schema::event::DpRef {
+            site: code("CEN"),
+            dp: "DP1".into(),
+        };
+        let known: std::collections::BTreeSet<(SiteCode, String)> =
+            [(code("CEN"), "DP1".to_string())].into();
+        db.append_own(c.now, |v| decide::dp_group_create(v, &c, "Branches"))
+            .unwrap();
+        db.append_own(c.now, |v| {
+            decide::dp_group_change(v, &c, "Branches", std::slice::from_ref(&dp), &[], &known, 0)
+        })
+        .unwrap();
+        db.append_own(c.now, |v| {
+            decide::set_priority(v, &c, pkg, schema::event::Priority::High)
+        })
+        .unwrap();
+        db.append_own(c.now, |v| decide::boost(v, &c, pkg, None))
+            .unwrap();
+        let groups = db.dp_groups().unwrap();
+        assert_eq!(groups["Branches"], vec![dp]);
+        assert_eq!(
+            db.package(&pkg).unwrap().unwrap().priority,
+            schema::event::Priority::High
+        );
+        let before = db.projection_dump().unwrap();
+        let r = db.rebuild().unwrap();
+        assert_eq!(r.digest_before, r.digest_after);
+        assert_eq!(db.projection_dump().unwrap(), before);
+        assert_eq!(db.dp_groups().unwrap(), groups);
+    }
+
+    #[test]
     fn rebuild_repairs_damaged_projections_and_guards_interruptions() {
         let (d, db) = populated();
         let good = db.projection_dump().unwrap();

@@ -185,8 +185,8 @@ pub async fn run(
         sent: HashSet::new(),
     };
     let mut next_event = applied + 1;
-    // The link's schedule and rate as last told to the child.
-    let mut told: Option<(String, String)> = None;
+    // The policy generation last told to the child.
+    let mut told: Option<u64> = None;
     // The batch being sent: its job, last position, and encoded frame.
     let mut batch: Option<(JobId, u64, Bytes)> = None;
     let mut encoded = Vec::new();
@@ -202,21 +202,19 @@ pub async fn run(
         while let Ok(i) = inputs.try_recv() {
             link.input(i, &mut control).await?;
         }
-        let policy = site
-            .sender
-            .lock()
-            .expect("sender lock")
-            .policy(&child)
-            .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
-            .unwrap_or_default();
-        if told.as_ref() != Some(&policy) {
-            control
-                .send(&Frame::LinkPolicy {
-                    schedule: policy.0.clone(),
-                    rate: policy.1.clone(),
-                })
-                .await?;
-            told = Some(policy);
+        // The link's schedule and rate go to the child when the link comes up and whenever
+        // they change (a counter check per pass, not a copy).
+        let gen = site.sender.lock().expect("sender lock").policy_gen(&child);
+        if told != Some(gen) {
+            let (schedule, rate) = site
+                .sender
+                .lock()
+                .expect("sender lock")
+                .policy(&child)
+                .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
+                .unwrap_or_default();
+            control.send(&Frame::LinkPolicy { schedule, rate }).await?;
+            told = Some(gen);
         }
         // A batch held back (by a window) and not started is rebuilt when the log grows, so
         // that a later high event lifts the events before it instead of waiting behind them.
