@@ -39,6 +39,14 @@ const LEVEL: i32 = 3;
 /// The largest raw chunk accepted (a little over the chunker's maximum).
 pub const MAX_CHUNK: usize = 4 << 20;
 
+impl StoreError {
+    /// The disk (or the user's quota) is full: nothing is wrong with the data.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("chunk {expected} refused: its bytes hash to {actual}")]
@@ -297,6 +305,40 @@ impl ContentStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&path)(e)),
         }
+    }
+
+    /// Every chunk id in the store (file names; the files are not read).
+    pub fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut out = Vec::new();
+        for i in 0..=255u8 {
+            let dir = self.root.join(hex::encode([i]));
+            for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let e = e.map_err(io_err(&dir))?;
+                if let Ok(id) = e.file_name().to_string_lossy().parse::<ChunkId>() {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every temporary file: call it only while no writer is running (at the start
+    /// of the process that holds the store's lock). Returns how many were removed.
+    pub fn remove_temporaries(&self) -> usize {
+        let mut n = 0;
+        for i in 0..=255u8 {
+            let Ok(rd) = fs::read_dir(self.root.join(hex::encode([i]))) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                    && fs::remove_file(e.path()).is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Flushes the whole filesystem of the store to disk (one journal commit for everything

@@ -45,6 +45,21 @@ impl SiteCode {
     }
 }
 
+/// Checks a DP id: 1 to 15 letters, digits, `-` or `_`.
+pub fn check_dp_id(id: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "distribution point id {id:?} is not valid: use 1 to 15 letters, digits, '-' or '_' (e.g. DP1)"
+        ))
+    }
+}
+
 impl FromStr for SiteCode {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {

@@ -252,6 +252,30 @@ pub const CATALOGUE: &[MessageDef] = &[
         "Distribution point %2 left group %1.",
     ),
     def(
+        40150,
+        Error,
+        "distribution_manager",
+        "Distribution of package %1 version %2 to distribution point %3 failed: %4",
+    ),
+    def(
+        40151,
+        Warning,
+        "distribution_manager",
+        "Validation of distribution point %3 found package %1 version %2 damaged: %4 corrupt and %5 missing chunk(s); they are fetched again.",
+    ),
+    def(
+        40152,
+        Info,
+        "distribution_manager",
+        "Package %1 version %2 removed from distribution point %3 (%4 chunk(s) no other version needs deleted).",
+    ),
+    def(
+        40153,
+        Info,
+        "distribution_manager",
+        "Validation of distribution point %1: %2 chunk(s) re-hashed, %3 damaged, %4 missing.",
+    ),
+    def(
         40200,
         Info,
         "link",
@@ -271,6 +295,13 @@ pub const CATALOGUE: &[MessageDef] = &[
         "content",
         "Chunk %1 in this site's content store is corrupt (%2); removed, it will be fetched again.",
     ),
+    def(
+        40205,
+        Info,
+        "link",
+        "Distribution point %1 attached from %2 (%3 package version(s) assigned to it).",
+    ),
+    def(40206, Info, "link", "Distribution point %1 detached: %2"),
     def(
         40210,
         Info,

@@ -71,6 +71,64 @@ pub enum Frame {
     /// (rule texts, as in `site.toml`), so what the child sends up (its reports) honours
     /// them too. Sent when the link comes up and whenever the parent changes them.
     LinkPolicy { schedule: String, rate: String },
+    /// Distribution point to its site, first frame on the control stream: which DP this is
+    /// (the site checks it against the id its certificate is pinned for).
+    DpHello { dp: String },
+    /// Site to distribution point, on the control stream: everything the DP must hold now,
+    /// and where a pull DP takes chunks from first. Sent when the link comes up and whenever
+    /// it changes; the DP keeps the last one, so it serves and validates while the site is
+    /// away.
+    DpAssign {
+        site: SiteCode,
+        versions: Vec<DpAssignment>,
+        sources: Vec<DpSource>,
+    },
+    /// Distribution point to its site: status messages from the DP's outbox, at consecutive
+    /// positions from `first`. The site stores them in its report log (they flow up) and
+    /// answers [`Frame::ReportsAck`].
+    DpReports {
+        first: u64,
+        messages: Vec<DpMessage>,
+    },
+}
+
+/// A status message raised by a distribution point. The site turns it into a
+/// [`crate::report::StatusMessage`] with its own code as the site and the DP's pinned id as
+/// the machine (a DP cannot speak for anyone else), and accepts only the distribution ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpMessage {
+    pub id: u32,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub attributes: Vec<crate::report::Attribute>,
+    pub insertion: Vec<String>,
+}
+
+/// The status ids a distribution point may raise (2342/2330 and the DP block of 40150-).
+pub fn dp_may_raise(id: u32) -> bool {
+    matches!(id, 2330 | 2342 | 40150..=40153)
+}
+
+/// One package version a distribution point must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpAssignment {
+    pub package: crate::PackageId,
+    pub name: String,
+    pub version: u32,
+    pub priority: crate::event::Priority,
+    pub manifest_id: crate::ManifestId,
+    pub manifest: crate::manifest::Manifest,
+    /// Older versions of the package that are not retired: the DP keeps the one it has
+    /// until `version` is complete, so clients never see the package vanish.
+    pub keep: Vec<u32>,
+}
+
+/// A source a pull distribution point asks first (in rank order), before its site server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpSource {
+    /// The source's id at the same site (`DP2`).
+    pub dp: String,
+    /// Its HTTP address, HOST:PORT.
+    pub address: String,
 }
 
 /// Length of a chunk reply's header on the content stream.

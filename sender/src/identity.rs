@@ -21,7 +21,7 @@ pub enum IdentityError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid: {reason}; re-run `site-server init` in a new data directory")]
+    #[error("{path} is not valid: {reason}; make a new identity (`site-server init` or `dist-point init`) in a new data directory")]
     Invalid { path: PathBuf, reason: String },
     #[error("no system randomness available: {0}")]
     Random(String),
@@ -87,16 +87,23 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IdentityError> 
 
 /// Makes a new identity for site `code` in `dir` (which must not hold one yet).
 pub fn create(dir: &Path, code: SiteCode) -> Result<PublicIdentity, IdentityError> {
+    create_named(dir, code.as_str(), "site")
+}
+
+/// Makes a new identity in `dir` for a peer named `name` of kind `kind` (`site`, `dp`): the
+/// certificate's common name is `name`, its DNS name `name.kind.siterep`. Peers pin the
+/// certificate itself, so the names are for people reading it.
+pub fn create_named(dir: &Path, name: &str, kind: &str) -> Result<PublicIdentity, IdentityError> {
     let tls = dir.join("tls");
     fs::create_dir_all(&tls).map_err(io(&tls))?;
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec![format!(
-        "{}.site.siterep",
-        code.as_str().to_ascii_lowercase()
+        "{}.{kind}.siterep",
+        name.to_ascii_lowercase()
     )])?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, code.as_str());
+        .push(rcgen::DnType::CommonName, name);
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     let cert = params.self_signed(&key)?;

@@ -74,25 +74,79 @@ pub struct DpLink {
     pub id: String,
     /// SHA-256 of its certificate (pinned).
     pub fingerprint: String,
-    /// Where clients reach its HTTP server (shown in status; optional).
+    /// Where clients reach its HTTP server (shown in status; needed if it is a source).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// A pull DP's sources, in rank order: ids of other DPs of this site. It asks them
+    /// before the site server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
-/// Checks a DP id: 1 to 15 letters, digits, `-` or `_`.
-pub fn check_dp_id(id: &str) -> Result<(), String> {
-    let ok = (1..=15).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "distribution point id {id:?} is not valid: use 1 to 15 letters, digits, '-' or '_' (e.g. DP1)"
-        ))
+/// Checks the pull-DP sources of `dps`: each names another DP of the site that has an
+/// address, none twice, and no chain of sources comes back to where it started.
+pub fn check_dp_sources(dps: &[DpLink]) -> Result<(), String> {
+    for d in dps {
+        for (i, s) in d.sources.iter().enumerate() {
+            if *s == d.id {
+                return Err(format!(
+                    "distribution point {} cannot be its own source: remove --source {s}",
+                    d.id
+                ));
+            }
+            if d.sources[..i].contains(s) {
+                return Err(format!(
+                    "distribution point {}: source {s} is listed twice",
+                    d.id
+                ));
+            }
+            let Some(src) = dps.iter().find(|o| o.id == *s) else {
+                return Err(format!(
+                    "distribution point {}: source {s} is not a distribution point of this site: add it first (`site-server dp add`), or name another",
+                    d.id
+                ));
+            };
+            if src.address.is_empty() {
+                return Err(format!(
+                    "distribution point {}: source {s} has no address for pulling from it: give it one (`site-server dp set --id {s} --address HOST:PORT`)",
+                    d.id
+                ));
+            }
+        }
     }
+    // A loop: following sources from a DP reaches that DP again.
+    for d in dps {
+        let mut path = vec![d.id.as_str()];
+        if let Some(cycle) = find_loop(dps, &d.id, &mut path) {
+            return Err(format!(
+                "distribution point sources would loop ({cycle}): a pull DP must not pull, directly or through others, from itself; drop one of these sources"
+            ));
+        }
+    }
+    Ok(())
 }
+
+fn find_loop<'a>(dps: &'a [DpLink], at: &str, path: &mut Vec<&'a str>) -> Option<String> {
+    let d = dps.iter().find(|o| o.id == at)?;
+    for s in &d.sources {
+        if path.first() == Some(&s.as_str()) {
+            let mut p = path.clone();
+            p.push(s);
+            return Some(p.join(" -> "));
+        }
+        if path.contains(&s.as_str()) {
+            continue;
+        }
+        path.push(s);
+        if let Some(c) = find_loop(dps, s, path) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    None
+}
+
+pub use schema::ids::check_dp_id;
 
 /// `[sender]` in `site.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +358,7 @@ impl SiteConfig {
                 Err(e) => return Err(format!("distribution point {}: {e}", d.id)),
             }
         }
+        check_dp_sources(&self.dps)?;
         self.tz()?;
         self.sender.limits()?;
         Ok(())

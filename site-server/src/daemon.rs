@@ -144,6 +144,10 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     for c in &site.cfg.children {
         child_pins.insert(&c.fingerprint, c.code.as_str());
     }
+    // Distribution points dial the same endpoint; their pins name them `dp:ID`.
+    for d in &site.cfg.dps {
+        child_pins.insert(&d.fingerprint, &format!("dp:{}", d.id));
+    }
     let server_cfg = sender::tls::server_config(&me, child_pins.clone())
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let mut endpoint =

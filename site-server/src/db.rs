@@ -281,6 +281,31 @@ impl Db {
         self.apply_batch(&child_reports_key(child), first, reports, append_report_tx)
     }
 
+    /// Stores the status messages a distribution point of this site sent, at its outbox
+    /// positions `first`.., as this site's own reports, and advances that DP's cursor, in one
+    /// transaction (so a resend after a reconnect is skipped, and a gap refused).
+    pub fn apply_dp_reports(
+        &self,
+        dp: &str,
+        first: u64,
+        reports: &[Option<Report>],
+        now: DateTime<Utc>,
+    ) -> Result<BatchOutcome, DbError> {
+        let own = self.own;
+        self.apply_batch(
+            format!("dp:{dp}:reports").as_bytes(),
+            first,
+            reports,
+            |tx, r| match r {
+                Some(r) => {
+                    append_own_report_tx(tx, own, now, r.clone())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        )
+    }
+
     /// One batch received on a link: items at the peer's positions `first`.., each appended
     /// with `append` (which says whether it was new), and the cursor `key`, in one transaction.
     fn apply_batch<T>(

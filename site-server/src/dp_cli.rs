@@ -6,7 +6,7 @@ use crate::client::AdminClient;
 use clap::Subcommand;
 use schema::event::DistributionTarget;
 use schema::SiteCode;
-use site_server::config::{check_dp_id, DpLink, SiteConfig};
+use site_server::config::{check_dp_id, check_dp_sources, DpLink, SiteConfig};
 
 #[derive(Subcommand)]
 pub enum DpCmd {
@@ -20,9 +20,28 @@ pub enum DpCmd {
         /// Its certificate fingerprint.
         #[arg(long)]
         fingerprint: String,
-        /// Where clients reach its HTTP server, HOST:PORT (shown in status).
+        /// Where clients reach its HTTP server, HOST:PORT (its `listen`; needed if it is a source).
         #[arg(long, default_value = "")]
         address: String,
+        /// Make it a pull DP: it asks these DPs of this site first (in this order), then the
+        /// site server. SITE/ID or ID; repeat for several.
+        #[arg(long = "source")]
+        sources: Vec<String>,
+    },
+    /// Change a distribution point's address or sources.
+    Set {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        address: Option<String>,
+        /// Its new ranked sources (replacing the old ones).
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// It pulls from the site server only.
+        #[arg(long, conflicts_with = "sources")]
+        no_sources: bool,
     },
     /// This site's distribution points; with the daemon running, every DP its subtree reported.
     List {
@@ -141,6 +160,35 @@ async fn group(cmd: GroupCmd) -> Res {
     Ok(())
 }
 
+fn check_address(address: &str) -> Result<(), CliError> {
+    if !address.is_empty() && address.parse::<std::net::SocketAddr>().is_err() {
+        return Err(CliError::usage(format!(
+            "--address {address:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+        )));
+    }
+    Ok(())
+}
+
+/// `--source S01/DP2` or `--source DP2`: an id of a DP of this site.
+fn source_ids(code: SiteCode, sources: &[String]) -> Result<Vec<String>, CliError> {
+    sources
+        .iter()
+        .map(|s| {
+            let id = match s.split_once('/') {
+                Some((site, id)) if site.eq_ignore_ascii_case(code.as_str()) => id,
+                Some((site, _)) => {
+                    return Err(CliError::usage(format!(
+                        "--source {s}: a pull DP takes content from DPs of its own site ({code}), not {site}: DPs of other sites are reached through the site servers' senders, which keep each link's schedule and rate"
+                    )))
+                }
+                None => s.as_str(),
+            };
+            check_dp_id(id).map_err(|e| CliError::usage(format!("--source {s}: {e}")))?;
+            Ok(id.to_string())
+        })
+        .collect()
+}
+
 /// `S01/DP1` as a target.
 pub fn parse_dp_target(s: &str) -> Result<DistributionTarget, CliError> {
     let (site, dp) = s.split_once('/').ok_or_else(|| {
@@ -164,28 +212,28 @@ pub async fn run(cmd: DpCmd) -> Res {
             id,
             fingerprint,
             address,
+            sources,
         } => {
             let dir = data.dir();
             let mut cfg = SiteConfig::load(&dir).map_err(|e| CliError::usage(e.to_string()))?;
             check_dp_id(&id).map_err(CliError::usage)?;
             let fingerprint =
                 sender::identity::check_fingerprint(&fingerprint).map_err(CliError::usage)?;
-            if !address.is_empty() && address.parse::<std::net::SocketAddr>().is_err() {
-                return Err(CliError::usage(format!(
-                    "--address {address:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
-                )));
-            }
+            check_address(&address)?;
             if cfg.dps.iter().any(|d| d.id == id) {
                 return Err(CliError::usage(format!(
                     "distribution point {id} is already attached to {}: see `site-server dp list`",
                     cfg.code
                 )));
             }
+            let sources = source_ids(cfg.code, &sources)?;
             cfg.dps.push(DpLink {
                 id: id.clone(),
                 fingerprint,
                 address,
+                sources,
             });
+            check_dp_sources(&cfg.dps).map_err(CliError::usage)?;
             cfg.save(&dir).map_err(CliError::usage)?;
             println!(
                 "distribution point {}/{id} added; its certificate is pinned",
@@ -193,6 +241,41 @@ pub async fn run(cmd: DpCmd) -> Res {
             );
             if dir.admin().exists() {
                 println!("the running daemon reads its distribution points when it starts: restart it to report this one");
+            }
+            Ok(())
+        }
+        DpCmd::Set {
+            data,
+            id,
+            address,
+            sources,
+            no_sources,
+        } => {
+            let dir = data.dir();
+            let mut cfg = SiteConfig::load(&dir).map_err(|e| CliError::usage(e.to_string()))?;
+            let code = cfg.code;
+            let Some(d) = cfg.dps.iter_mut().find(|d| d.id == id) else {
+                return Err(CliError::usage(format!(
+                    "no distribution point {id} at {code}: see `site-server dp list`"
+                )));
+            };
+            if address.is_none() && sources.is_empty() && !no_sources {
+                return Err(CliError::usage(
+                    "nothing to change: give --address, --source or --no-sources",
+                ));
+            }
+            if let Some(a) = address {
+                check_address(&a)?;
+                d.address = a;
+            }
+            if no_sources || !sources.is_empty() {
+                d.sources = source_ids(code, &sources)?;
+            }
+            check_dp_sources(&cfg.dps).map_err(CliError::usage)?;
+            cfg.save(&dir).map_err(CliError::usage)?;
+            println!("distribution point {code}/{id} changed");
+            if dir.admin().exists() {
+                println!("restart the site server for the change to take effect");
             }
             Ok(())
         }

@@ -18,6 +18,7 @@ pub mod content;
 pub mod daemon;
 pub mod db;
 pub mod decide;
+pub mod dp_link;
 pub mod fetch;
 pub mod links;
 pub mod projection;

@@ -81,6 +81,22 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
                 conn.close(1u32.into(), b"unknown peer");
                 return;
             };
+            if let Some(dp) = child.strip_prefix("dp:") {
+                let span = tracing::info_span!("dp link", dp = %dp, %remote);
+                let _g = span.enter();
+                let r = crate::dp_link::serve_dp(&site, &conn, dp).await;
+                let why = match &r {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::info!(reason = %why, "distribution point link down");
+                let _ = site.raise(
+                    40206,
+                    vec![Attribute::DistributionPoint(dp.to_string())],
+                    vec![format!("{}/{dp}", site.cfg.code), why],
+                );
+                return;
+            }
             let span = tracing::info_span!("child link", child = %child, %remote);
             let _g = span.enter();
             let r = serve_child(&site, &conn, &child).await;

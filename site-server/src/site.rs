@@ -540,6 +540,75 @@ impl Site {
         Ok(out)
     }
 
+    /// What DP `dp` of this site must hold: the current version of every package targeted
+    /// at it (directly or through a group it is in) that is complete in this site's store,
+    /// with the older versions that are not retired (the DP keeps the one it has until the
+    /// new one is in); and its ranked sources if it is a pull DP.
+    pub fn dp_assignments(
+        &self,
+        dp: &str,
+    ) -> Result<(Vec<schema::wire::DpAssignment>, Vec<schema::wire::DpSource>), OpError> {
+        let me = DistributionTarget::DistributionPoint {
+            site: self.cfg.code,
+            dp: dp.to_string(),
+        };
+        let member = schema::event::DpRef {
+            site: self.cfg.code,
+            dp: dp.to_string(),
+        };
+        let groups = self.db.dp_groups()?;
+        let mut out = Vec::new();
+        for p in self.db.packages()? {
+            let targeted = self.db.targets(&p.id)?.iter().any(|t| match t {
+                DistributionTarget::DpGroup(g) => {
+                    groups.get(g).is_some_and(|m| m.contains(&member))
+                }
+                t => *t == me,
+            });
+            if !targeted {
+                continue;
+            }
+            let Some(v) = p.current() else { continue };
+            let Some(m) = self.db.manifest(&v.manifest_id)? else {
+                continue;
+            };
+            if !m.unique_chunks().iter().all(|c| self.store.has(&c.id)) {
+                continue;
+            }
+            out.push(schema::wire::DpAssignment {
+                package: p.id,
+                name: p.name.clone(),
+                version: v.source_version,
+                priority: p.priority,
+                manifest_id: v.manifest_id,
+                manifest: m,
+                keep: p
+                    .versions
+                    .iter()
+                    .filter(|o| !o.retired && o.source_version < v.source_version)
+                    .map(|o| o.source_version)
+                    .collect(),
+            });
+        }
+        let sources = self
+            .cfg
+            .dps
+            .iter()
+            .find(|d| d.id == dp)
+            .map(|d| {
+                d.sources
+                    .iter()
+                    .filter_map(|s| self.cfg.dps.iter().find(|o| o.id == *s))
+                    .map(|o| schema::wire::DpSource {
+                        dp: o.id.clone(),
+                        address: o.address.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((out, sources))
+    }
+
     /// Reports this site's distribution points up the tree, if they changed since it last did.
     pub fn report_dps(&self) -> Result<(), OpError> {
         let now: Vec<schema::report::DistributionPointInfo> = self
