@@ -370,7 +370,13 @@ pub async fn status(dir: &FsPath) -> Result<StatusView, DpError> {
     let store =
         ContentStore::open(dir.join("content")).map_err(|e| DpError::Failed(e.to_string()))?;
     st.holdings.reload(&|id| store.has(id));
-    Ok(StatusView::of(&cfg, &st, "not running", None))
+    Ok(StatusView::of(
+        &cfg,
+        &st,
+        "not running",
+        None,
+        Default::default(),
+    ))
 }
 
 /// `dist-point validate`: by the running DP (which re-fetches at once), else offline (the

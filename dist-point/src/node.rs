@@ -166,6 +166,8 @@ pub struct StatusView {
     pub in_flight: usize,
     pub queued: usize,
     pub unsent_messages: usize,
+    /// Chunks stored since start, per source (a DP id, or `site`).
+    pub pulled: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -181,7 +183,13 @@ pub struct VersionView {
 }
 
 impl StatusView {
-    pub fn of(cfg: &DpConfig, st: &State, link: &str, puller: Option<&Puller>) -> Self {
+    pub fn of(
+        cfg: &DpConfig,
+        st: &State,
+        link: &str,
+        puller: Option<&Puller>,
+        pulled: std::collections::BTreeMap<String, u64>,
+    ) -> Self {
         StatusView {
             id: cfg.id.clone(),
             site: st.site.map(|s| s.to_string()),
@@ -209,6 +217,7 @@ impl StatusView {
             in_flight: puller.map_or(0, |p| p.in_flight()),
             queued: puller.map_or(0, |p| p.queued()),
             unsent_messages: st.outbox.len(),
+            pulled,
         }
     }
 }
@@ -231,6 +240,7 @@ pub(crate) struct Core {
     pub puller: Puller,
     pub site_tx: Option<mpsc::UnboundedSender<Vec<ChunkId>>>,
     pub link: String,
+    pub pulled: std::collections::BTreeMap<String, u64>,
     dirty: bool,
 }
 
@@ -249,7 +259,13 @@ impl Node {
 
     pub fn status(&self) -> StatusView {
         let c = self.core.lock().expect("core lock");
-        StatusView::of(&self.cfg, &c.state, &c.link, Some(&c.puller))
+        StatusView::of(
+            &self.cfg,
+            &c.state,
+            &c.link,
+            Some(&c.puller),
+            c.pulled.clone(),
+        )
     }
 
     /// Messages from position `after` on, to send to the site.
@@ -316,6 +332,7 @@ pub(crate) fn new_node(
             puller,
             site_tx: None,
             link: "connecting".into(),
+            pulled: Default::default(),
             dirty: true,
         }),
         events,
@@ -425,6 +442,15 @@ impl Node {
             Event::Stored(ids) => {
                 let mut effects = Vec::new();
                 for (id, route) in ids {
+                    let from = match route {
+                        Route::Site => "site".to_string(),
+                        Route::Source(i) => c
+                            .state
+                            .sources
+                            .get(i)
+                            .map_or_else(|| format!("source {i}"), |s| s.dp.clone()),
+                    };
+                    *c.pulled.entry(from).or_default() += 1;
                     c.puller.on_result(&id, route, Outcome::Stored, now);
                     effects.extend(c.state.holdings.on_stored(&id));
                 }

@@ -111,6 +111,8 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/packages/publish", post(publish))
         .route("/v1/packages/{id}", get(package))
         .route("/v1/packages/{id}/distribute", post(distribute))
+        .route("/v1/packages/{id}/undistribute", post(undistribute))
+        .route("/v1/packages/{id}/retire", post(retire))
         .route("/v1/status/packages", get(content))
         .route("/v1/adverts", get(adverts).post(create_advert))
         .route("/v1/log", get(log))
@@ -179,6 +181,33 @@ async fn distribute(
         targets: body.targets,
     };
     blocking(&st.site, move |s| s.distribute(&req)).await
+}
+
+async fn undistribute(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<DistributeBody>,
+) -> ApiResult<Vec<schema::event::DistributionTarget>> {
+    let package = parse_package(&id)?;
+    let req = crate::decide::DistributeRequest {
+        package,
+        targets: body.targets,
+    };
+    blocking(&st.site, move |s| s.undistribute(&req)).await
+}
+
+#[derive(Deserialize)]
+struct RetireBody {
+    version: u32,
+}
+
+async fn retire(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<RetireBody>,
+) -> ApiResult<()> {
+    let package = parse_package(&id)?;
+    blocking(&st.site, move |s| s.retire(package, body.version)).await
 }
 
 async fn content(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::ContentRow>> {

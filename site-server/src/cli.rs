@@ -287,6 +287,28 @@ pub enum PackageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stop targeting a package at sites, DPs or groups: DPs delete it (chunks another
+    /// package or version uses stay).
+    Undistribute {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long = "site", required_unless_present_any = ["dps", "groups"])]
+        sites: Vec<String>,
+        #[arg(long = "dp")]
+        dps: Vec<String>,
+        #[arg(long = "dp-group")]
+        groups: Vec<String>,
+    },
+    /// Withdraw a source version everywhere: DPs delete it; the newest version not retired
+    /// is the current one again.
+    Retire {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        version: u32,
+    },
     /// Show a package, its versions and its current files.
     Show {
         id: String,
@@ -904,6 +926,37 @@ async fn package(cmd: PackageCmd) -> Res {
         PackageCmd::Priority { id, data, priority } => {
             crate::sender_cli::set_priority(data, &id, &priority).await
         }
+        PackageCmd::Undistribute {
+            id,
+            data,
+            sites,
+            dps,
+            groups,
+        } => {
+            let id = parse_package(&id)?;
+            let targets = targets_of(&sites, &dps, groups)?;
+            let out: Vec<schema::event::DistributionTarget> = AdminClient::from_dir(&data.dir())?
+                .post_json(
+                    &format!("/v1/packages/{id}/undistribute"),
+                    &serde_json::json!({ "targets": targets }),
+                )
+                .await?;
+            for t in &out {
+                println!("{id} no longer targeted at {t}");
+            }
+            Ok(())
+        }
+        PackageCmd::Retire { id, data, version } => {
+            let id = parse_package(&id)?;
+            let _: serde_json::Value = AdminClient::from_dir(&data.dir())?
+                .post_json(
+                    &format!("/v1/packages/{id}/retire"),
+                    &serde_json::json!({ "version": version }),
+                )
+                .await?;
+            println!("{id} version {version} retired; distribution points delete it");
+            Ok(())
+        }
         PackageCmd::Distribute {
             id,
             data,
@@ -913,18 +966,7 @@ async fn package(cmd: PackageCmd) -> Res {
             json,
         } => {
             let id = parse_package(&id)?;
-            let mut targets = Vec::new();
-            for s in &sites {
-                let code =
-                    SiteCode::new(s).map_err(|e| CliError::usage(format!("--site {s:?}: {e}")))?;
-                targets.push(schema::event::DistributionTarget::Site(code));
-            }
-            for d in &dps {
-                targets.push(crate::dp_cli::parse_dp_target(d)?);
-            }
-            for g in groups {
-                targets.push(schema::event::DistributionTarget::DpGroup(g));
-            }
+            let targets = targets_of(&sites, &dps, groups)?;
             let client = AdminClient::from_dir(&data.dir())?;
             let out: site_server::decide::DistributeOutcome = client
                 .post_json(
@@ -1271,6 +1313,42 @@ async fn content(dir: &DataDir, json: bool) -> Res {
             &sent,
         );
     }
+    let dps: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.dps.iter().map(move |d| {
+                let states: Vec<String> = d
+                    .dps
+                    .iter()
+                    .map(|x| format!("{} {}", x.dp, x.state))
+                    .collect();
+                vec![
+                    r.package.to_string(),
+                    r.source_version.to_string(),
+                    d.site.to_string(),
+                    d.targeted.to_string(),
+                    d.installed.to_string(),
+                    format!("{}%", d.pct_installed),
+                    states.join(", "),
+                ]
+            })
+        })
+        .collect();
+    if !dps.is_empty() {
+        println!();
+        print_table(
+            &[
+                "PACKAGE",
+                "VERSION",
+                "SITE",
+                "DPS TARGETED",
+                "DPS INSTALLED",
+                "INSTALLED",
+                "DISTRIBUTION POINTS",
+            ],
+            &dps,
+        );
+    }
     Ok(())
 }
 
@@ -1388,4 +1466,24 @@ fn verify(dir: &DataDir, json: bool) -> Res {
             p.reason
         ))),
     }
+}
+
+/// `--site`, `--dp` and `--dp-group` values as targets.
+fn targets_of(
+    sites: &[String],
+    dps: &[String],
+    groups: Vec<String>,
+) -> Result<Vec<schema::event::DistributionTarget>, CliError> {
+    let mut targets = Vec::new();
+    for s in sites {
+        let code = SiteCode::new(s).map_err(|e| CliError::usage(format!("--site {s:?}: {e}")))?;
+        targets.push(schema::event::DistributionTarget::Site(code));
+    }
+    for d in dps {
+        targets.push(crate::dp_cli::parse_dp_target(d)?);
+    }
+    for g in groups {
+        targets.push(schema::event::DistributionTarget::DpGroup(g));
+    }
+    Ok(targets)
 }

@@ -392,6 +392,103 @@ pub fn distribute<S: ProjectionStore>(
     })
 }
 
+/// `package undistribute`: the package is no longer wanted at these targets (a DP drops
+/// it, a site no longer fetches it). Each target must be one the package has.
+pub fn undistribute<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    req: &DistributeRequest,
+) -> Result<Decided<Vec<DistributionTarget>>, DecideError<S::Error>> {
+    if projection::package(s, &req.package)?.is_none() {
+        return Err(Refusal::UnknownPackage(req.package).into());
+    }
+    if req.targets.is_empty() {
+        return Err(Refusal::Invalid(
+            "no target given: say which with --site, --dp or --dp-group".into(),
+        )
+        .into());
+    }
+    let have = projection::targets(s, &req.package)?;
+    let mut removed: Vec<DistributionTarget> = Vec::new();
+    for t in &req.targets {
+        if !have.contains(t) {
+            let list: Vec<String> = have.iter().map(|t| t.to_string()).collect();
+            return Err(Refusal::Invalid(format!(
+                "package {} is not targeted at {t} (its targets: {}): see `site-server package show {}`",
+                req.package,
+                if list.is_empty() { "none".to_string() } else { list.join(", ") },
+                req.package
+            ))
+            .into());
+        }
+        if !removed.contains(t) {
+            removed.push(t.clone());
+        }
+    }
+    let reports = removed
+        .iter()
+        .map(|t| {
+            ctx.status(
+                40121,
+                vec![Attribute::Package(req.package)],
+                vec![req.package.to_string(), t.to_string()],
+            )
+        })
+        .collect();
+    Ok(Decided {
+        event: Some(ConfigEvent::DistributionTargetsRemoved {
+            package: req.package,
+            targets: removed.clone(),
+        }),
+        reports,
+        out: removed,
+    })
+}
+
+/// `package retire`: a source version is withdrawn everywhere (DPs delete it; the newest
+/// version not retired becomes the current one).
+pub fn retire<S: ProjectionStore>(
+    s: &S,
+    ctx: &Ctx,
+    package: PackageId,
+    version: u32,
+) -> Result<Decided<()>, DecideError<S::Error>> {
+    let Some(rec) = projection::package(s, &package)? else {
+        return Err(Refusal::UnknownPackage(package).into());
+    };
+    match rec.versions.iter().find(|v| v.source_version == version) {
+        None => {
+            return Err(Refusal::Invalid(format!(
+                "package {package} has no version {version} (it has 1 to {}): see `site-server package show {package}`",
+                rec.latest_number()
+            ))
+            .into())
+        }
+        Some(v) if v.retired => {
+            return Err(Refusal::Invalid(format!(
+                "package {package} version {version} is already retired"
+            ))
+            .into())
+        }
+        Some(_) => {}
+    }
+    Ok(Decided {
+        event: Some(ConfigEvent::PackageVersionRetired {
+            package,
+            source_version: version,
+        }),
+        reports: vec![ctx.status(
+            40101,
+            vec![
+                Attribute::Package(package),
+                Attribute::SourceVersion(version),
+            ],
+            vec![package.to_string(), version.to_string()],
+        )],
+        out: (),
+    })
+}
+
 /// `sender boost`: an emergency lets `package` ignore schedules and rate limits on its way.
 pub fn boost<S: ProjectionStore>(
     s: &S,

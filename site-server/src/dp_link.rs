@@ -43,6 +43,9 @@ pub async fn serve_dp(
                     reason: reason.clone(),
                 })
                 .await;
+            // Let the DP read why before the connection goes (it hangs up when it has).
+            let _ = w.stream().finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             conn.close(2u32.into(), b"wrong DP id");
             return Err(ReplError::Protocol(reason));
         }

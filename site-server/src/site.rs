@@ -138,6 +138,31 @@ pub struct ContentRow {
     /// (3531/3532/3533), as the seed's "% of content sent per site" report.
     #[serde(default)]
     pub sending: Vec<SiteSending>,
+    /// Per site with DPs the package is targeted at: targeted, installed, % installed.
+    #[serde(default)]
+    pub dps: Vec<SiteDps>,
+}
+
+/// Per (package, version, site, DP): the time and state of its last distribution message.
+type DpProgress =
+    std::collections::HashMap<(PackageId, u32, SiteCode, String), (DateTime<Utc>, String)>;
+
+/// The DPs of one site a package version is targeted at, and how many have it installed
+/// (the seed's "DPs targeted / installed / % installed" per site).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SiteDps {
+    pub site: SiteCode,
+    pub targeted: usize,
+    pub installed: usize,
+    pub pct_installed: u8,
+    pub dps: Vec<DpInstall>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DpInstall {
+    pub dp: String,
+    /// waiting for its site, pulling, installed, failed: REASON, damaged, removed.
+    pub state: String,
 }
 
 /// Per package version, per destination site: the last word of its sender.
@@ -391,6 +416,30 @@ impl Site {
         self.log_grew.notify_waiters();
         self.reports_grew.notify_waiters();
         Ok(out)
+    }
+
+    /// `package undistribute`.
+    pub fn undistribute(
+        &self,
+        req: &DistributeRequest,
+    ) -> Result<Vec<DistributionTarget>, OpError> {
+        let ctx = self.ctx();
+        let out = self
+            .db
+            .append_own(ctx.now, |view| decide::undistribute(view, &ctx, req))?;
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(out)
+    }
+
+    /// `package retire`.
+    pub fn retire(&self, package: PackageId, version: u32) -> Result<(), OpError> {
+        let ctx = self.ctx();
+        self.db
+            .append_own(ctx.now, |view| decide::retire(view, &ctx, package, version))?;
+        self.log_grew.notify_waiters();
+        self.reports_grew.notify_waiters();
+        Ok(())
     }
 
     /// `sender boost`: decided here, applied here and by every site the event reaches.
@@ -732,9 +781,107 @@ impl Site {
         Ok(out)
     }
 
+    /// The last distribution word (2342, 2330, 40150-40152) per (package, version, site, DP),
+    /// from the report log.
+    fn dp_progress(&self) -> Result<DpProgress, OpError> {
+        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if matches!(m.id, 2330 | 2342 | 40150..=40152));
+        let mut out: DpProgress = Default::default();
+        for (_, e) in self.db.reports(1, usize::MAX, keep)? {
+            let Report::Status(m) = e.body else { continue };
+            let (mut pkg, mut ver, mut dp) = (None, None, None);
+            for a in &m.attributes {
+                match a {
+                    Attribute::Package(p) => pkg = Some(*p),
+                    Attribute::SourceVersion(v) => ver = Some(*v),
+                    Attribute::DistributionPoint(d) => dp = Some(d.clone()),
+                    _ => {}
+                }
+            }
+            let (Some(pkg), Some(ver), Some(dp)) = (pkg, ver, dp) else {
+                continue;
+            };
+            // A DP names itself SITE/ID in its messages; the machine is its id at its site.
+            let dp = dp.rsplit('/').next().unwrap_or(&dp).to_string();
+            let state = match m.id {
+                2342 => "pulling".to_string(),
+                2330 => "installed".to_string(),
+                40150 => format!(
+                    "failed: {}",
+                    m.insertion.get(3).cloned().unwrap_or_default()
+                ),
+                40151 => "damaged, fetching again".to_string(),
+                _ => "removed".to_string(),
+            };
+            let slot = out
+                .entry((pkg, ver, m.site, dp))
+                .or_insert((m.time, String::new()));
+            if slot.0 <= m.time {
+                *slot = (m.time, state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per site of the subtree, the DPs `package` is targeted at there (directly or through
+    /// a group) and how far `version` is installed on them.
+    fn dp_rows(
+        &self,
+        package: &PackageId,
+        version: u32,
+        targets: &[DistributionTarget],
+        groups: &crate::projection::DpGroups,
+        known: &std::collections::BTreeSet<SiteCode>,
+        progress: &DpProgress,
+    ) -> Result<Vec<SiteDps>, OpError> {
+        let mut rows = Vec::new();
+        for site in known {
+            let mut row = SiteDps {
+                site: *site,
+                targeted: 0,
+                installed: 0,
+                pct_installed: 0,
+                dps: Vec::new(),
+            };
+            for d in self.db.reported_dps(*site)?.unwrap_or_default() {
+                let member = schema::event::DpRef {
+                    site: *site,
+                    dp: d.id.clone(),
+                };
+                let targeted = targets.iter().any(|t| match t {
+                    DistributionTarget::DistributionPoint { site: s, dp } => {
+                        s == site && *dp == d.id
+                    }
+                    DistributionTarget::DpGroup(g) => {
+                        groups.get(g).is_some_and(|m| m.contains(&member))
+                    }
+                    DistributionTarget::Site(_) => false,
+                });
+                if !targeted {
+                    continue;
+                }
+                let state = progress
+                    .get(&(*package, version, *site, d.id.clone()))
+                    .map_or("waiting for its site".to_string(), |(_, s)| s.clone());
+                row.targeted += 1;
+                if state == "installed" {
+                    row.installed += 1;
+                }
+                row.dps.push(DpInstall { dp: d.id, state });
+            }
+            if row.targeted > 0 {
+                row.pct_installed = (row.installed * 100 / row.targeted) as u8;
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
     pub fn content(&self) -> Result<Vec<ContentRow>, OpError> {
         let mut rows = Vec::new();
         let progress = self.sending_progress()?;
+        let dp_progress = self.dp_progress()?;
+        let groups = self.db.dp_groups()?;
+        let known = self.known_sites()?;
         for (p, m, targets) in self.needed_versions()? {
             let mut r = ContentRow {
                 package: p.id,
@@ -750,7 +897,18 @@ impl Site {
                     .and_then(|v| progress.get(&(p.id, v.source_version)))
                     .map(|m| m.values().cloned().collect())
                     .unwrap_or_default(),
+                dps: Vec::new(),
             };
+            if let Some(v) = p.current() {
+                r.dps = self.dp_rows(
+                    &p.id,
+                    v.source_version,
+                    &r.targets,
+                    &groups,
+                    &known,
+                    &dp_progress,
+                )?;
+            }
             for c in m.unique_chunks() {
                 r.chunks += 1;
                 r.bytes += c.len as u64;

@@ -480,3 +480,222 @@ pub fn big_tree(root: &std::path::Path, mib: usize) {
         .unwrap();
     }
 }
+
+/// Runs `dist-point ARGS`.
+pub fn dist_point(args: &[&str]) -> Run {
+    let mut c = Command::new(bin("dist-point"));
+    c.args(args).stdin(Stdio::null()).env("RUST_LOG", "warn");
+    Run::from(c.output().expect("spawn dist-point"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A distribution point in a temporary directory, optionally running.
+pub struct TestDp {
+    pub tmp: tempfile::TempDir,
+    pub id: String,
+    pub fingerprint: String,
+    /// Its HTTP address.
+    pub addr: String,
+    daemon: Option<Child>,
+}
+
+impl TestDp {
+    /// `dist-point init` for a DP of the running `site` (whose QUIC port must be pinned).
+    pub fn init(site: &TestSite, id: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data = tmp.path().join("dp");
+        let out = dist_point(&[
+            "init",
+            "--data",
+            data.to_str().unwrap(),
+            "--id",
+            id,
+            "--listen",
+            &addr,
+            "--site",
+            &site.listen_addr(),
+            "--site-fingerprint",
+            &site.keys().0,
+        ])
+        .ok();
+        let fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint: "))
+            .expect("init prints the fingerprint")
+            .to_string();
+        TestDp {
+            tmp,
+            id: id.to_string(),
+            fingerprint,
+            addr,
+            daemon: None,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("dp")
+    }
+
+    /// `dist-point ARGS --data DIR`.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let d = self.data();
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--data", d.to_str().unwrap()]);
+        dist_point(&v)
+    }
+
+    pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts `dist-point run` and waits until its HTTP server answers.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.daemon.is_none(), "already running");
+        let log = std::fs::File::create(self.tmp.path().join("dp.log")).expect("log file");
+        let child = Command::new(bin("dist-point"))
+            .args(["run", "--data", self.data().to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dist-point");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.data().join("admin.json").exists() && TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            if let Some(st) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("dist-point exited early ({st}): {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("dist-point did not start: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("dp.log")).unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `dist-point status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        self.cli(&["status", "--json"]).json()
+    }
+
+    /// GET `path` from its HTTP server: (status, body).
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+        http_get(&self.addr, path, headers)
+    }
+
+    /// Chunk files in its content store.
+    pub fn chunk_files(&self) -> usize {
+        let mut out = Vec::new();
+        walk(&self.data().join("content"), &mut out);
+        out.iter()
+            .filter(|(p, _)| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .count()
+    }
+
+    /// Temporary (half-written) files in its content store.
+    pub fn temp_files(&self) -> usize {
+        let mut out = Vec::new();
+        walk(&self.data().join("content"), &mut out);
+        out.iter()
+            .filter(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .count()
+    }
+
+    /// Polls `f` every 50 ms until it is true or `secs` pass.
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}\ndist-point log: {}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for TestDp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Attaches `dps` to the running `site` (`dp add`, each with its sources), then restarts the
+/// site on the same port so that it pins them.
+pub fn attach_dps(site: &mut TestSite, dps: &[(&TestDp, &[&str])]) {
+    for (dp, sources) in dps {
+        let mut args = vec![
+            "dp",
+            "add",
+            "--id",
+            dp.id.as_str(),
+            "--fingerprint",
+            dp.fingerprint.as_str(),
+            "--address",
+            dp.addr.as_str(),
+        ];
+        for s in sources.iter() {
+            args.extend(["--source", s]);
+        }
+        site.cli(&args).ok();
+    }
+    site.stop();
+    site.start();
+}
+
+/// One HTTP/1.1 GET to 127.0.0.1 with extra headers; returns (status, body bytes).
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read response");
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&resp[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, resp[end + 4..].to_vec())
+}
