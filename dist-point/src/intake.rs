@@ -106,10 +106,7 @@ pub(crate) fn run(
     let mut oldest: Option<Instant> = None;
     loop {
         let item = if batch.is_empty() {
-            match rx.recv() {
-                Ok(x) => Some(x),
-                Err(_) => None,
-            }
+            rx.recv().ok()
         } else {
             match rx.recv_timeout(COMMIT_IDLE) {
                 Ok(x) => Some(x),

@@ -13,6 +13,7 @@
 //! What it is not: a database. Which chunks a package version needs is in the manifest
 //! (schema) and the site's projections (site-server); this crate only knows chunks.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod intake;

@@ -395,9 +395,9 @@ mod tests {
 
     fn ids(e: &[Effect]) -> Vec<u32> {
         e.iter()
-            .filter_map(|e| match e {
-                Effect::Message { id, .. } => Some(*id),
-                Effect::Dropped { .. } => Some(0),
+            .map(|e| match e {
+                Effect::Message { id, .. } => *id,
+                Effect::Dropped { .. } => 0,
             })
             .collect()
     }

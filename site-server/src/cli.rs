@@ -156,6 +156,13 @@ pub enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// The distribution point's own commands (the same as the `dist-point` binary):
+    /// `site-server dist-point init|run|status|validate ...`.
+    #[command(name = "dist-point", disable_help_flag = true)]
+    DistPoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -583,6 +590,25 @@ pub async fn run(cli: Cli) -> Res {
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
         Cmd::Demo { keep } => crate::demo::run(keep).await,
+        Cmd::DistPoint { args } => {
+            use clap::Parser;
+            let cli = match dist_point::cli::Cli::try_parse_from(
+                std::iter::once("dist-point".to_string()).chain(args),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = e.print();
+                    return Err(CliError {
+                        code: if e.use_stderr() { 2 } else { 0 },
+                        message: String::new(),
+                    });
+                }
+            };
+            dist_point::cli::run(cli).await.map_err(|e| CliError {
+                code: e.exit_code() as u8,
+                message: e.to_string(),
+            })
+        }
     }
 }
 

@@ -83,10 +83,16 @@ fn step(title: &str, args: &[&str]) -> Result<(), CliError> {
 }
 
 fn start_daemon(data: &Path) -> Result<Daemon, CliError> {
+    start_process(&["run"], data)
+}
+
+/// Starts `site-server ARGS --data DATA` in the background and waits for its admin file.
+fn start_process(args: &[&str], data: &Path) -> Result<Daemon, CliError> {
     let log = std::fs::File::create(data.with_extension("log"))
         .map_err(|e| CliError::failed(format!("cannot create the daemon log: {e}")))?;
     let child = Command::new(exe()?)
-        .args(["run", "--data"])
+        .args(args)
+        .arg("--data")
         .arg(data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -152,15 +158,9 @@ struct DemoSite {
 impl DemoSite {
     fn init(root: &Path, code: &'static str) -> Result<Self, CliError> {
         let data = root.join(code).display().to_string();
-        capture(&[
-            "init",
-            "--code",
-            code,
-            "--data",
-            &data,
-            "--listen",
-            "127.0.0.1:0",
-        ])?;
+        // A fixed port, so that its distribution point knows where to dial before it runs.
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        capture(&["init", "--code", code, "--data", &data, "--listen", &listen])?;
         println!("created site {code} in {data}");
         Ok(DemoSite {
             code,
@@ -183,6 +183,12 @@ impl DemoSite {
         Ok(())
     }
 
+    /// The QUIC address in its `site.toml`.
+    fn listen_configured(&self) -> Result<String, CliError> {
+        let v = json(&["identity", "--data", &self.data, "--json"])?;
+        Ok(v["listen"].as_str().unwrap_or_default().to_string())
+    }
+
     /// The QUIC address the running daemon listens on.
     fn listen(&self) -> Result<String, CliError> {
         let admin = Path::new(&self.data).join(site_server::config::ADMIN_FILE);
@@ -198,6 +204,116 @@ impl DemoSite {
             d.stop();
         }
     }
+}
+
+/// A free TCP port on 127.0.0.1 (QUIC uses UDP, but a port free for one is almost always
+/// free for the other on loopback; bound, then released).
+fn free_port() -> Result<u16, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CliError::failed(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// One distribution point of the demo, attached to a site.
+struct DemoDp {
+    site: &'static str,
+    data: PathBuf,
+    addr: String,
+    daemon: Option<Daemon>,
+}
+
+impl DemoDp {
+    /// `dist-point init` for DP1 of `site`, then `dp add` at the site (before it starts).
+    fn init(root: &Path, site: &DemoSite) -> Result<Self, CliError> {
+        let data = root.join(format!("{}-DP1", site.code));
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let (fp, _) = site.keys()?;
+        let out = capture(&[
+            "dist-point",
+            "init",
+            "--data",
+            &data.display().to_string(),
+            "--id",
+            "DP1",
+            "--listen",
+            &addr,
+            "--site",
+            &site.listen_configured()?,
+            "--site-fingerprint",
+            &fp,
+        ])?;
+        let dp_fp = out
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint: "))
+            .unwrap_or_default()
+            .to_string();
+        step(
+            &format!(
+                "{}: attach distribution point DP1 (HTTP on {addr}), pinned by its certificate",
+                site.code
+            ),
+            &[
+                "dp",
+                "add",
+                "--data",
+                &site.data,
+                "--id",
+                "DP1",
+                "--fingerprint",
+                &dp_fp,
+                "--address",
+                &addr,
+            ],
+        )?;
+        Ok(DemoDp {
+            site: site.code,
+            data,
+            addr,
+            daemon: None,
+        })
+    }
+
+    fn start(&mut self) -> Result<(), CliError> {
+        let d = start_process(&["dist-point", "run"], &self.data)?;
+        println!(
+            "distribution point {}/DP1 running (pid {}), serving http://{}/",
+            self.site,
+            d.child.id(),
+            self.addr
+        );
+        self.daemon = Some(d);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+}
+
+/// One HTTP/1.1 GET on 127.0.0.1: (status, body).
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
+    let status = String::from_utf8_lossy(&resp[..end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, resp[(end + 4).min(resp.len())..].to_vec()))
 }
 
 /// `child add` at `parent` for `child` (before `parent` starts: links are read at start).
@@ -297,8 +413,12 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
         DemoSite::init(&root, "P01")?,
         DemoSite::init(&root, "S01")?,
     ];
-    let result = scenario(&root, &mut sites);
+    let mut dps = Vec::new();
+    let result = scenario(&root, &mut sites, &mut dps);
     if let Err(e) = result {
+        for d in dps.iter_mut() {
+            d.stop();
+        }
         for s in sites.iter_mut().rev() {
             s.stop();
         }
@@ -322,15 +442,34 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
         println!(
             "then: site-server status sites | status packages | status messages | package list"
         );
+        for d in &dps {
+            println!(
+                "{}/DP1: site-server dist-point status --data {}   (http://{}/, log {}.log)",
+                d.site,
+                d.data.display(),
+                d.addr,
+                d.data.display()
+            );
+        }
         let pids: Vec<String> = sites
             .iter()
             .filter_map(|s| s.daemon.as_ref().map(|d| d.child.id().to_string()))
+            .chain(
+                dps.iter()
+                    .filter_map(|d| d.daemon.as_ref().map(|d| d.child.id().to_string())),
+            )
             .collect();
         println!("stop them with: kill {}", pids.join(" "));
         for s in sites {
             std::mem::forget(s);
         }
+        for d in dps {
+            std::mem::forget(d);
+        }
         return Ok(());
+    }
+    for d in dps.iter_mut() {
+        d.stop();
     }
     for s in sites.iter_mut().rev() {
         s.stop();
@@ -342,12 +481,15 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
+fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Result<(), CliError> {
     let (cen, rest) = sites.split_first_mut().expect("three sites");
     let (p01, rest) = rest.split_first_mut().expect("three sites");
     let s01 = &mut rest[0];
     accept_child(cen, p01)?;
     accept_child(p01, s01)?;
+    for site in [&*cen, &*p01, &*s01] {
+        dps.push(DemoDp::init(root, site)?);
+    }
     step(
         "P01: a schedule and a rate limit on the link to S01 (business hours: medium and high only, 50 MiB/s)",
         &[
@@ -368,6 +510,9 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
     p01.start()?;
     set_parent(s01, p01)?;
     s01.start()?;
+    for d in dps.iter_mut() {
+        d.start()?;
+    }
 
     let sample = root.join("sample");
     write_sample(&sample)
@@ -443,6 +588,7 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
         "   version 2 complete at S01 {:.2} s after publish: only the changed chunk travelled",
         took.as_secs_f64()
     );
+    distribute_to_dps(cen, dps, &sample)?;
     step(
         "CEN: advertise it",
         &[
@@ -476,6 +622,15 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
         &["status", "packages", "--data", &cen.data],
     )?;
     step(
+        "S01's distribution point: what it holds, where it pulled from",
+        &[
+            "dist-point",
+            "status",
+            "--data",
+            &dps[2].data.display().to_string(),
+        ],
+    )?;
+    step(
         "S01: content here",
         &["status", "packages", "--data", &s01.data],
     )?;
@@ -487,5 +642,96 @@ fn scenario(root: &Path, sites: &mut [DemoSite]) -> Result<(), CliError> {
         "CEN: status messages from the whole tree",
         &["status", "messages", "--data", &cen.data],
     )?;
+    Ok(())
+}
+
+/// Puts one DP of every site in a group, targets the package at the group, waits until every
+/// DP serves version 2, downloads a file from S01's DP and checks it against the source.
+fn distribute_to_dps(cen: &DemoSite, dps: &[DemoDp], sample: &Path) -> Result<(), CliError> {
+    step(
+        "CEN: a distribution point group",
+        &["dp", "group", "create", "Everywhere", "--data", &cen.data],
+    )?;
+    // CEN knows a DP once its site has reported it up: retry quietly until it has.
+    let args = [
+        "dp",
+        "group",
+        "add",
+        "Everywhere",
+        "--data",
+        &cen.data,
+        "--dp",
+        "CEN/DP1",
+        "--dp",
+        "P01/DP1",
+        "--dp",
+        "S01/DP1",
+    ];
+    let t0 = Instant::now();
+    let out = loop {
+        match capture(&args) {
+            Ok(out) => break out,
+            Err(e) if t0.elapsed() > Duration::from_secs(30) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    println!(
+        "\n== CEN: one DP of every site joins it\n$ site-server {}\n{}",
+        args.join(" "),
+        out.trim_end()
+    );
+    step(
+        "CEN: target the package at the group (each DP pulls the chunks it misses from its site, by hash)",
+        &[
+            "package",
+            "distribute",
+            "CEN00001",
+            "--data",
+            &cen.data,
+            "--dp-group",
+            "Everywhere",
+        ],
+    )?;
+    println!();
+    let t0 = Instant::now();
+    for d in dps {
+        loop {
+            let (code, _) =
+                http_get(&d.addr, "/packages/CEN00001/2/manifest").unwrap_or((0, vec![]));
+            if code == 200 {
+                println!(
+                    "   {}/DP1 serves CEN00001 version 2 ({:.2} s after the target)",
+                    d.site,
+                    t0.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                return Err(CliError::failed(format!(
+                    "{}/DP1 did not install the package within 60 s: see {}.log",
+                    d.site,
+                    d.data.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let s01_dp = &dps[2];
+    let path = "/packages/CEN00001/latest/files/bin/tool.bin";
+    let (code, body) = http_get(&s01_dp.addr, path)
+        .map_err(|e| CliError::failed(format!("cannot download from S01/DP1: {e}")))?;
+    let want = std::fs::read(sample.join("bin/tool.bin"))
+        .map_err(|e| CliError::failed(format!("cannot read the sample: {e}")))?;
+    if code != 200 || blake3::hash(&body) != blake3::hash(&want) {
+        return Err(CliError::failed(format!(
+            "S01/DP1 answered {code} with {} bytes that do not match the source",
+            body.len()
+        )));
+    }
+    println!(
+        "\n== a client downloads a file from S01's distribution point ({} bytes, BLAKE3 matches the source):\n$ curl -O http://{}{path}",
+        body.len(),
+        s01_dp.addr
+    );
     Ok(())
 }

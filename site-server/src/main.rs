@@ -31,7 +31,10 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.line());
+            // (An empty message: clap has printed its own.)
+            if !e.message.is_empty() {
+                eprintln!("error: {}", e.line());
+            }
             std::process::ExitCode::from(e.code)
         }
     }

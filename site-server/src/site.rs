@@ -868,8 +868,8 @@ impl Site {
                 }
                 row.dps.push(DpInstall { dp: d.id, state });
             }
-            if row.targeted > 0 {
-                row.pct_installed = (row.installed * 100 / row.targeted) as u8;
+            if let Some(pct) = (row.installed * 100).checked_div(row.targeted) {
+                row.pct_installed = pct as u8;
                 rows.push(row);
             }
         }
