@@ -6,6 +6,7 @@
 //! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
+mod dp;
 mod replicate;
 mod sender;
 
@@ -65,6 +66,18 @@ enum Cmd {
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
+    /// A distribution point: pull into an empty DP, and curl from it beside nginx.
+    Dp {
+        #[arg(long, default_value = "/tmp/siterep-bench-dp")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Downloads from each server per run.
+        #[arg(long, default_value_t = 5)]
+        downloads: usize,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -88,6 +101,12 @@ fn main() -> Result<()> {
             runs,
             events,
         } => replicate::run(&work, mib, runs, events),
+        Cmd::Dp {
+            work,
+            mib,
+            runs,
+            downloads,
+        } => dp::run(&work, mib, runs, downloads),
         Cmd::Sender {
             work,
             mib,

@@ -54,19 +54,20 @@ pub(crate) fn cli(ss: &Path, args: &[&str]) -> Result<String> {
 
 impl Site {
     pub(crate) fn init(ss: &Path, root: &Path, code: &'static str) -> Result<Site> {
+        Self::init_at(ss, root, code, "127.0.0.1:0")
+    }
+    /// As [`Site::init`], listening on `listen`.
+    pub(crate) fn init_at(
+        ss: &Path,
+        root: &Path,
+        code: &'static str,
+        listen: &str,
+    ) -> Result<Site> {
         let data = root.join(code);
         let d = data.to_str().context("path")?;
         cli(
             ss,
-            &[
-                "init",
-                "--code",
-                code,
-                "--data",
-                d,
-                "--listen",
-                "127.0.0.1:0",
-            ],
+            &["init", "--code", code, "--data", d, "--listen", listen],
         )?;
         Ok(Site {
             code,
@@ -86,6 +87,14 @@ impl Site {
             v["fingerprint"].as_str().context("fp")?.into(),
             v["public_key"].as_str().context("key")?.into(),
         ))
+    }
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
     }
     pub(crate) fn start(&mut self, ss: &Path) -> Result<()> {
         let admin = self.data.join("admin.json");
@@ -143,7 +152,11 @@ impl Site {
         Ok(serde_json::from_str(&body)?)
     }
     /// The time of the first message `id` at this site with package `pkg`, if any.
-    fn message_time(&self, id: u32, pkg: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    pub(crate) fn message_time(
+        &self,
+        id: u32,
+        pkg: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let v = self.json(&format!("/v1/status/messages?id={id}"))?;
         Ok(v.as_array()
             .into_iter()

@@ -7,10 +7,12 @@
 //!   work; `HEAD` too;
 //! - `{version}` may be `latest`: the newest version fully present here.
 //!
-//! What is served is only what [`Catalog`] says is fully present. Every chunk of the range
-//! is verified before the first byte goes (a chunk that fails is a 500 with a clear body, and
-//! [`Catalog::corrupt`] is told), and again as it is read, so a client never receives bytes
-//! that do not hash to their name. A path with `..`, an absolute path or an empty part is a
+//! What is served is only what [`Catalog`] says is fully present. Every chunk is verified as
+//! it is read, so a client never receives bytes that do not hash to their name. The first
+//! [`PREFLIGHT`] bytes of the range are also verified before the response starts, so a bad
+//! chunk there is a 500 with a clear body (and [`Catalog::corrupt`] is told); a bad chunk
+//! further into a large file ends the body short of its `Content-Length` (the client sees
+//! a failed transfer, and `curl -C -` resumes it once the chunk is fetched again). A path with `..`, an absolute path or an empty part is a
 //! 400 and nothing is read.
 
 use crate::store::{ContentStore, StoreError};
@@ -23,6 +25,10 @@ use axum::Router;
 use schema::manifest::{ChunkRef, Manifest};
 use schema::{ChunkId, PackageId};
 use std::sync::Arc;
+
+/// How much of a range is verified before the response starts: a file up to this size is a
+/// clean 500 if any chunk is bad; beyond it, a chunk that fails mid-way ends the body short.
+pub const PREFLIGHT: u64 = 64 << 20;
 
 /// What the server may serve: the package versions fully present in the store.
 pub trait Catalog: Send + Sync + 'static {
@@ -202,9 +208,20 @@ async fn file(
         }
         wanted.push(*c);
     }
-    // Verify before the first byte: a bad chunk is a 500, never bytes.
+    // Verify before the first byte: a bad chunk there is a 500, never bytes. Past the
+    // first PREFLIGHT bytes a bad chunk ends the transfer short instead (each chunk is
+    // verified again as it is read), so that a large file is not hashed twice.
     let store = st.store.clone();
-    let check = wanted.clone();
+    let mut ahead = 0u64;
+    let check: Vec<ChunkRef> = wanted
+        .iter()
+        .take_while(|c| {
+            let go = ahead < PREFLIGHT;
+            ahead += c.len as u64;
+            go
+        })
+        .copied()
+        .collect();
     let verified = tokio::task::spawn_blocking(move || {
         let mut buf = Vec::new();
         for c in &check {
