@@ -241,7 +241,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
         p01.stop();
         // The pull: CEN's 40120 for the DP target to the DP's 2330.
         let before = cen
-            .json(&format!("/v1/status/messages?id=40120"))?
+            .json("/v1/status/messages?id=40120")?
             .as_array()
             .map_or(0, |a| a.len());
         cli(

@@ -85,6 +85,28 @@ impl State {
         ));
     }
 
+    /// Queues 40151: `package` `version` on DP `dp` lost `corrupt` and `missing` chunks.
+    pub fn raise_damaged(
+        &mut self,
+        package: PackageId,
+        version: u32,
+        dp: &str,
+        corrupt: usize,
+        missing: usize,
+    ) {
+        self.raise(
+            40151,
+            Effect::attributes(package, version, dp),
+            vec![
+                package.to_string(),
+                version.to_string(),
+                dp.to_string(),
+                corrupt.to_string(),
+                missing.to_string(),
+            ],
+        );
+    }
+
     /// Queues the messages of `effects`; returns the manifests of the versions dropped.
     pub fn apply(
         &mut self,
@@ -477,17 +499,7 @@ impl Node {
                 let _ = self.store.remove(&id);
                 let hit = c.state.holdings.on_damaged(&[id].into(), &HashSet::new());
                 for (p, v, corrupt, missing) in hit {
-                    c.state.raise(
-                        40151,
-                        crate::plan::Effect::attributes(p, v, &name),
-                        vec![
-                            p.to_string(),
-                            v.to_string(),
-                            name.clone(),
-                            corrupt.to_string(),
-                            missing.to_string(),
-                        ],
-                    );
+                    c.state.raise_damaged(p, v, &name, corrupt, missing);
                 }
                 c.puller.set_wanted(c.state.holdings.wanted());
                 c.dirty = true;
@@ -516,17 +528,7 @@ impl Node {
                     versions: Vec::new(),
                 };
                 for (p, v, nc, nm) in hit {
-                    c.state.raise(
-                        40151,
-                        crate::plan::Effect::attributes(p, v, &name),
-                        vec![
-                            p.to_string(),
-                            v.to_string(),
-                            name.clone(),
-                            nc.to_string(),
-                            nm.to_string(),
-                        ],
-                    );
+                    c.state.raise_damaged(p, v, &name, nc, nm);
                     report.versions.push((p.to_string(), v, nc, nm));
                 }
                 c.state.raise(

@@ -107,6 +107,15 @@ fn rank(p: Priority) -> u8 {
     }
 }
 
+/// The chunks of `m` the store does not have.
+fn missing_of(m: &Manifest, has: &dyn Fn(&ChunkId) -> bool) -> BTreeSet<ChunkId> {
+    m.unique_chunks()
+        .into_iter()
+        .map(|c| c.id)
+        .filter(|id| !has(id))
+        .collect()
+}
+
 impl Holdings {
     pub fn new(name: impl Into<String>) -> Self {
         Holdings {
@@ -136,13 +145,7 @@ impl Holdings {
         let mut out = Vec::new();
         for k in keys {
             let h = self.versions.get_mut(&k).expect("key listed");
-            h.missing = h
-                .manifest
-                .unique_chunks()
-                .into_iter()
-                .map(|c| c.id)
-                .filter(|id| !has(id))
-                .collect();
+            h.missing = missing_of(&h.manifest, has);
             if h.missing.is_empty() && h.phase != Phase::Installed {
                 h.phase = Phase::Installed;
                 let h = h.clone();
@@ -169,13 +172,7 @@ impl Holdings {
                 h.priority = a.priority;
                 continue;
             }
-            let missing: BTreeSet<ChunkId> = a
-                .manifest
-                .unique_chunks()
-                .into_iter()
-                .map(|c| c.id)
-                .filter(|id| !has(id))
-                .collect();
+            let missing = missing_of(&a.manifest, has);
             let h = Held {
                 package: a.package,
                 name: a.name.clone(),

@@ -72,16 +72,7 @@ async fn attach(
     .await?;
     // The first answer says whether the site accepts us.
     match r.recv().await? {
-        Frame::Refused { reason } => return Err(SiteLinkError::Refused(reason)),
-        Frame::DpAssign {
-            site,
-            versions,
-            sources,
-        } => node.send(Event::Assigned {
-            site,
-            versions,
-            sources,
-        }),
+        f @ (Frame::Refused { .. } | Frame::DpAssign { .. }) => from_site(node, f)?,
         other => {
             return Err(SiteLinkError::Protocol(format!(
                 "expected the site's assignments, got {other:?}"
@@ -103,20 +94,7 @@ async fn attach(
     let replies = read_replies(node.clone(), crecv);
     let control_in = async {
         loop {
-            match r.recv().await? {
-                Frame::DpAssign {
-                    site,
-                    versions,
-                    sources,
-                } => node.send(Event::Assigned {
-                    site,
-                    versions,
-                    sources,
-                }),
-                Frame::ReportsAck { upto } => node.send(Event::Acked(upto)),
-                Frame::Refused { reason } => return Err(SiteLinkError::Refused(reason)),
-                other => tracing::debug!(frame = ?other, "ignored from the site"),
-            }
+            from_site(node, r.recv().await?)?;
         }
     };
     let control_out = async {
@@ -146,6 +124,25 @@ async fn attach(
         r = control_in => r,
         r = control_out => r,
     }
+}
+
+/// A frame from the site on the control stream, handed to the node.
+fn from_site(node: &Node, f: Frame) -> Result<(), SiteLinkError> {
+    match f {
+        Frame::DpAssign {
+            site,
+            versions,
+            sources,
+        } => node.send(Event::Assigned {
+            site,
+            versions,
+            sources,
+        }),
+        Frame::ReportsAck { upto } => node.send(Event::Acked(upto)),
+        Frame::Refused { reason } => return Err(SiteLinkError::Refused(reason)),
+        other => tracing::debug!(frame = ?other, "ignored from the site"),
+    }
+    Ok(())
 }
 
 /// Reads chunk replies: files to the storing thread, "missing" to the node.

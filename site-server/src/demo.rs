@@ -206,6 +206,19 @@ impl DemoSite {
     }
 }
 
+/// Runs `site-server ARGS` until it succeeds (for up to 30 s): the top site knows a site or a
+/// DP only once the report naming it has come up the tree.
+fn capture_when_known(args: &[&str]) -> Result<String, CliError> {
+    let t0 = Instant::now();
+    loop {
+        match capture(args) {
+            Ok(out) => return Ok(out),
+            Err(e) if t0.elapsed() > Duration::from_secs(30) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (QUIC uses UDP, but a port free for one is almost always
 /// free for the other on loopback; bound, then released).
 fn free_port() -> Result<u16, CliError> {
@@ -542,14 +555,7 @@ fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Resul
         "--site",
         "S01",
     ];
-    let t0 = Instant::now();
-    let out = loop {
-        match capture(&args) {
-            Ok(out) => break out,
-            Err(e) if t0.elapsed() > Duration::from_secs(30) => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let out = capture_when_known(&args)?;
     println!(
         "\n== CEN: target S01 (every site on the way fetches the chunks it misses, by hash)\n$ site-server {}\n{}",
         args.join(" "),
@@ -667,14 +673,7 @@ fn distribute_to_dps(cen: &DemoSite, dps: &[DemoDp], sample: &Path) -> Result<()
         "--dp",
         "S01/DP1",
     ];
-    let t0 = Instant::now();
-    let out = loop {
-        match capture(&args) {
-            Ok(out) => break out,
-            Err(e) if t0.elapsed() > Duration::from_secs(30) => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let out = capture_when_known(&args)?;
     println!(
         "\n== CEN: one DP of every site joins it\n$ site-server {}\n{}",
         args.join(" "),

@@ -140,33 +140,13 @@ impl TestSite {
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "already running");
         let _ = std::fs::remove_file(self.data().join("admin.json"));
-        let log = std::fs::File::create(self.tmp.path().join("daemon.log")).expect("log file");
-        let child = Command::new(bin("site-server"))
-            .args(["run", "--data", self.data_str()])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.data().join("admin.json").exists()
-                && self.cli(&["identity", "--json"]).code == 0
-            {
-                return;
-            }
-            if let Some(st) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("daemon exited early ({st}): {}", self.daemon_log());
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        panic!("daemon did not start: {}", self.daemon_log());
+        let log = self.tmp.path().join("daemon.log");
+        let mut cmd = Command::new(bin("site-server"));
+        cmd.args(["run", "--data", self.data_str()])
+            .envs(env.iter().copied());
+        self.daemon = Some(spawn_until_ready(cmd, &log, || {
+            self.data().join("admin.json").exists() && self.cli(&["identity", "--json"]).code == 0
+        }));
     }
 
     pub fn daemon_log(&self) -> String {
@@ -283,6 +263,32 @@ impl Drop for TestSite {
             let _ = c.wait();
         }
     }
+}
+
+/// Spawns `cmd` with stderr to `log` and waits (30 s at most) until `ready`; panics with the
+/// log if it exits or never gets ready.
+fn spawn_until_ready(mut cmd: Command, log: &Path, ready: impl Fn() -> bool) -> Child {
+    let f = std::fs::File::create(log).expect("log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn daemon");
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return child;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{cmd:?} exited early ({st}): {}", text());
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{cmd:?} did not start: {}", text());
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
@@ -559,32 +565,15 @@ impl TestDp {
     /// Starts `dist-point run` and waits until its HTTP server answers.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "already running");
-        let log = std::fs::File::create(self.tmp.path().join("dp.log")).expect("log file");
-        let child = Command::new(bin("dist-point"))
-            .args(["run", "--data", self.data().to_str().unwrap()])
+        let mut cmd = Command::new(bin("dist-point"));
+        cmd.args(["run", "--data", self.data().to_str().unwrap()])
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn dist-point");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.data().join("admin.json").exists() && TcpStream::connect(&self.addr).is_ok() {
-                return;
-            }
-            if let Some(st) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("dist-point exited early ({st}): {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        panic!("dist-point did not start: {}", self.log());
+            .envs(env.iter().copied());
+        self.daemon = Some(spawn_until_ready(
+            cmd,
+            &self.tmp.path().join("dp.log"),
+            || self.data().join("admin.json").exists() && TcpStream::connect(&self.addr).is_ok(),
+        ));
     }
 
     pub fn log(&self) -> String {
