@@ -553,8 +553,10 @@ mod tests {
         w.finish(&key(1)).unwrap().into_inner()
     }
 
+    type Read = (Vec<u8>, Vec<(ChunkId, usize)>);
+
     /// Reads a whole volume: (events, chunks) or the first error.
-    fn read(bytes: &[u8], k: &SigningKey) -> Result<(Vec<u8>, Vec<(ChunkId, usize)>), BundleError> {
+    fn read(bytes: &[u8], k: &SigningKey) -> Result<Read, BundleError> {
         let mut r = VolumeReader::open(Cursor::new(bytes), bytes.len() as u64)?;
         let (mut ev, mut ch) = (Vec::new(), Vec::new());
         while let Some(s) = r.next_section()? {
