@@ -314,6 +314,25 @@ pub const CATALOGUE: &[MessageDef] = &[
         "content",
         "Fetching package %1 version %2 from %3: %4 of %5 chunks missing (%6 bytes).",
     ),
+    def(
+        40300,
+        Info,
+        "courier",
+        "Bundle %1 exported for site %2: config positions %3, %4 chunk(s), %5 volume(s).",
+    ),
+    def(
+        40301,
+        Info,
+        "courier",
+        "Bundle %1 from %2 imported: %3 event(s) applied, %4 chunk(s); applied up to position %5.",
+    ),
+    def(40302, Warning, "courier", "Courier file %1 refused: %2"),
+    def(
+        40303,
+        Info,
+        "courier",
+        "Receipt from %1 imported: %2 report(s); it has applied up to position %3 and holds %4 package version(s).",
+    ),
 ];
 
 /// The catalogue row of `id`.

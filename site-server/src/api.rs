@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use schema::encoding;
-use schema::PackageId;
+use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -113,6 +113,13 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/packages/{id}/distribute", post(distribute))
         .route("/v1/packages/{id}/undistribute", post(undistribute))
         .route("/v1/packages/{id}/retire", post(retire))
+        .route("/v1/courier/plan", post(courier_plan))
+        .route("/v1/courier/exported", post(courier_exported))
+        .route("/v1/courier/cursor", get(courier_cursor))
+        .route("/v1/courier/apply", post(courier_apply))
+        .route("/v1/courier/refused", post(courier_refused))
+        .route("/v1/courier/receipt-plan", get(receipt_plan))
+        .route("/v1/courier/receipt", post(receipt_apply))
         .route("/v1/status/packages", get(content))
         .route("/v1/adverts", get(adverts).post(create_advert))
         .route("/v1/log", get(log))
@@ -208,6 +215,79 @@ async fn retire(
 ) -> ApiResult<()> {
     let package = parse_package(&id)?;
     blocking(&st.site, move |s| s.retire(package, body.version)).await
+}
+
+#[derive(Deserialize)]
+struct PlanBody {
+    to: SiteCode,
+    since_receipt: bool,
+}
+
+async fn courier_plan(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<PlanBody>,
+) -> ApiResult<crate::courier_ops::ExportPlan> {
+    blocking(&st.site, move |s| s.courier_plan(b.to, b.since_receipt)).await
+}
+
+#[derive(Deserialize)]
+struct ExportedBody {
+    plan: crate::courier_ops::ExportPlan,
+    outcome: crate::courier_ops::ExportOutcome,
+}
+
+async fn courier_exported(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<ExportedBody>,
+) -> ApiResult<()> {
+    blocking(&st.site, move |s| s.courier_exported(&b.plan, &b.outcome)).await
+}
+
+async fn courier_cursor(State(st): State<Arc<AppState>>) -> ApiResult<u64> {
+    blocking(&st.site, |s| s.parent_applied()).await
+}
+
+#[derive(Deserialize)]
+struct ApplyBody {
+    header: courier::BundleHeader,
+    events: crate::courier_ops::BundleEvents,
+}
+
+async fn courier_apply(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<ApplyBody>,
+) -> ApiResult<crate::courier_ops::ImportOutcome> {
+    blocking(&st.site, move |s| s.courier_apply(&b.header, &b.events)).await
+}
+
+#[derive(Deserialize)]
+struct RefusedBody {
+    what: String,
+    reason: String,
+}
+
+async fn courier_refused(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<RefusedBody>,
+) -> ApiResult<()> {
+    blocking(&st.site, move |s| s.courier_refused(&b.what, &b.reason)).await
+}
+
+type ReceiptPlan = (
+    courier::BundleHeader,
+    Vec<schema::report::ReportEnvelope>,
+    crate::courier_ops::ReceiptState,
+);
+
+async fn receipt_plan(State(st): State<Arc<AppState>>) -> ApiResult<ReceiptPlan> {
+    blocking(&st.site, |s| s.receipt_plan()).await
+}
+
+async fn receipt_apply(
+    State(st): State<Arc<AppState>>,
+    Json(r): Json<crate::courier_ops::ReadReceipt>,
+) -> ApiResult<crate::courier_ops::ImportOutcome> {
+    blocking(&st.site, move |s| s.receipt_apply(&r)).await
 }
 
 async fn content(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::ContentRow>> {

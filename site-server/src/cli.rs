@@ -156,6 +156,9 @@ pub enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Courier bundles for sites without a usable link: export, import, receipt.
+    #[command(subcommand)]
+    Courier(crate::courier_cli::CourierCmd),
     /// The distribution point's own commands (the same as the `dist-point` binary):
     /// `site-server dist-point init|run|status|validate ...`.
     #[command(name = "dist-point", disable_help_flag = true)]
@@ -228,8 +231,11 @@ pub enum ParentCmd {
         #[arg(long)]
         code: String,
         /// HOST:PORT of the parent's listener.
-        #[arg(long)]
-        addr: String,
+        #[arg(long, required_unless_present = "courier")]
+        addr: Option<String>,
+        /// The parent is reached by courier bundles only (no network link).
+        #[arg(long, conflicts_with = "addr")]
+        courier: bool,
         #[arg(long)]
         fingerprint: String,
         #[arg(long)]
@@ -562,9 +568,16 @@ pub async fn run(cli: Cli) -> Res {
             data,
             code,
             addr,
+            courier: _,
             fingerprint,
             pubkey,
-        }) => parent_set(&data.dir(), &code, &addr, &fingerprint, &pubkey),
+        }) => parent_set(
+            &data.dir(),
+            &code,
+            addr.as_deref().unwrap_or(""),
+            &fingerprint,
+            &pubkey,
+        ),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,
         Cmd::Log {
@@ -590,6 +603,7 @@ pub async fn run(cli: Cli) -> Res {
         Cmd::Rebuild { data } => rebuild(&data.dir()),
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
         Cmd::Demo { keep } => crate::demo::run(keep).await,
+        Cmd::Courier(c) => crate::courier_cli::run(c).await,
         Cmd::DistPoint { args } => {
             use clap::Parser;
             let cli = match dist_point::cli::Cli::try_parse_from(
@@ -788,7 +802,9 @@ fn child_list(dir: &DataDir, json: bool) -> Res {
 fn parent_set(dir: &DataDir, code: &str, addr: &str, fingerprint: &str, pubkey: &str) -> Res {
     let mut cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
     let (code, fingerprint, public_key) = peer_keys(code, fingerprint, pubkey)?;
-    site_server::config::check_addr(addr).map_err(CliError::usage)?;
+    if !addr.is_empty() {
+        site_server::config::check_addr(addr).map_err(CliError::usage)?;
+    }
     cfg.parent = Some(site_server::config::ParentLink {
         code,
         addr: addr.to_string(),
@@ -796,10 +812,17 @@ fn parent_set(dir: &DataDir, code: &str, addr: &str, fingerprint: &str, pubkey: 
         public_key,
     });
     cfg.save(dir).map_err(CliError::usage)?;
-    println!(
-        "parent of {} set to {code} at {addr}; its certificate is pinned",
-        cfg.code
-    );
+    if addr.is_empty() {
+        println!(
+            "parent of {} set to {code}, reached by courier bundles only; its key checks them",
+            cfg.code
+        );
+    } else {
+        println!(
+            "parent of {} set to {code} at {addr}; its certificate is pinned",
+            cfg.code
+        );
+    }
     links_changed(dir);
     Ok(())
 }

@@ -219,7 +219,8 @@ impl SenderLimits {
 #[serde(deny_unknown_fields)]
 pub struct ParentLink {
     pub code: SiteCode,
-    /// HOST:PORT of the parent's QUIC listener.
+    /// HOST:PORT of the parent's QUIC listener; empty when it is reached by courier only.
+    #[serde(default)]
     pub addr: String,
     /// SHA-256 of the parent's certificate (pinned).
     pub fingerprint: String,
@@ -309,7 +310,10 @@ impl SiteConfig {
                     p.code
                 ));
             }
-            check_addr(&p.addr).map_err(|e| format!("parent {}: {e}", p.code))?;
+            // An empty address: the parent is reached by courier bundles only.
+            if !p.addr.is_empty() {
+                check_addr(&p.addr).map_err(|e| format!("parent {}: {e}", p.code))?;
+            }
             check_keys(format!("parent {}", p.code), &p.fingerprint, &p.public_key)?;
         }
         for (i, c) in self.children.iter().enumerate() {

@@ -210,11 +210,13 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     ));
     if let Some(p) = site.cfg.parent.clone() {
         tokio::spawn(crate::content::track_wants(site.clone(), p.code));
-        tokio::spawn(crate::replication::follow_parent(
-            site.clone(),
-            endpoint.clone(),
-            p,
-        ));
+        if !p.addr.is_empty() {
+            tokio::spawn(crate::replication::follow_parent(
+                site.clone(),
+                endpoint.clone(),
+                p,
+            ));
+        }
     }
 
     let app = api::router(site.clone(), token);

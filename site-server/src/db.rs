@@ -281,6 +281,29 @@ impl Db {
         self.apply_batch(&child_reports_key(child), first, reports, append_report_tx)
     }
 
+    /// A small record kept beside the cursors (courier state per child, ...), if set.
+    pub fn record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DbError> {
+        match self.trees[CURSORS].get(format!("record:{key}"))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
+                DbError::Log {
+                    what: "record",
+                    position: 0,
+                    source,
+                }
+            })?)),
+        }
+    }
+
+    /// Sets a record (durable on return).
+    pub fn set_record<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), DbError> {
+        let bytes = encoding::encode(v)
+            .map_err(|e| DbError::Sled(sled::Error::Unsupported(e.to_string())))?;
+        self.trees[CURSORS].insert(format!("record:{key}"), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Stores the status messages a distribution point of this site sent, at its outbox
     /// positions `first`.., as this site's own reports, and advances that DP's cursor, in one
     /// transaction (so a resend after a reconnect is skipped, and a gap refused).

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod content;
+pub mod courier_ops;
 pub mod daemon;
 pub mod db;
 pub mod decide;

@@ -5,6 +5,7 @@ use clap::Parser;
 
 mod cli;
 mod client;
+mod courier_cli;
 mod demo;
 mod dp_cli;
 mod sender_cli;

@@ -1,0 +1,774 @@
+//! Courier: what goes into a bundle for a child, and what a bundle or a receipt does when it
+//! is imported. The file format is the `courier` crate's; this module decides and applies.
+//!
+//! - **Export** ([`Site::courier_plan`], [`write_bundle`], [`Site::courier_exported`]): the
+//!   parent's config events after the child's last known position (the later of its last
+//!   receipt, the last export and what it acknowledged over the network; `--since-receipt`
+//!   starts from the receipt only, to redo a lost bundle), and the chunks of every package
+//!   version the child's subtree needs that the parent does not know the child has (versions
+//!   its last receipt listed, or a bundle since carried). Streamed into volumes of at most
+//!   `max_volume` bytes, each verifiable alone.
+//! - **Import of a bundle** ([`read_bundle`] then [`Site::courier_apply`]): every volume
+//!   present, from this site's parent, for this site, every section and chunk and the
+//!   signature verified while the chunks are only staged; then the range is checked against
+//!   this site's cursor (already applied: nothing to do; a gap: refused, naming it); then the
+//!   chunks are made durable and the events applied with their cursor in one transaction,
+//!   exactly as a batch from the network link (so a link that comes back resends nothing).
+//! - **Receipts** ([`Site::receipt_plan`], [`write_receipt`], [`Site::receipt_apply`]): the
+//!   child's reports since what the parent is known to have, its applied position and the
+//!   package versions complete in its store; the parent applies the reports with the child's
+//!   cursor and takes the position and inventory as its view of the child.
+
+use crate::site::{OpError, Site};
+use chrono::{DateTime, Utc};
+use courier::format::{
+    write_chunk, BundleError, BundleHeader, Kind, SectionKind, VolumeReader, VolumeWriter,
+};
+use schema::event::EventEnvelope;
+use schema::report::{Attribute, ReportEnvelope};
+use schema::{ChunkId, PackageId, SiteCode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the parent knows of a courier child.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourierState {
+    /// The last config position carried by an export.
+    pub exported: u64,
+    /// The child's applied position, from its last receipt.
+    pub receipt_applied: u64,
+    /// Package versions complete at the child, from its last receipt.
+    pub inventory: BTreeSet<(PackageId, u32)>,
+    /// Package versions a bundle carried since that receipt.
+    pub exported_versions: BTreeSet<(PackageId, u32)>,
+    pub last_export: Option<DateTime<Utc>>,
+    pub last_receipt: Option<DateTime<Utc>>,
+}
+
+fn state_key(child: SiteCode) -> String {
+    format!("courier:{child}")
+}
+
+/// The events section of a bundle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BundleEvents {
+    pub events: Vec<EventEnvelope>,
+    /// The parent's cursor of this child's reports: the next receipt starts after it.
+    pub reports_acked: u64,
+}
+
+/// The state section of a receipt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReceiptState {
+    /// The last parent config position applied at the child.
+    pub applied: u64,
+    /// Package versions complete in the child's store.
+    pub inventory: BTreeSet<(PackageId, u32)>,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// What an export will carry (the daemon works it out; the CLI writes it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportPlan {
+    pub source: SiteCode,
+    pub destination: SiteCode,
+    pub first: u64,
+    pub last: u64,
+    pub events: Vec<EventEnvelope>,
+    pub reports_acked: u64,
+    /// Chunks to carry, with their store file sizes.
+    pub chunks: Vec<(ChunkId, u64)>,
+    /// The versions whose chunks are all carried (or known at the child already).
+    pub versions: Vec<(PackageId, u32)>,
+    /// Versions the child needs whose chunks this site does not all have yet.
+    pub not_yet_here: Vec<(PackageId, u32)>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportOutcome {
+    pub bundle_id: String,
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+}
+
+/// A bundle read and verified, its chunks staged in `batch`.
+pub struct ReadBundle<'s> {
+    pub header: BundleHeader,
+    pub events: BundleEvents,
+    pub batch: dist_point::Batch<'s>,
+    pub chunks: u64,
+}
+
+/// A receipt read and verified.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadReceipt {
+    pub source: SiteCode,
+    pub first: u64,
+    pub reports: Vec<ReportEnvelope>,
+    pub state: ReceiptState,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    pub already: bool,
+    pub applied: u64,
+    pub skipped: u64,
+    pub cursor: u64,
+}
+
+const MAX_BLOB: u64 = 1 << 30;
+
+impl Site {
+    fn courier_child(&self, to: SiteCode) -> Result<&crate::config::ChildLink, OpError> {
+        self.cfg
+            .children
+            .iter()
+            .find(|c| c.code == to)
+            .ok_or_else(|| {
+                OpError::Refused(crate::decide::Refusal::Invalid(format!(
+                    "{to} is not a child of {}: see `site-server child list`",
+                    self.cfg.code
+                )))
+            })
+    }
+
+    pub fn courier_state(&self, child: SiteCode) -> Result<CourierState, OpError> {
+        Ok(self.db.record(&state_key(child))?.unwrap_or_default())
+    }
+
+    /// What the next export to `to` carries.
+    pub fn courier_plan(&self, to: SiteCode, since_receipt: bool) -> Result<ExportPlan, OpError> {
+        self.courier_child(to)?;
+        let st = self.courier_state(to)?;
+        let net = self
+            .db
+            .cursor(format!("child:{to}:config_acked").as_bytes())?;
+        let from = if since_receipt {
+            st.receipt_applied
+        } else {
+            st.receipt_applied.max(st.exported).max(net)
+        } + 1;
+        let log = self.db.log(from, usize::MAX)?;
+        let last = log.last().map_or(from - 1, |(p, _)| *p);
+        let events: Vec<EventEnvelope> = log.into_iter().map(|(_, e)| e).collect();
+        // What the child's subtree needs, less what it is known to have.
+        let mut subtree = self.db.subtree(&[to])?;
+        subtree.insert(to);
+        let known: BTreeSet<(PackageId, u32)> = if since_receipt {
+            st.inventory.clone()
+        } else {
+            st.inventory.union(&st.exported_versions).cloned().collect()
+        };
+        let mut have = BTreeSet::new();
+        for (p, v) in &known {
+            if let Some(rec) = self.db.package(p)? {
+                if let Some(vr) = rec.versions.iter().find(|x| x.source_version == *v) {
+                    if let Some(m) = self.db.manifest(&vr.manifest_id)? {
+                        have.extend(m.unique_chunks().into_iter().map(|c| c.id));
+                    }
+                }
+            }
+        }
+        let groups = self.db.dp_groups()?;
+        let (mut chunks, mut versions, mut not_yet) = (Vec::new(), Vec::new(), Vec::new());
+        let mut seen = BTreeSet::new();
+        for (p, m, targets) in self.needed_versions()? {
+            let for_child = targets.iter().any(|t| match t {
+                schema::event::DistributionTarget::Site(s)
+                | schema::event::DistributionTarget::DistributionPoint { site: s, .. } => {
+                    subtree.contains(s)
+                }
+                schema::event::DistributionTarget::DpGroup(g) => groups
+                    .get(g)
+                    .is_some_and(|ms| ms.iter().any(|d| subtree.contains(&d.site))),
+            });
+            let Some(v) = p.current() else { continue };
+            if !for_child || known.contains(&(p.id, v.source_version)) {
+                continue;
+            }
+            let missing: Vec<ChunkId> = m
+                .unique_chunks()
+                .into_iter()
+                .map(|c| c.id)
+                .filter(|id| !have.contains(id))
+                .collect();
+            if missing.iter().any(|id| !self.store.has(id)) {
+                not_yet.push((p.id, v.source_version));
+                continue;
+            }
+            for id in missing {
+                if seen.insert(id) {
+                    let size = std::fs::metadata(self.store.path_of(&id))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    chunks.push((id, size));
+                }
+            }
+            versions.push((p.id, v.source_version));
+        }
+        Ok(ExportPlan {
+            source: self.cfg.code,
+            destination: to,
+            first: from,
+            last,
+            events,
+            reports_acked: self.db.cursor(&crate::db::child_reports_key(to))?,
+            chunks,
+            versions,
+            not_yet_here: not_yet,
+        })
+    }
+
+    /// Records a written export (the next one starts after it) and raises 40300.
+    pub fn courier_exported(&self, plan: &ExportPlan, out: &ExportOutcome) -> Result<(), OpError> {
+        let to = plan.destination;
+        let mut st = self.courier_state(to)?;
+        st.exported = st.exported.max(plan.last);
+        st.exported_versions.extend(plan.versions.iter().cloned());
+        st.last_export = Some(Utc::now());
+        self.db.set_record(&state_key(to), &st)?;
+        self.raise(
+            40300,
+            vec![Attribute::DestinationSite(to)],
+            vec![
+                out.bundle_id.clone(),
+                to.to_string(),
+                format!("{}..{}", plan.first, plan.last),
+                out.chunks.to_string(),
+                out.files.len().to_string(),
+            ],
+        )
+    }
+
+    /// Applies a verified bundle's events (after its chunks are durable): one transaction
+    /// with the parent cursor, as a network batch.
+    pub fn courier_apply(
+        &self,
+        header: &BundleHeader,
+        ev: &BundleEvents,
+    ) -> Result<ImportOutcome, OpError> {
+        let cursor = self.db.cursor(crate::db::PARENT_APPLIED)?;
+        if header.last < header.first || header.last <= cursor {
+            return Ok(ImportOutcome {
+                already: true,
+                applied: 0,
+                skipped: ev.events.len() as u64,
+                cursor,
+            });
+        }
+        let o = self.db.apply_parent_batch(header.first, &ev.events)?;
+        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
+        if ev.reports_acked > acked {
+            self.db
+                .set_cursor(crate::db::PARENT_REPORTS_ACKED, ev.reports_acked)?;
+        }
+        self.log_grew.notify_waiters();
+        self.content_grew.notify_waiters();
+        self.raise(
+            40301,
+            vec![Attribute::DestinationSite(header.source)],
+            vec![
+                header.id_hex(),
+                header.source.to_string(),
+                o.applied.to_string(),
+                header.chunks.to_string(),
+                o.cursor.to_string(),
+            ],
+        )?;
+        Ok(ImportOutcome {
+            already: false,
+            applied: o.applied,
+            skipped: o.skipped,
+            cursor: o.cursor,
+        })
+    }
+
+    /// The refusal of a bundle or receipt, said in the report log (40302).
+    pub fn courier_refused(&self, what: &str, reason: &str) -> Result<(), OpError> {
+        self.raise(40302, vec![], vec![what.to_string(), reason.to_string()])
+    }
+
+    /// The parent cursor a bundle's range is checked against.
+    pub fn parent_applied(&self) -> Result<u64, OpError> {
+        Ok(self.db.cursor(crate::db::PARENT_APPLIED)?)
+    }
+
+    /// What the next receipt carries.
+    pub fn receipt_plan(
+        &self,
+    ) -> Result<(BundleHeader, Vec<ReportEnvelope>, ReceiptState), OpError> {
+        let parent = self.cfg.parent.as_ref().ok_or_else(|| {
+            OpError::Refused(crate::decide::Refusal::Invalid(format!(
+                "{} has no parent: a receipt goes to the parent (`site-server parent set`)",
+                self.cfg.code
+            )))
+        })?;
+        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
+        let reports: Vec<ReportEnvelope> = self
+            .db
+            .reports(acked + 1, usize::MAX, |_| true)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let last = acked + reports.len() as u64;
+        let mut inventory = BTreeSet::new();
+        let (mut chunks, mut bytes) = (0, 0);
+        for p in self.db.packages()? {
+            for v in p.versions.iter().filter(|v| !v.retired) {
+                let Some(m) = self.db.manifest(&v.manifest_id)? else {
+                    continue;
+                };
+                let u = m.unique_chunks();
+                if u.iter().all(|c| self.store.has(&c.id)) {
+                    inventory.insert((p.id, v.source_version));
+                    chunks += u.len() as u64;
+                    bytes += u.iter().map(|c| c.len as u64).sum::<u64>();
+                }
+            }
+        }
+        let header = BundleHeader {
+            bundle_id: new_id(self.cfg.code, last),
+            source: self.cfg.code,
+            destination: parent.code,
+            first: acked + 1,
+            last,
+            chunks: 0,
+            created: Utc::now(),
+            volume: 1,
+            volumes: 1,
+        };
+        let state = ReceiptState {
+            applied: self.db.cursor(crate::db::PARENT_APPLIED)?,
+            inventory,
+            chunks,
+            bytes,
+        };
+        Ok((header, reports, state))
+    }
+
+    /// Applies a verified receipt from child `r.source`.
+    pub fn receipt_apply(&self, r: &ReadReceipt) -> Result<ImportOutcome, OpError> {
+        self.courier_child(r.source)?;
+        let o = self.db.apply_child_reports(r.source, r.first, &r.reports)?;
+        let mut st = self.courier_state(r.source)?;
+        st.receipt_applied = st.receipt_applied.max(r.state.applied);
+        st.inventory = r.state.inventory.clone();
+        st.exported_versions.retain(|v| !st.inventory.contains(v));
+        st.last_receipt = Some(Utc::now());
+        self.db.set_record(&state_key(r.source), &st)?;
+        self.reports_grew.notify_waiters();
+        self.raise(
+            40303,
+            vec![Attribute::DestinationSite(r.source)],
+            vec![
+                r.source.to_string(),
+                o.applied.to_string(),
+                r.state.applied.to_string(),
+                r.state.inventory.len().to_string(),
+            ],
+        )?;
+        Ok(ImportOutcome {
+            already: o.applied == 0 && !r.reports.is_empty(),
+            applied: o.applied,
+            skipped: o.skipped,
+            cursor: o.cursor,
+        })
+    }
+}
+
+/// A bundle id: BLAKE3 of the source, a position and the time, cut to 16 bytes.
+fn new_id(source: SiteCode, pos: u64) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(source.as_str().as_bytes());
+    h.update(&pos.to_le_bytes());
+    h.update(Utc::now().to_rfc3339().as_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// The name of volume `n` of `m` for `out`: `out` itself when there is one volume, else
+/// `out.001`, `out.002`, ...
+pub fn volume_path(out: &Path, n: u32, m: u32) -> PathBuf {
+    if m == 1 {
+        out.to_path_buf()
+    } else {
+        let mut s = out.as_os_str().to_owned();
+        s.push(format!(".{n:03}"));
+        PathBuf::from(s)
+    }
+}
+
+/// Room a volume needs besides its chunks: preamble, header, events, descriptors, trailer.
+const VOLUME_OVERHEAD: u64 = 1 << 20;
+
+/// Splits `chunks` into volumes of at most `max` bytes (the first also holds `events_len`).
+fn split(
+    chunks: &[(ChunkId, u64)],
+    events_len: u64,
+    max: Option<u64>,
+) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let Some(max) = max else {
+        return Ok(std::iter::once(0..chunks.len()).collect());
+    };
+    let room =
+        |first: bool| max.saturating_sub(VOLUME_OVERHEAD + if first { events_len } else { 0 });
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0u64);
+    for (i, (_, size)) in chunks.iter().enumerate() {
+        // A record: 36 bytes of header, the file, and zstd's worst case for stored bytes.
+        let need = 36 + size + size / 1024 + 64;
+        if need > room(out.is_empty() && start == 0) && start == i {
+            return Err(format!(
+                "--max-volume {max} is too small for a chunk of {size} bytes: give at least 8MiB"
+            ));
+        }
+        if used + need > room(out.is_empty()) {
+            out.push(start..i);
+            start = i;
+            used = 0;
+        }
+        used += need;
+    }
+    out.push(start..chunks.len());
+    Ok(out)
+}
+
+/// Writes `plan` as one or more volumes at `out`, signed with `key`; `progress` hears the
+/// chunk bytes written. Memory stays flat: chunk files go one at a time through one buffer.
+pub fn write_bundle(
+    plan: &ExportPlan,
+    store: &dist_point::ContentStore,
+    key: &ed25519_dalek::SigningKey,
+    out: &Path,
+    max_volume: Option<u64>,
+    progress: &dyn Fn(u64),
+) -> Result<ExportOutcome, String> {
+    let events = schema::encoding::encode(&BundleEvents {
+        events: plan.events.clone(),
+        reports_acked: plan.reports_acked,
+    })
+    .map_err(|e| e.to_string())?;
+    let parts = split(&plan.chunks, events.len() as u64, max_volume)?;
+    let m = parts.len() as u32;
+    let id = new_id(plan.source, plan.last);
+    let mut files = Vec::new();
+    let (mut bytes, mut chunk_bytes) = (0, 0);
+    let mut buf = Vec::new();
+    for (i, range) in parts.into_iter().enumerate() {
+        let n = i as u32 + 1;
+        let path = volume_path(out, n, m);
+        let header = BundleHeader {
+            bundle_id: id,
+            source: plan.source,
+            destination: plan.destination,
+            first: plan.first,
+            last: plan.last,
+            chunks: plan.chunks.len() as u64,
+            created: Utc::now(),
+            volume: n,
+            volumes: m,
+        };
+        let tmp = path.with_extension("partial");
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let io = |e: BundleError| format!("cannot write {}: {e}", tmp.display());
+        let mut w = VolumeWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, f),
+            Kind::Bundle,
+            &header,
+        )
+        .map_err(io)?;
+        if n == 1 {
+            w.section(SectionKind::Events, |w| w.write_all(&events))
+                .map_err(io)?;
+        }
+        if !range.is_empty() {
+            let mut failed = None;
+            w.section(SectionKind::Chunks, |w| {
+                for (id, _) in &plan.chunks[range.clone()] {
+                    if let Err(e) = store.read_encoded(id, &mut buf) {
+                        failed = Some(format!(
+                            "chunk {id} cannot be read from this site's store: {e}"
+                        ));
+                        return Err(std::io::Error::other("chunk unreadable"));
+                    }
+                    write_chunk(w, id, &buf)?;
+                    chunk_bytes += buf.len() as u64;
+                    progress(buf.len() as u64);
+                }
+                Ok(())
+            })
+            .map_err(|e| failed.take().unwrap_or_else(|| io(e)))?;
+        }
+        let mut f = w.finish(key).map_err(io)?;
+        f.flush().map_err(|e| e.to_string())?;
+        let f = f.into_inner().map_err(|e| e.to_string())?;
+        f.sync_all()
+            .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
+        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        files.push(path);
+    }
+    Ok(ExportOutcome {
+        bundle_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        files,
+        bytes,
+        chunks: plan.chunks.len() as u64,
+        chunk_bytes,
+    })
+}
+
+/// Writes a receipt at `out`, signed with `key`.
+pub fn write_receipt(
+    header: &BundleHeader,
+    reports: &[ReportEnvelope],
+    state: &ReceiptState,
+    key: &ed25519_dalek::SigningKey,
+    out: &Path,
+) -> Result<u64, String> {
+    let r = schema::encoding::encode(&reports.to_vec()).map_err(|e| e.to_string())?;
+    let s = schema::encoding::encode(state).map_err(|e| e.to_string())?;
+    let tmp = out.with_extension("partial");
+    let io = |e: BundleError| format!("cannot write {}: {e}", tmp.display());
+    let f =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut w = VolumeWriter::new(f, Kind::Receipt, header).map_err(io)?;
+    w.section(SectionKind::Reports, |w| w.write_all(&r))
+        .map_err(io)?;
+    w.section(SectionKind::State, |w| w.write_all(&s))
+        .map_err(io)?;
+    let f = w.finish(key).map_err(io)?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    std::fs::rename(&tmp, out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(len)
+}
+
+fn open(path: &Path) -> Result<(std::io::BufReader<std::fs::File>, u64), String> {
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    Ok((std::io::BufReader::with_capacity(1 << 20, f), len))
+}
+
+/// The kind and header of the file at `path` (no verification beyond the preamble).
+pub fn peek(path: &Path) -> Result<(Kind, BundleHeader), String> {
+    let (r, len) = open(path)?;
+    let v = VolumeReader::open(r, len).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((v.kind, v.header))
+}
+
+/// Reads and verifies every volume of one bundle for `me` from `parent` (key `key`), its
+/// chunks staged in a batch of `store` (durable and visible only on `batch.commit()`).
+pub fn read_bundle<'s>(
+    paths: &[PathBuf],
+    me: SiteCode,
+    parent: SiteCode,
+    key: &ed25519_dalek::VerifyingKey,
+    store: &'s dist_point::ContentStore,
+    progress: &dyn Fn(u64),
+) -> Result<ReadBundle<'s>, String> {
+    // Every volume of the same bundle, each once, all present.
+    let mut vols: Vec<(u32, PathBuf, BundleHeader)> = Vec::new();
+    for p in paths {
+        let (kind, h) = peek(p)?;
+        if kind != Kind::Bundle {
+            return Err(format!(
+                "{} is a receipt, not a bundle: import it at the parent",
+                p.display()
+            ));
+        }
+        check_ends(p, &h, me, parent)?;
+        if let Some((_, _, first)) = vols.first() {
+            if first.bundle_id != h.bundle_id {
+                return Err(format!(
+                    "{} belongs to bundle {}, not {}: import one bundle at a time",
+                    p.display(),
+                    h.id_hex(),
+                    first.id_hex()
+                ));
+            }
+        }
+        if vols.iter().any(|(n, _, _)| *n == h.volume) {
+            return Err(format!("volume {} is given twice", h.volume));
+        }
+        vols.push((h.volume, p.clone(), h));
+    }
+    vols.sort_by_key(|v| v.0);
+    let m = vols[0].2.volumes;
+    let missing: Vec<String> = (1..=m)
+        .filter(|n| !vols.iter().any(|v| v.0 == *n))
+        .map(|n| n.to_string())
+        .collect();
+    if !missing.is_empty() || vols.len() as u32 != m {
+        return Err(format!(
+            "bundle {} has {m} volumes; missing: {}: give every volume to one import",
+            vols[0].2.id_hex(),
+            missing.join(", ")
+        ));
+    }
+    let mut batch = store.batch();
+    let mut events = None;
+    let mut chunks = 0;
+    for (n, path, _) in &vols {
+        let at = |e: BundleError| format!("{} (volume {n} of {m}): {e}", path.display());
+        let (r, len) = open(path)?;
+        let mut v = VolumeReader::open(r, len).map_err(at)?;
+        while let Some(s) = v.next_section().map_err(at)? {
+            match s.0 {
+                SectionKind::Events if *n == 1 && events.is_none() => {
+                    let b = v.read_blob(s, MAX_BLOB).map_err(at)?;
+                    events = Some(schema::encoding::decode::<BundleEvents>(&b).map_err(|e| {
+                        at(BundleError::Malformed(format!(
+                            "the events do not decode: {e}"
+                        )))
+                    })?);
+                }
+                SectionKind::Chunks => {
+                    chunks += v
+                        .read_chunks(s, |id, file| {
+                            batch.put_encoded(&id, file).map_err(|e| {
+                                BundleError::Malformed(format!("chunk {id} refused: {e}"))
+                            })?;
+                            progress(file.len() as u64);
+                            Ok(())
+                        })
+                        .map_err(at)?;
+                }
+                _ => {
+                    return Err(at(BundleError::Malformed(format!(
+                        "unexpected {} section",
+                        s.0.name()
+                    ))))
+                }
+            }
+        }
+        v.finish(key, parent.as_str()).map_err(at)?;
+    }
+    let header = vols.remove(0).2;
+    let events = events.ok_or_else(|| "the bundle has no events section".to_string())?;
+    if header.last >= header.first && events.events.len() as u64 != header.last - header.first + 1 {
+        return Err(format!(
+            "the bundle says positions {}..{} but carries {} events: refused",
+            header.first,
+            header.last,
+            events.events.len()
+        ));
+    }
+    if chunks != header.chunks {
+        return Err(format!(
+            "the bundle says {} chunks but carries {chunks}: refused",
+            header.chunks
+        ));
+    }
+    Ok(ReadBundle {
+        header,
+        events,
+        batch,
+        chunks,
+    })
+}
+
+fn check_ends(p: &Path, h: &BundleHeader, me: SiteCode, from: SiteCode) -> Result<(), String> {
+    if h.destination != me {
+        return Err(format!(
+            "{} is for site {}, not {me}: take it to {}",
+            p.display(),
+            h.destination,
+            h.destination
+        ));
+    }
+    if h.source != from {
+        return Err(format!(
+            "{} comes from {}, but this site takes bundles from {from} only",
+            p.display(),
+            h.source
+        ));
+    }
+    if h.volumes == 0 || h.volume == 0 || h.volume > h.volumes {
+        return Err(format!(
+            "{}: volume {} of {} makes no sense: refused",
+            p.display(),
+            h.volume,
+            h.volumes
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and verifies a receipt from `child` (key `key`) for `me`.
+pub fn read_receipt(
+    path: &Path,
+    me: SiteCode,
+    child: SiteCode,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<ReadReceipt, String> {
+    let (r, len) = open(path)?;
+    let at = |e: BundleError| format!("{}: {e}", path.display());
+    let mut v = VolumeReader::open(r, len).map_err(at)?;
+    if v.kind != Kind::Receipt {
+        return Err(format!("{} is not a receipt", path.display()));
+    }
+    let h = v.header.clone();
+    check_ends(path, &h, me, child)?;
+    let (mut reports, mut state) = (None, None);
+    while let Some(s) = v.next_section().map_err(at)? {
+        let b = v.read_blob(s, MAX_BLOB).map_err(at)?;
+        let bad = |e: schema::encoding::DecodeError| {
+            at(BundleError::Malformed(format!(
+                "the {} section does not decode: {e}",
+                s.0.name()
+            )))
+        };
+        match s.0 {
+            SectionKind::Reports => {
+                reports = Some(schema::encoding::decode::<Vec<ReportEnvelope>>(&b).map_err(bad)?)
+            }
+            SectionKind::State => {
+                state = Some(schema::encoding::decode::<ReceiptState>(&b).map_err(bad)?)
+            }
+            k => {
+                return Err(at(BundleError::Malformed(format!(
+                    "unexpected {} section",
+                    k.name()
+                ))))
+            }
+        }
+    }
+    v.finish(key, child.as_str()).map_err(at)?;
+    Ok(ReadReceipt {
+        source: child,
+        first: h.first,
+        reports: reports.ok_or("the receipt has no reports section")?,
+        state: state.ok_or("the receipt has no state section")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_split_under_the_limit_and_the_first_holds_the_events() {
+        let c: Vec<(ChunkId, u64)> = (0..10u8).map(|i| (ChunkId::of(&[i]), 1 << 20)).collect();
+        let whole = split(&c, 100, None).unwrap();
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..10));
+        let parts = split(&c, 100, Some(4 << 20)).unwrap();
+        assert!(parts.len() >= 4, "{parts:?}");
+        assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 10);
+        assert!(split(&c, 100, Some(1 << 20)).is_err());
+        assert_eq!(volume_path(Path::new("/m/b"), 1, 1), PathBuf::from("/m/b"));
+        assert_eq!(
+            volume_path(Path::new("/m/b"), 2, 3),
+            PathBuf::from("/m/b.002")
+        );
+    }
+}
