@@ -1435,6 +1435,42 @@ async fn sites(dir: &DataDir, json: bool) -> Res {
         ],
         &table,
     );
+    let courier: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.courier.as_ref()?;
+            let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("never".to_string(), |t| {
+                    t.format("%Y-%m-%d %H:%M:%S").to_string()
+                })
+            };
+            Some(vec![
+                r.link.peer.to_string(),
+                when(c.last_export),
+                when(c.last_receipt),
+                c.receipt_applied.to_string(),
+                format!(
+                    "{} event(s), {} chunk(s) ({})",
+                    c.next_events,
+                    c.next_chunks,
+                    human_bytes(c.next_chunk_bytes)
+                ),
+            ])
+        })
+        .collect();
+    if !courier.is_empty() {
+        println!();
+        print_table(
+            &[
+                "COURIER SITE",
+                "LAST EXPORT (UTC)",
+                "LAST RECEIPT (UTC)",
+                "APPLIED (RECEIPT)",
+                "NEXT EXPORT CARRIES",
+            ],
+            &courier,
+        );
+    }
     Ok(())
 }
 

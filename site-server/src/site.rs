@@ -196,6 +196,20 @@ pub struct SiteLinkRow {
     /// Child link: events of this site's log the child has not acknowledged, and their bytes.
     pub backlog_events: u64,
     pub backlog_bytes: u64,
+    /// A courier child: its last export and receipt, and the backlog the next export carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub courier: Option<CourierLinkView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CourierLinkView {
+    pub last_export: Option<DateTime<Utc>>,
+    pub last_receipt: Option<DateTime<Utc>>,
+    /// The child's applied position, from its last receipt.
+    pub receipt_applied: u64,
+    pub next_events: u64,
+    pub next_chunks: u64,
+    pub next_chunk_bytes: u64,
 }
 
 /// The host name, for the "machine" of status messages.
@@ -1033,6 +1047,7 @@ impl Site {
                 reports_cursor: self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?,
                 backlog_events: 0,
                 backlog_bytes: 0,
+                courier: None,
             });
         }
         let len = self.db.counts()?.config_events;
@@ -1042,12 +1057,28 @@ impl Site {
                 .cursor(format!("child:{}:config_acked", c.code).as_bytes())?;
             let (events, bytes) = self.db.log_bytes(acked + 1)?;
             debug_assert!(events <= len);
+            // A courier child: what the next export would carry, and when the last ones were.
+            let courier = if c.courier {
+                let st = self.courier_state(c.code)?;
+                let plan = self.courier_plan(c.code, false)?;
+                Some(CourierLinkView {
+                    last_export: st.last_export,
+                    last_receipt: st.last_receipt,
+                    receipt_applied: st.receipt_applied,
+                    next_events: plan.events.len() as u64,
+                    next_chunks: plan.chunks.len() as u64,
+                    next_chunk_bytes: plan.chunks.iter().map(|c| c.1).sum(),
+                })
+            } else {
+                None
+            };
             rows.push(SiteLinkRow {
                 link: status(c.code, Role::Child),
                 config_cursor: acked,
                 reports_cursor: self.db.cursor(&crate::db::child_reports_key(c.code))?,
                 backlog_events: events,
                 backlog_bytes: bytes,
+                courier,
             });
         }
         Ok(rows)

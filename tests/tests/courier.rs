@@ -111,6 +111,28 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     p01.wait_until(20, "the advert at P01", || {
         log_len(&p01) == log_len(&s02) + 1
     });
+    // `status sites` at P01: the last export and receipt, and what the next export carries.
+    let rows: Value = p01.cli(&["status", "sites", "--json"]).json();
+    let c = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["peer"] == "S02")
+        .expect("S02 row")["courier"]
+        .clone();
+    assert!(
+        !c["last_export"].is_null() && !c["last_receipt"].is_null(),
+        "{c}"
+    );
+    assert_eq!(
+        (c["next_events"].as_u64(), c["next_chunks"].as_u64()),
+        (Some(1), Some(0)),
+        "{c}"
+    );
+    assert!(p01
+        .cli(&["status", "sites"])
+        .ok()
+        .contains("NEXT EXPORT CARRIES"));
     let b2 = work.join("b2.bundle");
     let out = p01
         .cli(&[
@@ -291,4 +313,48 @@ fn a_multi_volume_bundle_imports_only_whole() {
 
 fn snapshot_offline(s: &TestSite) -> Vec<(std::path::PathBuf, u64)> {
     s.store_listing()
+}
+
+#[test]
+fn a_network_link_that_comes_back_after_a_courier_import_resends_nothing() {
+    // S01 is a network child of P01 whose link is down (its daemon is stopped): it gets a
+    // bundle, then comes up.
+    let mut p01 = TestSite::init("P01");
+    let mut s01 = TestSite::init("S01");
+    link_child(&p01, &s01);
+    p01.start();
+    link_parent(&s01, &p01);
+    let work = p01.tmp.path().to_path_buf();
+    let src = work.join("src");
+    sample_tree(&src);
+    let pkg = publish(&p01, &src, &["--name", "Sample"]);
+    p01.cli(&["package", "distribute", &pkg, "--site", "S01"])
+        .ok();
+    let b = work.join("b.bundle");
+    p01.cli(&[
+        "courier",
+        "export",
+        "--to",
+        "S01",
+        "--out",
+        b.to_str().unwrap(),
+    ])
+    .ok();
+    s01.cli(&["courier", "import", b.to_str().unwrap()]).ok();
+    let n = log_len(&p01);
+    s01.start();
+    p01.wait_until(20, "S01's link up", || !messages(&p01, 40200).is_empty());
+    let up = &messages(&p01, 40200)[0];
+    assert_eq!(
+        up["insertion"][1],
+        n.to_string(),
+        "S01 said it had applied everything the bundle carried: {up}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(log_len(&s01), n, "no event applied twice");
+    assert!(complete(&s01, &pkg, 1));
+    assert!(
+        messages(&p01, 3531).is_empty() && messages(&p01, 3533).is_empty(),
+        "no content was sent over the link"
+    );
 }
