@@ -6,6 +6,7 @@
 //! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
+mod courier;
 mod dp;
 mod replicate;
 mod sender;
@@ -66,6 +67,15 @@ enum Cmd {
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
+    /// Courier: export and import of one package beside cp of the same bytes.
+    Courier {
+        #[arg(long, default_value = "/tmp/siterep-bench-courier")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A distribution point: pull into an empty DP, and curl from it beside nginx.
     Dp {
         #[arg(long, default_value = "/tmp/siterep-bench-dp")]
@@ -101,6 +111,7 @@ fn main() -> Result<()> {
             runs,
             events,
         } => replicate::run(&work, mib, runs, events),
+        Cmd::Courier { work, mib, runs } => courier::run(&work, mib, runs),
         Cmd::Dp {
             work,
             mib,

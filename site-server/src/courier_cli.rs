@@ -300,7 +300,7 @@ async fn import(dir: &DataDir, paths: &[PathBuf]) -> Res {
     };
     let h = &b.header;
     if h.last < h.first || h.last <= cursor {
-        if b.batch.is_empty() {
+        if !b.staged() {
             println!(
                 "bundle {} was already applied (this site is at position {cursor}, the bundle carries {}..{}): nothing to do",
                 h.id_hex(),
@@ -326,10 +326,7 @@ async fn import(dir: &DataDir, paths: &[PathBuf]) -> Res {
         .await);
     }
     // Verified: the chunks become durable, then the events are applied with the cursor.
-    let stored = b
-        .batch
-        .commit()
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let stored = b.commit().map_err(|e| CliError::failed(e.to_string()))?;
     let o: ImportOutcome = match &access {
         Access::Daemon(c) => {
             c.post_json(

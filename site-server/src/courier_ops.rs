@@ -101,9 +101,27 @@ pub struct ExportOutcome {
 pub struct ReadBundle<'s> {
     pub header: BundleHeader,
     pub events: BundleEvents,
-    pub batch: dist_point::Batch<'s>,
+    /// The staged chunks (one batch per verifying thread): commit them all, or drop them.
+    pub batches: Vec<dist_point::Batch<'s>>,
     pub chunks: u64,
 }
+
+impl ReadBundle<'_> {
+    /// Makes the staged chunks durable and visible; returns those that were new.
+    pub fn commit(&mut self) -> Result<Vec<ChunkId>, dist_point::StoreError> {
+        let mut out = Vec::new();
+        for b in &mut self.batches {
+            out.extend(b.commit()?);
+        }
+        Ok(out)
+    }
+    pub fn staged(&self) -> bool {
+        self.batches.iter().any(|b| !b.is_empty())
+    }
+}
+
+/// Threads that verify and stage the chunks of a bundle while the reader goes on.
+const STAGERS: usize = 2;
 
 /// A receipt read and verified.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -440,6 +458,56 @@ fn split(
     Ok(out)
 }
 
+/// A file that starts the writeback of what was written every [`WRITEBACK`] bytes, so that
+/// the sync at the end of a large volume finds little left to do.
+struct Writeback {
+    file: std::fs::File,
+    written: u64,
+    flushed: u64,
+}
+
+const WRITEBACK: u64 = 32 << 20;
+
+impl Writeback {
+    fn new(file: std::fs::File) -> Self {
+        Writeback {
+            file,
+            written: 0,
+            flushed: 0,
+        }
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK {
+            use std::os::fd::AsRawFd;
+            // SAFETY: only starts writeback of a range of this open file; no memory is passed.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.flushed as i64,
+                    (self.written - self.flushed) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl std::io::Seek for Writeback {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
 /// Writes `plan` as one or more volumes at `out`, signed with `key`; `progress` hears the
 /// chunk bytes written. Memory stays flat: chunk files go one at a time through one buffer.
 pub fn write_bundle(
@@ -480,7 +548,7 @@ pub fn write_bundle(
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let io = |e: BundleError| format!("cannot write {}: {e}", tmp.display());
         let mut w = VolumeWriter::new(
-            std::io::BufWriter::with_capacity(1 << 20, f),
+            std::io::BufWriter::with_capacity(1 << 20, Writeback::new(f)),
             Kind::Bundle,
             &header,
         )
@@ -491,7 +559,7 @@ pub fn write_bundle(
         }
         if !range.is_empty() {
             let mut failed = None;
-            w.section(SectionKind::Chunks, |w| {
+            w.section_stored(SectionKind::Chunks, |w| {
                 for (id, _) in &plan.chunks[range.clone()] {
                     if let Err(e) = store.read_encoded(id, &mut buf) {
                         failed = Some(format!(
@@ -509,7 +577,7 @@ pub fn write_bundle(
         }
         let mut f = w.finish(key).map_err(io)?;
         f.flush().map_err(|e| e.to_string())?;
-        let f = f.into_inner().map_err(|e| e.to_string())?;
+        let f = f.into_inner().map_err(|e| e.to_string())?.file;
         f.sync_all()
             .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
         bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -615,43 +683,90 @@ pub fn read_bundle<'s>(
             missing.join(", ")
         ));
     }
-    let mut batch = store.batch();
     let mut events = None;
     let mut chunks = 0;
-    for (n, path, _) in &vols {
-        let at = |e: BundleError| format!("{} (volume {n} of {m}): {e}", path.display());
-        let (r, len) = open(path)?;
-        let mut v = VolumeReader::open(r, len).map_err(at)?;
-        while let Some(s) = v.next_section().map_err(at)? {
-            match s.0 {
-                SectionKind::Events if *n == 1 && events.is_none() => {
-                    let b = v.read_blob(s, MAX_BLOB).map_err(at)?;
-                    events = Some(schema::encoding::decode::<BundleEvents>(&b).map_err(|e| {
-                        at(BundleError::Malformed(format!(
-                            "the events do not decode: {e}"
-                        )))
-                    })?);
+    // Chunks are verified (decoded, hashed) and written to temporary files by STAGERS
+    // threads, each with its own batch, while this one reads, hashes and splits the stream.
+    let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (batches, read) = std::thread::scope(|scope| {
+        let mut txs = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..STAGERS {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(8);
+            txs.push(tx);
+            let (failed, pool_tx) = (&failed, pool_tx.clone());
+            workers.push(scope.spawn(move || {
+                let mut batch = store.batch();
+                for (id, file) in rx {
+                    if failed.lock().expect("lock").is_none() {
+                        if let Err(e) = batch.put_encoded(&id, &file) {
+                            *failed.lock().expect("lock") =
+                                Some(format!("chunk {id} refused: {e}"));
+                        }
+                    }
+                    let _ = pool_tx.send(file);
                 }
-                SectionKind::Chunks => {
-                    chunks += v
-                        .read_chunks(s, |id, file| {
-                            batch.put_encoded(&id, file).map_err(|e| {
-                                BundleError::Malformed(format!("chunk {id} refused: {e}"))
-                            })?;
-                            progress(file.len() as u64);
-                            Ok(())
-                        })
-                        .map_err(at)?;
-                }
-                _ => {
-                    return Err(at(BundleError::Malformed(format!(
-                        "unexpected {} section",
-                        s.0.name()
-                    ))))
-                }
-            }
+                batch
+            }));
         }
-        v.finish(key, parent.as_str()).map_err(at)?;
+        let read = (|| -> Result<(), String> {
+            let mut next = 0;
+            for (n, path, _) in &vols {
+                let at = |e: BundleError| format!("{} (volume {n} of {m}): {e}", path.display());
+                let (r, len) = open(path)?;
+                let mut v = VolumeReader::open(r, len).map_err(at)?;
+                while let Some(s) = v.next_section().map_err(at)? {
+                    match s.0 {
+                        SectionKind::Events if *n == 1 && events.is_none() => {
+                            let b = v.read_blob(s, MAX_BLOB).map_err(at)?;
+                            events = Some(schema::encoding::decode::<BundleEvents>(&b).map_err(
+                                |e| {
+                                    at(BundleError::Malformed(format!(
+                                        "the events do not decode: {e}"
+                                    )))
+                                },
+                            )?);
+                        }
+                        SectionKind::Chunks => {
+                            chunks += v
+                                .read_chunks(s, |id, file| {
+                                    if let Some(e) = failed.lock().expect("lock").clone() {
+                                        return Err(BundleError::Malformed(e));
+                                    }
+                                    let mut buf = pool_rx.try_recv().unwrap_or_default();
+                                    buf.clear();
+                                    buf.extend_from_slice(file);
+                                    progress(file.len() as u64);
+                                    next = (next + 1) % STAGERS;
+                                    txs[next].send((id, buf)).map_err(|_| {
+                                        BundleError::Malformed("a staging thread stopped".into())
+                                    })
+                                })
+                                .map_err(at)?;
+                        }
+                        _ => {
+                            return Err(at(BundleError::Malformed(format!(
+                                "unexpected {} section",
+                                s.0.name()
+                            ))))
+                        }
+                    }
+                }
+                v.finish(key, parent.as_str()).map_err(at)?;
+            }
+            Ok(())
+        })();
+        drop(txs);
+        let batches: Vec<dist_point::Batch<'_>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("staging thread"))
+            .collect();
+        (batches, read)
+    });
+    read?;
+    if let Some(e) = failed.into_inner().expect("lock") {
+        return Err(e);
     }
     let header = vols.remove(0).2;
     let events = events.ok_or_else(|| "the bundle has no events section".to_string())?;
@@ -672,7 +787,7 @@ pub fn read_bundle<'s>(
     Ok(ReadBundle {
         header,
         events,
-        batch,
+        batches,
         chunks,
     })
 }
