@@ -2,7 +2,9 @@
 //! (CEN -> P01 -> S01: three daemons of this same binary, separate processes) on loopback
 //! ports in a temporary directory, links them with pinned certificates, publishes a sample
 //! package at CEN, targets S01, waits until S01 holds every chunk, publishes a changed
-//! version (only the changed chunks travel), and prints what an operator would look at.
+//! version (only the changed chunks travel), has a distribution point of each site serve it,
+//! carries it to a courier-only site S02 by bundle (and a receipt back), and prints what an
+//! operator would look at.
 
 use crate::cli::CliError;
 use std::path::{Path, PathBuf};
@@ -352,6 +354,118 @@ fn accept_child(parent: &DemoSite, child: &DemoSite) -> Result<(), CliError> {
     )
 }
 
+/// A courier-only link: `child add --courier` at `parent`, `parent set --courier` at `child`.
+fn courier_link(parent: &DemoSite, child: &DemoSite) -> Result<(), CliError> {
+    let (fp, key) = child.keys()?;
+    step(
+        &format!(
+            "{}: accept {} as a child reached by courier bundles only (no network link)",
+            parent.code, child.code
+        ),
+        &[
+            "child",
+            "add",
+            "--data",
+            &parent.data,
+            "--code",
+            child.code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+            "--courier",
+        ],
+    )?;
+    let (fp, key) = parent.keys()?;
+    step(
+        &format!(
+            "{}: its parent is {}, by courier: bundles must be signed with this key",
+            child.code, parent.code
+        ),
+        &[
+            "parent",
+            "set",
+            "--data",
+            &child.data,
+            "--code",
+            parent.code,
+            "--courier",
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+        ],
+    )
+}
+
+/// The package reaches the courier-only site S02 by bundle, and a receipt goes back.
+fn by_courier(
+    root: &Path,
+    cen: &DemoSite,
+    p01: &DemoSite,
+    s02: &mut DemoSite,
+) -> Result<(), CliError> {
+    s02.start()?;
+    let args = [
+        "package",
+        "distribute",
+        "CEN00001",
+        "--data",
+        &cen.data,
+        "--site",
+        "S02",
+    ];
+    let out = capture_when_known(&args)?;
+    println!(
+        "\n== CEN: target S02, which has no network link\n$ site-server {}\n{}",
+        args.join(" "),
+        out.trim_end()
+    );
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb)
+        .map_err(|e| CliError::failed(format!("cannot make {}: {e}", usb.display())))?;
+    let bundle = usb.join("to-S02.bundle").display().to_string();
+    let receipt = usb.join("from-S02.receipt").display().to_string();
+    // The target has to reach P01 before P01 exports it.
+    let t0 = Instant::now();
+    while !capture(&["log", "--data", &p01.data, "--json"])?.contains("S02") {
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(CliError::failed("the target did not reach P01 within 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    step(
+        "P01: export a signed bundle for S02 onto the removable medium",
+        &[
+            "courier", "export", "--data", &p01.data, "--to", "S02", "--out", &bundle,
+        ],
+    )?;
+    step(
+        "S02: import it (verified: signature, every section, every chunk; then applied at once)",
+        &["courier", "import", "--data", &s02.data, &bundle],
+    )?;
+    step(
+        "S02: importing the same bundle again changes nothing",
+        &["courier", "import", "--data", &s02.data, &bundle],
+    )?;
+    step(
+        "S02: content here",
+        &["status", "packages", "--data", &s02.data],
+    )?;
+    step(
+        "S02: write a signed receipt (its reports, how far it has applied, what it holds)",
+        &["courier", "receipt", "--data", &s02.data, "--out", &receipt],
+    )?;
+    step(
+        "P01: import the receipt: S02's status messages join the tree's",
+        &["courier", "import", "--data", &p01.data, &receipt],
+    )?;
+    step(
+        "P01: links, and for S02 its last export and receipt and what the next export carries",
+        &["status", "sites", "--data", &p01.data],
+    )
+}
+
 /// `parent set` at `child` for the running `parent`.
 fn set_parent(child: &DemoSite, parent: &DemoSite) -> Result<(), CliError> {
     let (fp, key) = parent.keys()?;
@@ -425,6 +539,7 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
         DemoSite::init(&root, "CEN")?,
         DemoSite::init(&root, "P01")?,
         DemoSite::init(&root, "S01")?,
+        DemoSite::init(&root, "S02")?,
     ];
     let mut dps = Vec::new();
     let result = scenario(&root, &mut sites, &mut dps);
@@ -497,9 +612,11 @@ fn run_blocking(keep: bool) -> Result<(), CliError> {
 fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Result<(), CliError> {
     let (cen, rest) = sites.split_first_mut().expect("three sites");
     let (p01, rest) = rest.split_first_mut().expect("three sites");
-    let s01 = &mut rest[0];
+    let (s01, rest) = rest.split_first_mut().expect("four sites");
+    let s02 = &mut rest[0];
     accept_child(cen, p01)?;
     accept_child(p01, s01)?;
+    courier_link(p01, s02)?;
     for site in [&*cen, &*p01, &*s01] {
         dps.push(DemoDp::init(root, site)?);
     }
@@ -595,6 +712,7 @@ fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Resul
         took.as_secs_f64()
     );
     distribute_to_dps(cen, dps, &sample)?;
+    by_courier(root, cen, p01, s02)?;
     step(
         "CEN: advertise it",
         &[
