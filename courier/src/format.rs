@@ -202,25 +202,12 @@ impl<W: Write + Seek> VolumeWriter<W> {
         kind: SectionKind,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), BundleError> {
-        let at = self.out.stream_position()?;
-        self.out.write_all(&[0u8; DESCRIPTOR_LEN as usize])?;
-        let tally = Tally {
-            inner: &mut self.out,
-            hasher: blake3::Hasher::new(),
-            len: 0,
-        };
-        let mut enc = zstd::stream::write::Encoder::new(tally, LEVEL)?;
-        enc.include_checksum(false)?;
-        fill(&mut enc)?;
-        let tally = enc.finish()?;
-        let (len, hash) = (tally.len, *tally.hasher.finalize().as_bytes());
-        let d = descriptor(kind as u8, len, &hash);
-        self.out.seek(SeekFrom::Start(at))?;
-        self.out.write_all(&d)?;
-        self.out.seek(SeekFrom::End(0))?;
-        self.digest.update(&d);
-        self.written += DESCRIPTOR_LEN + len;
-        Ok(())
+        self.framed(kind, |tally| {
+            let mut enc = zstd::stream::write::Encoder::new(tally, LEVEL)?;
+            enc.include_checksum(false)?;
+            fill(&mut enc)?;
+            enc.finish()
+        })
     }
 
     /// As [`VolumeWriter::section`], but the zstd frame is made of stored (raw) blocks: for
@@ -231,22 +218,33 @@ impl<W: Write + Seek> VolumeWriter<W> {
         kind: SectionKind,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), BundleError> {
+        self.framed(kind, |mut tally| {
+            // Frame header: magic, descriptor (no checksum, no content size, not single
+            // segment), window descriptor for a 128 KiB window.
+            tally.write_all(&[0x28, 0xB5, 0x2F, 0xFD, 0x00, (17 - 10) << 3])?;
+            let mut raw = RawBlocks {
+                out: tally,
+                buf: Vec::with_capacity(RAW_BLOCK),
+            };
+            fill(&mut raw)?;
+            raw.finish()
+        })
+    }
+
+    /// A section: a blank descriptor, the bytes `body` writes through a tally, then the
+    /// descriptor filled in (length, hash) and added to the digest.
+    fn framed(
+        &mut self,
+        kind: SectionKind,
+        body: impl FnOnce(Tally<&mut W>) -> io::Result<Tally<&mut W>>,
+    ) -> Result<(), BundleError> {
         let at = self.out.stream_position()?;
         self.out.write_all(&[0u8; DESCRIPTOR_LEN as usize])?;
-        let mut tally = Tally {
+        let tally = body(Tally {
             inner: &mut self.out,
             hasher: blake3::Hasher::new(),
             len: 0,
-        };
-        // Frame header: magic, descriptor (no checksum, no content size, not single
-        // segment), window descriptor for a 128 KiB window.
-        tally.write_all(&[0x28, 0xB5, 0x2F, 0xFD, 0x00, (17 - 10) << 3])?;
-        let mut raw = RawBlocks {
-            out: tally,
-            buf: Vec::with_capacity(RAW_BLOCK),
-        };
-        fill(&mut raw)?;
-        let tally = raw.finish()?;
+        })?;
         let (len, hash) = (tally.len, *tally.hasher.finalize().as_bytes());
         let d = descriptor(kind as u8, len, &hash);
         self.out.seek(SeekFrom::Start(at))?;

@@ -11,6 +11,39 @@ fn snapshot(s: &TestSite) -> (String, Vec<(std::path::PathBuf, u64)>) {
     (s.cli(&["log", "--json"]).ok(), s.store_listing())
 }
 
+/// A courier-only link `parent` -> `child` (both not running); returns the parent's key.
+fn courier_link(parent: &TestSite, child: &TestSite) -> String {
+    let (fp, key) = child.keys();
+    parent
+        .cli(&[
+            "child",
+            "add",
+            "--code",
+            &child.code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+            "--courier",
+        ])
+        .ok();
+    let (pfp, pkey) = parent.keys();
+    child
+        .cli(&[
+            "parent",
+            "set",
+            "--code",
+            &parent.code,
+            "--courier",
+            "--fingerprint",
+            &pfp,
+            "--pubkey",
+            &pkey,
+        ])
+        .ok();
+    pkey
+}
+
 fn log_len(s: &TestSite) -> usize {
     s.cli(&["log", "--json"]).json().as_array().unwrap().len()
 }
@@ -21,32 +54,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     let mut p01 = TestSite::init("P01");
     let mut s02 = TestSite::init("S02");
     link_child(&cen, &p01);
-    let (fp, key) = s02.keys();
-    p01.cli(&[
-        "child",
-        "add",
-        "--code",
-        "S02",
-        "--fingerprint",
-        &fp,
-        "--pubkey",
-        &key,
-        "--courier",
-    ])
-    .ok();
-    let (pfp, pkey) = p01.keys();
-    s02.cli(&[
-        "parent",
-        "set",
-        "--code",
-        "P01",
-        "--courier",
-        "--fingerprint",
-        &pfp,
-        "--pubkey",
-        &pkey,
-    ])
-    .ok();
+    let pkey = courier_link(&p01, &s02);
     cen.start();
     link_parent(&p01, &cen);
     p01.start();
@@ -232,32 +240,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
 fn a_multi_volume_bundle_imports_only_whole() {
     let mut p01 = TestSite::init("P01");
     let mut s02 = TestSite::init("S02");
-    let (fp, key) = s02.keys();
-    p01.cli(&[
-        "child",
-        "add",
-        "--code",
-        "S02",
-        "--fingerprint",
-        &fp,
-        "--pubkey",
-        &key,
-        "--courier",
-    ])
-    .ok();
-    let (pfp, pkey) = p01.keys();
-    s02.cli(&[
-        "parent",
-        "set",
-        "--code",
-        "P01",
-        "--courier",
-        "--fingerprint",
-        &pfp,
-        "--pubkey",
-        &pkey,
-    ])
-    .ok();
+    courier_link(&p01, &s02);
     p01.start();
     let work = p01.tmp.path().to_path_buf();
     let src = work.join("big");
