@@ -22,6 +22,7 @@ pub mod decide;
 pub mod dp_link;
 pub mod fetch;
 pub mod links;
+pub mod plugin_args;
 pub mod projection;
 pub mod publish;
 pub mod replication;
