@@ -44,6 +44,9 @@ pub const MAX_CHUNK_FILE: u32 = (4 << 20) + 64;
 /// zstd level of the sections: chunk files are already compressed one by one where it pays,
 /// so the sections only need zstd's fast path.
 const LEVEL: i32 = 1;
+/// The largest zstd window a reader accepts (4 MiB): what this writer makes is far smaller,
+/// and a hostile frame cannot make the reader allocate more.
+const WINDOW_LOG_MAX: u32 = 22;
 
 /// What a volume carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,7 +471,9 @@ impl<R: Read> VolumeReader<R> {
         let mut lim = self.section_reader(len);
         let mut out = Vec::new();
         {
-            let dec = zstd::stream::read::Decoder::new(&mut lim).map_err(BundleError::Io)?;
+            let mut dec = zstd::stream::read::Decoder::new(&mut lim).map_err(BundleError::Io)?;
+            dec.window_log_max(WINDOW_LOG_MAX)
+                .map_err(BundleError::Io)?;
             let r = dec.take(max + 1).read_to_end(&mut out);
             section_io(r, kind)?;
         }
@@ -493,6 +498,8 @@ impl<R: Read> VolumeReader<R> {
         let mut n = 0;
         {
             let mut dec = zstd::stream::read::Decoder::new(&mut lim).map_err(BundleError::Io)?;
+            dec.window_log_max(WINDOW_LOG_MAX)
+                .map_err(BundleError::Io)?;
             let mut buf = Vec::new();
             let mut rec = [0u8; 36];
             loop {

@@ -588,9 +588,14 @@ impl Batch<'_> {
         }
         self.store.syncfs()?;
         let mut done = Vec::with_capacity(self.pending.len());
-        for (id, tmp, path) in self.pending.drain(..) {
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
+        while let Some((id, tmp, path)) = pending.next() {
             if let Err(e) = fs::rename(&tmp, &path) {
+                // Nothing of this batch is left behind half-done: this and the rest go.
                 let _ = fs::remove_file(&tmp);
+                for (_, t, _) in pending {
+                    let _ = fs::remove_file(t);
+                }
                 return Err(io_err(&path)(e));
             }
             done.push(id);

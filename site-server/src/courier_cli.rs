@@ -299,17 +299,9 @@ async fn import(dir: &DataDir, paths: &[PathBuf]) -> Res {
         Access::Offline(_) => op(access.site().expect("offline").parent_applied())?,
     };
     let h = &b.header;
-    if h.last < h.first || h.last <= cursor {
-        if !b.staged() {
-            println!(
-                "bundle {} was already applied (this site is at position {cursor}, the bundle carries {}..{}): nothing to do",
-                h.id_hex(),
-                h.first,
-                h.last
-            );
-            return Ok(());
-        }
-    } else if h.first > cursor + 1 {
+    // A gap first: a bundle that starts after this site's position is refused whatever it
+    // carries (events or only chunks).
+    if h.first > cursor + 1 {
         return Err(refused(
             name,
             format!(
@@ -325,8 +317,19 @@ async fn import(dir: &DataDir, paths: &[PathBuf]) -> Res {
         )
         .await);
     }
+    if (h.last < h.first || h.last <= cursor) && !b.staged() {
+        println!(
+            "bundle {} was already applied (this site is at position {cursor}, the bundle carries {}..{}): nothing to do",
+            h.id_hex(),
+            h.first,
+            h.last
+        );
+        return Ok(());
+    }
     // Verified: the chunks become durable, then the events are applied with the cursor.
     let stored = b.commit().map_err(|e| CliError::failed(e.to_string()))?;
+    // The renames too are durable before the events say the content is here.
+    store.sync().map_err(|e| CliError::failed(e.to_string()))?;
     let o: ImportOutcome = match &access {
         Access::Daemon(c) => {
             c.post_json(

@@ -45,6 +45,9 @@ pub struct CourierState {
     pub exported_versions: BTreeSet<(PackageId, u32)>,
     pub last_export: Option<DateTime<Utc>>,
     pub last_receipt: Option<DateTime<Utc>>,
+    /// The last report position of the newest receipt taken: an older receipt imported
+    /// later still brings its reports, but not its (older) position and inventory.
+    pub receipt_last: u64,
 }
 
 fn state_key(child: SiteCode) -> String {
@@ -128,6 +131,7 @@ const STAGERS: usize = 2;
 pub struct ReadReceipt {
     pub source: SiteCode,
     pub first: u64,
+    pub last: u64,
     pub reports: Vec<ReportEnvelope>,
     pub state: ReceiptState,
 }
@@ -141,7 +145,8 @@ pub struct ImportOutcome {
     pub cursor: u64,
 }
 
-const MAX_BLOB: u64 = 1 << 30;
+/// The most a small section may decompress to (what `schema::encoding` accepts at most).
+const MAX_BLOB: u64 = (256 << 20) + 64;
 
 impl Site {
     fn courier_child(&self, to: SiteCode) -> Result<&crate::config::ChildLink, OpError> {
@@ -273,7 +278,21 @@ impl Site {
         ev: &BundleEvents,
     ) -> Result<ImportOutcome, OpError> {
         let cursor = self.db.cursor(crate::db::PARENT_APPLIED)?;
-        if header.last < header.first || header.last <= cursor {
+        if header.first > cursor + 1 {
+            return Err(OpError::Refused(crate::decide::Refusal::Invalid(format!(
+                "bundle {} starts at position {} but this site is at {cursor}: positions {}..{} are missing",
+                header.id_hex(),
+                header.first,
+                cursor + 1,
+                header.first - 1
+            ))));
+        }
+        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
+        if ev.reports_acked > acked {
+            self.db
+                .set_cursor(crate::db::PARENT_REPORTS_ACKED, ev.reports_acked)?;
+        }
+        if (header.last < header.first || header.last <= cursor) && header.chunks == 0 {
             return Ok(ImportOutcome {
                 already: true,
                 applied: 0,
@@ -281,12 +300,15 @@ impl Site {
                 cursor,
             });
         }
-        let o = self.db.apply_parent_batch(header.first, &ev.events)?;
-        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
-        if ev.reports_acked > acked {
-            self.db
-                .set_cursor(crate::db::PARENT_REPORTS_ACKED, ev.reports_acked)?;
-        }
+        let o = if header.last < header.first || header.last <= cursor {
+            crate::db::BatchOutcome {
+                applied: 0,
+                skipped: ev.events.len() as u64,
+                cursor,
+            }
+        } else {
+            self.db.apply_parent_batch(header.first, &ev.events)?
+        };
         self.log_grew.notify_waiters();
         self.content_grew.notify_waiters();
         self.raise(
@@ -376,11 +398,14 @@ impl Site {
         self.courier_child(r.source)?;
         let o = self.db.apply_child_reports(r.source, r.first, &r.reports)?;
         let mut st = self.courier_state(r.source)?;
-        st.receipt_applied = st.receipt_applied.max(r.state.applied);
-        st.inventory = r.state.inventory.clone();
-        st.exported_versions.retain(|v| !st.inventory.contains(v));
-        st.last_receipt = Some(Utc::now());
-        self.db.set_record(&state_key(r.source), &st)?;
+        if r.last >= st.receipt_last {
+            st.receipt_last = r.last;
+            st.receipt_applied = st.receipt_applied.max(r.state.applied);
+            st.inventory = r.state.inventory.clone();
+            st.exported_versions.retain(|v| !st.inventory.contains(v));
+            st.last_receipt = Some(Utc::now());
+            self.db.set_record(&state_key(r.source), &st)?;
+        }
         self.reports_grew.notify_waiters();
         self.raise(
             40303,
@@ -435,22 +460,29 @@ fn split(
     let Some(max) = max else {
         return Ok(std::iter::once(0..chunks.len()).collect());
     };
+    if events_len + VOLUME_OVERHEAD > max {
+        return Err(format!(
+            "--max-volume {max} is too small for this bundle's events ({events_len} bytes): give at least {}",
+            events_len + VOLUME_OVERHEAD + (8 << 20)
+        ));
+    }
     let room =
         |first: bool| max.saturating_sub(VOLUME_OVERHEAD + if first { events_len } else { 0 });
     let mut out = Vec::new();
     let (mut start, mut used) = (0, 0u64);
     for (i, (_, size)) in chunks.iter().enumerate() {
-        // A record: 36 bytes of header, the file, and zstd's worst case for stored bytes.
+        // A record: 36 bytes of header, the file, and the stored blocks' 3-byte headers.
         let need = 36 + size + size / 1024 + 64;
-        if need > room(out.is_empty() && start == 0) && start == i {
-            return Err(format!(
-                "--max-volume {max} is too small for a chunk of {size} bytes: give at least 8MiB"
-            ));
-        }
-        if used + need > room(out.is_empty()) {
+        if used + need > room(out.is_empty()) && i > start {
             out.push(start..i);
             start = i;
             used = 0;
+        }
+        // Checked after the decision, so that a chunk alone in its volume fits too.
+        if used + need > room(out.is_empty()) {
+            return Err(format!(
+                "--max-volume {max} is too small for a chunk of {size} bytes: give at least 8MiB"
+            ));
         }
         used += need;
     }
@@ -580,9 +612,17 @@ pub fn write_bundle(
         let f = f.into_inner().map_err(|e| e.to_string())?.file;
         f.sync_all()
             .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
-        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if max_volume.is_some_and(|m| len > m) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "volume {n} came to {len} bytes, over --max-volume: nothing kept; give a larger --max-volume"
+            ));
+        }
+        bytes += len;
         std::fs::rename(&tmp, &path)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        sync_dir(&path);
         files.push(path);
     }
     Ok(ExportOutcome {
@@ -617,7 +657,17 @@ pub fn write_receipt(
     f.sync_all().map_err(|e| e.to_string())?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     std::fs::rename(&tmp, out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    sync_dir(out);
     Ok(len)
+}
+
+/// Makes a rename into the directory of `path` durable (removable media are unplugged).
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 fn open(path: &Path) -> Result<(std::io::BufReader<std::fs::File>, u64), String> {
@@ -672,6 +722,27 @@ pub fn read_bundle<'s>(
     }
     vols.sort_by_key(|v| v.0);
     let m = vols[0].2.volumes;
+    if m > 999 {
+        return Err(format!(
+            "{} says the bundle has {m} volumes (at most 999 are written): refused",
+            vols[0].1.display()
+        ));
+    }
+    // Every volume must say the same of the bundle (only its own number differs).
+    for (_, p, h) in &vols[1..] {
+        let same = BundleHeader {
+            volume: vols[0].2.volume,
+            created: vols[0].2.created,
+            ..h.clone()
+        };
+        if same != vols[0].2 {
+            return Err(format!(
+                "{} does not agree with {} about the bundle (range, chunks or volumes): refused",
+                p.display(),
+                vols[0].1.display()
+            ));
+        }
+    }
     let missing: Vec<String> = (1..=m)
         .filter(|n| !vols.iter().any(|v| v.0 == *n))
         .map(|n| n.to_string())
@@ -716,6 +787,13 @@ pub fn read_bundle<'s>(
                 let at = |e: BundleError| format!("{} (volume {n} of {m}): {e}", path.display());
                 let (r, len) = open(path)?;
                 let mut v = VolumeReader::open(r, len).map_err(at)?;
+                // The header the signature covers is the one the checks above were made on.
+                if Some(&v.header) != vols.iter().find(|x| x.0 == *n).map(|x| &x.2) {
+                    return Err(format!(
+                        "{} changed while it was being read: refused",
+                        path.display()
+                    ));
+                }
                 while let Some(s) = v.next_section().map_err(at)? {
                     match s.0 {
                         SectionKind::Events if *n == 1 && events.is_none() => {
@@ -770,7 +848,12 @@ pub fn read_bundle<'s>(
     }
     let header = vols.remove(0).2;
     let events = events.ok_or_else(|| "the bundle has no events section".to_string())?;
-    if header.last >= header.first && events.events.len() as u64 != header.last - header.first + 1 {
+    let expected = if header.last >= header.first {
+        (header.last - header.first).checked_add(1)
+    } else {
+        Some(0)
+    };
+    if expected != Some(events.events.len() as u64) {
         return Err(format!(
             "the bundle says positions {}..{} but carries {} events: refused",
             header.first,
@@ -862,6 +945,7 @@ pub fn read_receipt(
     Ok(ReadReceipt {
         source: child,
         first: h.first,
+        last: h.last,
         reports: reports.ok_or("the receipt has no reports section")?,
         state: state.ok_or("the receipt has no state section")?,
     })
@@ -880,6 +964,16 @@ mod tests {
         assert!(parts.len() >= 4, "{parts:?}");
         assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 10);
         assert!(split(&c, 100, Some(1 << 20)).is_err());
+        // A big chunk after small ones gets a volume of its own, or is refused: never a
+        // volume over the limit.
+        let mixed = [(ChunkId::of(b"s"), 600 << 10), (ChunkId::of(b"b"), 4 << 20)];
+        assert!(split(&mixed, 100, Some(4 << 20)).is_err());
+        assert_eq!(
+            split(&mixed, 100, Some(11 << 19)).unwrap(),
+            vec![0..1, 1..2]
+        );
+        // Events that do not fit are refused too.
+        assert!(split(&[], 8 << 20, Some(8 << 20)).is_err());
         assert_eq!(volume_path(Path::new("/m/b"), 1, 1), PathBuf::from("/m/b"));
         assert_eq!(
             volume_path(Path::new("/m/b"), 2, 3),
