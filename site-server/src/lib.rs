@@ -13,6 +13,7 @@
 //! arrives with the replication issue.
 
 pub mod api;
+pub mod catalog_sync;
 pub mod config;
 pub mod content;
 pub mod courier_ops;
