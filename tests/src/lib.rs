@@ -229,18 +229,13 @@ impl TestSite {
     }
 
     /// Polls `f` every 50 ms until it is true or `secs` pass.
-    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn wait_until(&self, secs: u64, what: &str, f: impl FnMut() -> bool) {
+        if !poll(secs, f) {
+            panic!(
+                "timed out waiting for {what}\ndaemon log: {}",
+                self.daemon_log()
+            );
         }
-        panic!(
-            "timed out waiting for {what}\ndaemon log: {}",
-            self.daemon_log()
-        );
     }
 
     /// The admin API's address and token.
@@ -357,6 +352,52 @@ pub fn link_child_as(parent: &TestSite, child: &TestSite, code: &str) {
             &key,
         ])
         .ok();
+}
+
+/// Polls `f` every 50 ms until it is true (true) or `secs` pass (false).
+pub fn poll(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A courier-only link `parent` -> `child` (`child add --courier`, `parent set --courier`);
+/// returns the parent's public key.
+pub fn link_courier(parent: &TestSite, child: &TestSite) -> String {
+    let (fp, key) = child.keys();
+    parent
+        .cli(&[
+            "child",
+            "add",
+            "--code",
+            &child.code,
+            "--fingerprint",
+            &fp,
+            "--pubkey",
+            &key,
+            "--courier",
+        ])
+        .ok();
+    let (pfp, pkey) = parent.keys();
+    child
+        .cli(&[
+            "parent",
+            "set",
+            "--code",
+            &parent.code,
+            "--courier",
+            "--fingerprint",
+            &pfp,
+            "--pubkey",
+            &pkey,
+        ])
+        .ok();
+    pkey
 }
 
 /// `parent set` at `child` for the running `parent`.
@@ -617,18 +658,13 @@ impl TestDp {
     }
 
     /// Polls `f` every 50 ms until it is true or `secs` pass.
-    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn wait_until(&self, secs: u64, what: &str, f: impl FnMut() -> bool) {
+        if !poll(secs, f) {
+            panic!(
+                "timed out waiting for {what}\ndist-point log: {}",
+                self.log()
+            );
         }
-        panic!(
-            "timed out waiting for {what}\ndist-point log: {}",
-            self.log()
-        );
     }
 }
 

@@ -11,37 +11,19 @@ fn snapshot(s: &TestSite) -> (String, Vec<(std::path::PathBuf, u64)>) {
     (s.cli(&["log", "--json"]).ok(), s.store_listing())
 }
 
-/// A courier-only link `parent` -> `child` (both not running); returns the parent's key.
-fn courier_link(parent: &TestSite, child: &TestSite) -> String {
-    let (fp, key) = child.keys();
-    parent
-        .cli(&[
-            "child",
-            "add",
-            "--code",
-            &child.code,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-            "--courier",
-        ])
-        .ok();
-    let (pfp, pkey) = parent.keys();
-    child
-        .cli(&[
-            "parent",
-            "set",
-            "--code",
-            &parent.code,
-            "--courier",
-            "--fingerprint",
-            &pfp,
-            "--pubkey",
-            &pkey,
-        ])
-        .ok();
-    pkey
+/// A new advertisement of `pkg` at `site`: one more config event.
+fn advertise(site: &TestSite, pkg: &str, program: &str) {
+    site.cli(&[
+        "adv",
+        "create",
+        "--package",
+        pkg,
+        "--program",
+        program,
+        "--collection",
+        "All",
+    ])
+    .ok();
 }
 
 fn log_len(s: &TestSite) -> usize {
@@ -54,7 +36,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     let mut p01 = TestSite::init("P01");
     let mut s02 = TestSite::init("S02");
     link_child(&cen, &p01);
-    let pkey = courier_link(&p01, &s02);
+    let pkey = tests::link_courier(&p01, &s02);
     cen.start();
     link_parent(&p01, &cen);
     p01.start();
@@ -105,17 +87,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     assert!(!messages(&p01, 40303).is_empty());
 
     // A second export carries only what is new: one event, no chunk.
-    cen.cli(&[
-        "adv",
-        "create",
-        "--package",
-        &pkg,
-        "--program",
-        "Install",
-        "--collection",
-        "All",
-    ])
-    .ok();
+    advertise(&cen, &pkg, "Install");
     p01.wait_until(20, "the advert at P01", || {
         log_len(&p01) == log_len(&s02) + 1
     });
@@ -199,17 +171,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     assert_eq!(snapshot(&s02), before);
 
     // Out of order: b3 after b2 is refused until b2 is in, naming the missing positions.
-    cen.cli(&[
-        "adv",
-        "create",
-        "--package",
-        &pkg,
-        "--program",
-        "Repair",
-        "--collection",
-        "All",
-    ])
-    .ok();
+    advertise(&cen, &pkg, "Repair");
     p01.wait_until(20, "the second advert at P01", || {
         log_len(&p01) == log_len(&s02) + 2
     });
@@ -240,7 +202,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
 fn a_multi_volume_bundle_imports_only_whole() {
     let mut p01 = TestSite::init("P01");
     let mut s02 = TestSite::init("S02");
-    courier_link(&p01, &s02);
+    tests::link_courier(&p01, &s02);
     p01.start();
     let work = p01.tmp.path().to_path_buf();
     let src = work.join("big");
