@@ -49,6 +49,8 @@ pub enum Attribute {
     DestinationSite(SiteCode),
     DistributionPoint(String),
     Collection(String),
+    /// The catalog version a message is about (catalog sync).
+    CatalogVersion(u64),
 }
 
 impl StatusMessage {
@@ -80,6 +82,13 @@ impl StatusMessage {
     /// The catalogue text with the insertion strings filled in.
     pub fn text(&self) -> String {
         status::render(self.id, &self.insertion)
+    }
+
+    pub fn catalog_version(&self) -> Option<u64> {
+        self.attributes.iter().find_map(|a| match a {
+            Attribute::CatalogVersion(v) => Some(*v),
+            _ => None,
+        })
     }
 
     pub fn package(&self) -> Option<PackageId> {

@@ -2,7 +2,8 @@
 //!
 //! SMS numbering is kept where the seed documents give it (3531-3533 sender, 2342/2330
 //! distribution manager, 11250-11270 advertisement status from clients). Ids this system adds
-//! live from 40000 up, grouped by component in blocks of 100.
+//! 6701-6703 are ConfigMgr's software-update sync (WSUS synchronization started, done,
+//! failed). Ids this system adds live from 40000 up, grouped by component in blocks of 100.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -83,6 +84,19 @@ pub const CATALOGUE: &[MessageDef] = &[
         "sender",
         "Sent package %1 version %2 to site %3.",
     ),
+    def(
+        6701,
+        Info,
+        "catalog_sync",
+        "Catalog sync started from %1 source(s): %2.",
+    ),
+    def(
+        6702,
+        Info,
+        "catalog_sync",
+        "Catalog sync completed: catalog version %1 (%2 added, %3 revised, %4 expired, %5 superseded; %6 update(s) in all).",
+    ),
+    def(6703, Error, "catalog_sync", "Catalog sync failed at source %1: %2"),
     def(
         11250,
         Warning,
@@ -332,6 +346,12 @@ pub const CATALOGUE: &[MessageDef] = &[
         Info,
         "courier",
         "Receipt from %1 imported: %2 report(s); it has applied up to position %3 and holds %4 package version(s).",
+    ),
+    def(
+        40400,
+        Info,
+        "catalog_sync",
+        "Catalog version %1 applied (%2 change(s) from %3's sync).",
     ),
 ];
 

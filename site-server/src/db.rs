@@ -849,6 +849,7 @@ mod tests {
             expired: false,
             size: 10,
             files: vec![],
+            source: "vendor".into(),
         };
         for (seq, body) in [
             (
