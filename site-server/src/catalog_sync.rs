@@ -302,7 +302,9 @@ pub fn parse_json(text: &str) -> Result<Vec<Update>, String> {
                 i + 1
             ));
         }
-        let size = j.size.unwrap_or_else(|| j.files.iter().map(|f| f.size).sum());
+        let size = j
+            .size
+            .unwrap_or_else(|| j.files.iter().map(|f| f.size).sum());
         out.push(Update {
             id: j.id,
             title: j.title,
@@ -656,7 +658,11 @@ mod tests {
             .changes
             .is_empty());
         // old-tool comes back: revised, live again, first posted kept.
-        let third = parse_apt(&format!("{v2}\nPackage: old-tool\nVersion: 1.0-1\n"), &later).unwrap();
+        let third = parse_apt(
+            &format!("{v2}\nPackage: old-tool\nVersion: 1.0-1\n"),
+            &later,
+        )
+        .unwrap();
         let p = plan(&cat, vec![read("deb", &AptJudge, third)]);
         assert_eq!(kinds(&p.changes), vec!["revised old-tool_1.0-1_all"]);
         let CatalogChange::Revised(u) = &p.changes[0] else {
@@ -711,7 +717,11 @@ mod tests {
         let p = plan(&cat, vec![read("ms", &JsonJudge, parse_json(&j2).unwrap())]);
         assert_eq!(
             kinds(&p.changes),
-            vec!["added KB5003", "expired KB5002", "superseded KB5001 by KB5003"]
+            vec![
+                "added KB5003",
+                "expired KB5002",
+                "superseded KB5001 by KB5003"
+            ]
         );
     }
 
@@ -737,20 +747,29 @@ mod tests {
             vec![read("deb", &AptJudge, deb[..2].to_vec()), failing],
         );
         assert_eq!(kinds(&p.changes), vec!["expired old-tool_1.0-1_all"]);
-        assert_eq!(p.failures, vec![("ms".to_string(), "no such file".to_string())]);
+        assert_eq!(
+            p.failures,
+            vec![("ms".to_string(), "no such file".to_string())]
+        );
         assert!(!p.stopped);
         // With StopOnFailure, nothing applies.
         let mut failing = read("ms", &JsonJudge, vec![]);
         failing.listed = Err("no such file".into());
         failing.stop_on_failure = true;
-        let p = plan(&cat, vec![read("deb", &AptJudge, deb[..2].to_vec()), failing]);
+        let p = plan(
+            &cat,
+            vec![read("deb", &AptJudge, deb[..2].to_vec()), failing],
+        );
         assert!(p.stopped && p.changes.is_empty());
         // A later source listing an id the first one gives leaves it to the first.
         let mut dup = ms.clone();
         dup[0].id = "bash_5.2.15-2+b2_amd64".into();
         let p = plan(
             &cat,
-            vec![read("deb", &AptJudge, deb.clone()), read("ms", &JsonJudge, dup)],
+            vec![
+                read("deb", &AptJudge, deb.clone()),
+                read("ms", &JsonJudge, dup),
+            ],
         );
         assert_eq!(p.left_to_earlier, 1);
         assert_eq!(kinds(&p.changes), vec!["expired KB5001"]);

@@ -64,6 +64,74 @@ pub struct SiteConfig {
     /// The sender's concurrency and retry limits (SMS's defaults unless set).
     #[serde(default, skip_serializing_if = "SenderLimits::is_default")]
     pub sender: SenderLimits,
+    /// Catalog sync (top site only): its schedule and sources. Read afresh at every sync, so
+    /// an edit needs no restart.
+    #[serde(default, skip_serializing_if = "SyncConfig::is_empty")]
+    pub sync: SyncConfig,
+}
+
+/// `[sync]` of `site.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// `daily 02:00` or `weekly sun 02:00`, in the site's zone; none: by hand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The sources, read in this order (`[[sync.source]]`).
+    #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SyncSource>,
+}
+
+impl SyncConfig {
+    pub fn is_empty(&self) -> bool {
+        self.schedule.is_none() && self.sources.is_empty()
+    }
+
+    /// The schedule, parsed.
+    pub fn schedule(&self) -> Result<Option<crate::sync_schedule::SyncSchedule>, String> {
+        self.schedule
+            .as_deref()
+            .map(crate::sync_schedule::SyncSchedule::parse)
+            .transpose()
+    }
+
+    /// Checks the schedule and every source (names, plug-ins, arguments).
+    pub fn check(&self) -> Result<(), String> {
+        self.schedule()?;
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "sync source {:?}: a name is letters, digits, '-', '_' or '.'",
+                    s.name
+                ));
+            }
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!(
+                    "sync source {} is listed twice: give each its own name",
+                    s.name
+                ));
+            }
+            crate::catalog_sources::build(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// One catalog source: a plug-in and its arguments (`Name=Value;Name2="with spaces"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSource {
+    /// Its name: what the catalog records as each update's source.
+    pub name: String,
+    /// `apt` or `json`.
+    pub plugin: String,
+    #[serde(default)]
+    pub args: String,
 }
 
 /// A distribution point attached to this site (`site-server dp add`).
@@ -281,6 +349,7 @@ impl SiteConfig {
             children: Vec::new(),
             dps: Vec::new(),
             sender: SenderLimits::default(),
+            sync: SyncConfig::default(),
         }
     }
 
@@ -365,6 +434,7 @@ impl SiteConfig {
         check_dp_sources(&self.dps)?;
         self.tz()?;
         self.sender.limits()?;
+        self.sync.check()?;
         Ok(())
     }
 

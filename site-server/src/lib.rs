@@ -13,6 +13,7 @@
 //! arrives with the replication issue.
 
 pub mod api;
+pub mod catalog_sources;
 pub mod catalog_sync;
 pub mod config;
 pub mod content;
@@ -29,3 +30,4 @@ pub mod publish;
 pub mod replication;
 pub mod sending;
 pub mod site;
+pub mod sync_schedule;

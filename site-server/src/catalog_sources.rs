@@ -1,0 +1,267 @@
+//! Catalog sync sources: the plug-ins a top site reads its update catalog from, chosen by
+//! name with arguments in CAU's syntax (see [`crate::plugin_args`]).
+//!
+//! - `apt`: an apt `Packages` index, plain or compressed with gzip, xz or lz4 (told apart by
+//!   their magic bytes, as apt keeps them under `/var/lib/apt/lists/`).
+//!   `Path=FILE` (required), `Classification=Security` (default `Update`),
+//!   `Product="Debian 12"` (default: the source's name).
+//! - `json`: a catalog in this project's JSON format (see [`crate::catalog_sync::parse_json`]
+//!   and the README). `Path=FILE` (required).
+//!
+//! Every plug-in also takes `StopOnFailure=True|False` (default `False`): when `True`, a
+//! failure of this source fails the whole sync and nothing is applied, as CAU's
+//! `-StopOnPluginFailure`.
+//!
+//! Reading and parsing run on a blocking thread; what the updates mean between syncs is the
+//! [`Judge`] part of each plug-in, used by the pure [`crate::catalog_sync::plan`].
+
+use crate::catalog_sync::{self, AptSource, Judge};
+use crate::config::SyncSource;
+use crate::plugin_args::{self, PluginArgs};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schema::catalog::{Classification, Update};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A source plug-in: reads what its upstream lists now.
+#[async_trait]
+pub trait SourcePlugin: Judge + Send + Sync {
+    /// The plug-in's name (`apt`, `json`).
+    fn plugin(&self) -> &'static str;
+    /// Reads the source; `now` is when the sync started. The error says what failed and how
+    /// to fix it.
+    async fn read(&self, now: DateTime<Utc>) -> Result<Vec<Update>, String>;
+}
+
+/// A source of `site.toml`, ready to read.
+pub struct Configured {
+    pub name: String,
+    pub plugin: Box<dyn SourcePlugin>,
+    pub stop_on_failure: bool,
+}
+
+/// The plug-ins this build knows.
+pub const PLUGINS: &[&str] = &["apt", "json"];
+
+/// Builds a source from its `site.toml` entry: a known plug-in, arguments it takes, the
+/// required ones given.
+pub fn build(src: &SyncSource) -> Result<Configured, String> {
+    let fail = |e: String| format!("sync source {}: {e}", src.name);
+    let args = plugin_args::parse(&src.args).map_err(|e| fail(format!("arguments: {e}")))?;
+    let stop_on_failure = match plugin_args::get(&args, "StopOnFailure") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => return Err(fail(format!("StopOnFailure={v}: write True or False"))),
+    };
+    let path = |args: &PluginArgs| -> PathBuf {
+        PathBuf::from(plugin_args::get(args, "Path").unwrap_or_default())
+    };
+    let plugin: Box<dyn SourcePlugin> = match src.plugin.as_str() {
+        "apt" => {
+            plugin_args::check(
+                "apt",
+                &args,
+                &["Path", "Classification", "Product", "StopOnFailure"],
+                &["Path"],
+            )
+            .map_err(fail)?;
+            Box::new(Apt {
+                path: path(&args),
+                classification: plugin_args::get(&args, "Classification")
+                    .map(Classification::parse)
+                    .unwrap_or(Classification::Update),
+                product: plugin_args::get(&args, "Product")
+                    .unwrap_or(&src.name)
+                    .to_string(),
+            })
+        }
+        "json" => {
+            plugin_args::check("json", &args, &["Path", "StopOnFailure"], &["Path"])
+                .map_err(fail)?;
+            Box::new(Json { path: path(&args) })
+        }
+        other => {
+            return Err(fail(format!(
+                "no plug-in named {other:?}: use one of {}",
+                PLUGINS.join(", ")
+            )))
+        }
+    };
+    Ok(Configured {
+        name: src.name.clone(),
+        plugin,
+        stop_on_failure,
+    })
+}
+
+/// Reads a file whole, decompressing gzip, xz or lz4 (by magic bytes); anything else is
+/// taken as plain text. Bytes that are not UTF-8 are replaced, not refused.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    let raw = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}: check the Path argument",
+            path.display()
+        )
+    })?;
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    let (kind, r) = if raw.starts_with(&[0x1f, 0x8b]) {
+        (
+            "gzip",
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out),
+        )
+    } else if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        (
+            "xz",
+            liblzma::read::XzDecoder::new_multi_decoder(&raw[..]).read_to_end(&mut out),
+        )
+    } else if raw.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+        (
+            "lz4",
+            lz4_flex::frame::FrameDecoder::new(&raw[..]).read_to_end(&mut out),
+        )
+    } else {
+        return Ok(String::from_utf8(raw)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
+    };
+    r.map_err(|e| {
+        format!(
+            "{} does not decompress ({kind}): {e}: is the file whole?",
+            path.display()
+        )
+    })?;
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Runs `f` on a blocking thread (reading and parsing an index is CPU work).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("the reader thread failed: {e}"))?
+}
+
+struct Apt {
+    path: PathBuf,
+    classification: Classification,
+    product: String,
+}
+
+impl Judge for Apt {
+    fn first_seen_dates(&self) -> bool {
+        true
+    }
+    fn successors(&self, gone: &[&Update], listed: &[Update]) -> Vec<Option<String>> {
+        catalog_sync::apt_successors(gone, listed)
+    }
+}
+
+#[async_trait]
+impl SourcePlugin for Apt {
+    fn plugin(&self) -> &'static str {
+        "apt"
+    }
+    async fn read(&self, now: DateTime<Utc>) -> Result<Vec<Update>, String> {
+        let src = AptSource {
+            classification: self.classification.clone(),
+            product: self.product.clone(),
+            now,
+        };
+        let path = self.path.clone();
+        blocking(move || {
+            let text = read_text(&path)?;
+            catalog_sync::parse_apt(&text, &src).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .await
+    }
+}
+
+struct Json {
+    path: PathBuf,
+}
+
+impl Judge for Json {}
+
+#[async_trait]
+impl SourcePlugin for Json {
+    fn plugin(&self) -> &'static str {
+        "json"
+    }
+    async fn read(&self, _now: DateTime<Utc>) -> Result<Vec<Update>, String> {
+        let path = self.path.clone();
+        blocking(move || {
+            let text = read_text(&path)?;
+            catalog_sync::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn src(plugin: &str, args: &str) -> SyncSource {
+        SyncSource {
+            name: "s".into(),
+            plugin: plugin.into(),
+            args: args.into(),
+        }
+    }
+
+    #[test]
+    fn sources_build_from_their_arguments_or_say_what_is_wrong() {
+        let c = build(&src(
+            "apt",
+            r#"Path=/x/Packages;Classification=Security;Product="Debian 12";StopOnFailure=True"#,
+        ))
+        .unwrap();
+        assert!(c.stop_on_failure);
+        assert_eq!(c.plugin.plugin(), "apt");
+        for (plugin, args, want) in [
+            ("apt", "Classification=Security", "needs Path"),
+            ("apt", "Path=/x;Colour=red", "takes no argument Colour"),
+            ("json", "Path=/x;Product=p", "takes no argument Product"),
+            ("apt", "Path=/x;StopOnFailure=maybe", "write True or False"),
+            ("apt", "Path=\"/x", "quote"),
+            ("wsus", "Path=/x", "no plug-in named \"wsus\""),
+        ] {
+            let e = build(&src(plugin, args)).err().expect(args);
+            assert!(e.starts_with("sync source s:") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn compressed_indexes_read_the_same_as_plain_ones() {
+        let text = "Package: a\nVersion: 1\n\n".repeat(1000);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("Packages");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("Packages.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+        let xz = dir.path().join("Packages.xz");
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&xz, e.finish().unwrap()).unwrap();
+        let lz4 = dir.path().join("Packages.lz4");
+        let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        e.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&lz4, e.finish().unwrap()).unwrap();
+        for p in [&plain, &gz, &xz, &lz4] {
+            assert_eq!(read_text(p).unwrap(), text, "{}", p.display());
+        }
+        // A truncated xz file is an error naming the file, never half an index.
+        let raw = std::fs::read(&xz).unwrap();
+        std::fs::write(&xz, &raw[..raw.len() / 2]).unwrap();
+        let e = read_text(&xz).unwrap_err();
+        assert!(e.contains("Packages.xz") && e.contains("xz"), "{e}");
+        let e = read_text(&dir.path().join("nope")).unwrap_err();
+        assert!(e.contains("check the Path argument"), "{e}");
+    }
+}
