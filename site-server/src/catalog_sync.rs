@@ -653,7 +653,7 @@ mod tests {
             ]
         );
         apply(&mut cat, &p.changes);
-        assert_eq!(cat["old-tool_1.0-1_all"].expired, true);
+        assert!(cat["old-tool_1.0-1_all"].expired);
         assert!(plan(&cat, vec![read("deb", &AptJudge, second)])
             .changes
             .is_empty());
