@@ -125,6 +125,10 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/log", get(log))
         .route("/v1/status/messages", get(messages))
         .route("/v1/status/sites", get(sites))
+        .route("/v1/status/sync", get(sync_status))
+        .route("/v1/sync/now", post(sync_now))
+        .route("/v1/catalog", get(catalog_list))
+        .route("/v1/catalog/entry", get(catalog_show))
         .route("/v1/status/senders", get(senders))
         .route("/v1/dps", get(dps))
         .route("/v1/dp-groups", get(dp_groups).post(dp_group_create))
@@ -330,6 +334,33 @@ async fn messages(
 
 async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SiteLinkRow>> {
     blocking(&st.site, |s| s.sites()).await
+}
+
+async fn sync_status(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::sync::SyncRow>> {
+    blocking(&st.site, |s| s.sync_rows()).await
+}
+
+async fn sync_now(State(st): State<Arc<AppState>>) -> ApiResult<crate::sync::SyncOutcome> {
+    Ok(Json(crate::sync::sync_now(st.site.clone()).await?))
+}
+
+async fn catalog_list(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<crate::sync::CatalogQuery>,
+) -> ApiResult<Vec<schema::catalog::Update>> {
+    blocking(&st.site, move |s| s.catalog_list(&q)).await
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    id: String,
+}
+
+async fn catalog_show(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<IdQuery>,
+) -> ApiResult<crate::sync::CatalogEntry> {
+    blocking(&st.site, move |s| s.catalog_show(&q.id)).await
 }
 
 async fn senders(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::SendersView> {

@@ -156,6 +156,12 @@ pub enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Catalog sync (top site): sync now, sources and schedule, status of every site.
+    #[command(subcommand)]
+    Sync(crate::sync_cli::SyncCmd),
+    /// The update catalog: list (filters: product, classification, --since 7d), show.
+    #[command(subcommand)]
+    Catalog(crate::sync_cli::CatalogCmd),
     /// Courier bundles for sites without a usable link: export, import, receipt.
     #[command(subcommand)]
     Courier(crate::courier_cli::CourierCmd),
@@ -431,6 +437,14 @@ pub enum StatusCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Catalog sync status of this site and every site below: version, when applied,
+    /// behind by, last error.
+    Sync {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// The catalogue of every status-message id.
     Catalogue {
         #[arg(long)]
@@ -449,7 +463,7 @@ pub enum StoreCmd {
     },
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Res {
+pub fn print_json<T: serde::Serialize>(v: &T) -> Res {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| CliError::failed(format!("cannot format JSON: {e}")))?;
     println!("{s}");
@@ -517,7 +531,7 @@ fn parse_time(s: &str) -> Result<NaiveDateTime, CliError> {
     )))
 }
 
-fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, CliError> {
+pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, CliError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -604,6 +618,11 @@ pub async fn run(cli: Cli) -> Res {
         Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
         Cmd::Demo { keep } => crate::demo::run(keep).await,
         Cmd::Courier(c) => crate::courier_cli::run(c).await,
+        Cmd::Sync(c) => crate::sync_cli::run(c).await,
+        Cmd::Catalog(c) => crate::sync_cli::catalog(c).await,
+        Cmd::Status(StatusCmd::Sync { data, json }) => {
+            crate::sync_cli::status(&data.dir(), json).await
+        }
         Cmd::DistPoint { args } => {
             use clap::Parser;
             let cli = match dist_point::cli::Cli::try_parse_from(

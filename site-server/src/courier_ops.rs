@@ -307,7 +307,7 @@ impl Site {
                 cursor,
             }
         } else {
-            self.db.apply_parent_batch(header.first, &ev.events)?
+            self.apply_parent_events(header.first, &ev.events)?
         };
         self.log_grew.notify_waiters();
         self.content_grew.notify_waiters();

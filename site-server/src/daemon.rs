@@ -93,6 +93,7 @@ pub fn open_site(
             content_grew: tokio::sync::Notify::new(),
             sender: std::sync::Mutex::new(sched),
             sender_wake: tokio::sync::Notify::new(),
+            sync_lock: tokio::sync::Mutex::new(()),
         },
     ))
 }
@@ -217,6 +218,10 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
                 p,
             ));
         }
+    }
+
+    if site.cfg.parent.is_none() {
+        tokio::spawn(crate::sync::run_schedule(site.clone()));
     }
 
     let app = api::router(site.clone(), token);

@@ -259,13 +259,22 @@ impl Db {
     ///
     /// Positions at or below the cursor are skipped (a resend after a reconnect); a batch that
     /// starts after the cursor + 1 is a gap and is refused, changing nothing.
+    ///
+    /// `raise` may give a report of this site for an event newly applied (stamped `now`); it
+    /// is appended in the same transaction, so it exists exactly when the event does.
     pub fn apply_parent_batch(
         &self,
         first: u64,
         events: &[EventEnvelope],
+        now: DateTime<Utc>,
+        raise: impl Fn(&EventEnvelope) -> Option<Report>,
     ) -> Result<BatchOutcome, DbError> {
         self.apply_batch(PARENT_APPLIED, first, events, |tx, env| {
-            append_config_tx(tx, self.own, env)
+            let new = append_config_tx(tx, self.own, env)?;
+            if let Some(r) = raise(env).filter(|_| new) {
+                append_own_report_tx(tx, self.own, now, r)?;
+            }
+            Ok(new)
         })
     }
 
@@ -533,6 +542,11 @@ impl Db {
 
     pub fn targets(&self, id: &PackageId) -> Result<Vec<DistributionTarget>, DbError> {
         projection::targets(&self.view(), id).map_err(Self::read_err)
+    }
+
+    /// Every update of the catalog projection, by id.
+    pub fn catalog(&self) -> Result<Vec<schema::catalog::Update>, DbError> {
+        self.all(Table::Catalog)
     }
 
     fn all<T: serde::de::DeserializeOwned>(&self, t: Table) -> Result<Vec<T>, DbError> {
@@ -919,14 +933,20 @@ mod tests {
             },
         };
         let batch = |from: u64, to: u64| (from..=to).map(ev).collect::<Vec<_>>();
-        let o = db.apply_parent_batch(1, &batch(1, 3)).unwrap();
+        let o = db
+            .apply_parent_batch(1, &batch(1, 3), t0, |_| None)
+            .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (3, 0, 3));
         // A resend overlapping what was applied: only the new tail is applied.
-        let o = db.apply_parent_batch(2, &batch(2, 5)).unwrap();
+        let o = db
+            .apply_parent_batch(2, &batch(2, 5), t0, |_| None)
+            .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (2, 2, 5));
         // A gap changes nothing.
         let before = (db.counts().unwrap(), db.projection_digest().unwrap());
-        let err = db.apply_parent_batch(8, &batch(8, 9)).unwrap_err();
+        let err = db
+            .apply_parent_batch(8, &batch(8, 9), t0, |_| None)
+            .unwrap_err();
         assert!(
             matches!(
                 err,

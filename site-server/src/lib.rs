@@ -30,4 +30,5 @@ pub mod publish;
 pub mod replication;
 pub mod sending;
 pub mod site;
+pub mod sync;
 pub mod sync_schedule;

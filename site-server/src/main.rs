@@ -9,6 +9,7 @@ mod courier_cli;
 mod demo;
 mod dp_cli;
 mod sender_cli;
+mod sync_cli;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

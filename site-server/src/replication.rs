@@ -391,7 +391,7 @@ async fn control_loop(
                     })
                     .map(|e| e.body.clone())
                     .collect();
-                let o = blocking(site, move |s| s.db.apply_parent_batch(first, &events)).await?;
+                let o = blocking(site, move |s| s.apply_parent_events(first, &events)).await?;
                 if o.applied > 0 {
                     site.after_parent_events(&sender_events);
                     site.log_grew.notify_waiters();

@@ -42,6 +42,8 @@ pub struct Site {
     pub sender: std::sync::Mutex<sender::scheduler::Scheduler>,
     /// Woken when the sender's configuration changed (a schedule, a rate, a boost, a retry).
     pub sender_wake: tokio::sync::Notify,
+    /// Held by the catalog sync that runs (one at a time: by hand or on schedule).
+    pub sync_lock: tokio::sync::Mutex<()>,
 }
 
 /// A change to a child link's schedule and rate (`child set`); `None` keeps what is set.
@@ -367,7 +369,7 @@ impl Site {
         }
     }
 
-    fn ctx(&self) -> Ctx {
+    pub(crate) fn ctx(&self) -> Ctx {
         Ctx {
             site: self.cfg.code,
             machine: self.machine.clone(),
@@ -486,6 +488,35 @@ impl Site {
             .expect("sender lock")
             .set_priority(package, priority);
         self.sender_wake.notify_waiters();
+    }
+
+    /// Applies a batch of the parent's config log (see [`Db::apply_parent_batch`]). A catalog
+    /// delta newly applied raises 40400 (the catalog version this site now has) in the same
+    /// transaction, which is how every site reports its catalog version up the tree.
+    pub fn apply_parent_events(
+        &self,
+        first: u64,
+        events: &[schema::event::EventEnvelope],
+    ) -> Result<crate::db::BatchOutcome, DbError> {
+        let ctx = self.ctx();
+        let o = self
+            .db
+            .apply_parent_batch(first, events, ctx.now, |env| match &env.body {
+                ConfigEvent::CatalogDelta(d) => Some(ctx.status(
+                    40400,
+                    vec![Attribute::CatalogVersion(d.catalog_version)],
+                    vec![
+                        d.catalog_version.to_string(),
+                        d.changes.len().to_string(),
+                        env.origin.to_string(),
+                    ],
+                )),
+                _ => None,
+            })?;
+        if o.applied > 0 {
+            self.reports_grew.notify_waiters();
+        }
+        Ok(o)
     }
 
     /// What the sender must know of events applied from the parent (boosts, priorities).
