@@ -91,7 +91,7 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
     for s in &sources {
         let r = s.plugin.read(now).await;
         if let Err(e) = &r {
-            tracing::warn!(source = %s.name, error = %e, "catalog source failed");
+            tracing::info!(source = %s.name, error = %e, "catalog source failed");
         }
         listed.push(r);
     }
