@@ -6,6 +6,7 @@
 //! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
+mod catalog;
 mod courier;
 mod dp;
 mod replicate;
@@ -76,6 +77,18 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Catalog sync of a real Debian Packages index at the top of three tiers.
+    Catalog {
+        #[arg(long, default_value = "/tmp/siterep-bench-catalog")]
+        work: PathBuf,
+        #[arg(
+            long,
+            default_value = "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
+        )]
+        index: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A distribution point: pull into an empty DP, and curl from it beside nginx.
     Dp {
         #[arg(long, default_value = "/tmp/siterep-bench-dp")]
@@ -112,6 +125,7 @@ fn main() -> Result<()> {
             events,
         } => replicate::run(&work, mib, runs, events),
         Cmd::Courier { work, mib, runs } => courier::run(&work, mib, runs),
+        Cmd::Catalog { work, index, runs } => catalog::run(&work, &index, runs),
         Cmd::Dp {
             work,
             mib,

@@ -403,6 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_lists_every_message() {
+        let readme = include_str!("../../README.md");
+        for d in CATALOGUE {
+            let row = format!(
+                "| {} | {} | {} | {} |",
+                d.id, d.severity, d.component, d.text
+            );
+            assert!(
+                readme.contains(&row),
+                "README.md lacks {row}: paste `site-server status catalogue --json` into its table"
+            );
+        }
+    }
+
+    #[test]
     fn renders_insertion_strings() {
         let s = render(
             3531,
