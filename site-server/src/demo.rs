@@ -3,8 +3,9 @@
 //! ports in a temporary directory, links them with pinned certificates, publishes a sample
 //! package at CEN, targets S01, waits until S01 holds every chunk, publishes a changed
 //! version (only the changed chunks travel), has a distribution point of each site serve it,
-//! carries it to a courier-only site S02 by bundle (and a receipt back), and prints what an
-//! operator would look at.
+//! syncs an update catalog at CEN from an apt index (its delta reaches every site, S02 by the
+//! bundle), carries the package to a courier-only site S02 by bundle (and a receipt back), and
+//! prints what an operator would look at.
 
 use crate::cli::CliError;
 use std::path::{Path, PathBuf};
@@ -712,7 +713,13 @@ fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Resul
         took.as_secs_f64()
     );
     distribute_to_dps(cen, dps, &sample)?;
+    catalog_sync(root, cen)?;
     by_courier(root, cen, p01, s02)?;
+    wait_catalog(cen, &["CEN", "P01", "S01", "S02"])?;
+    step(
+        "CEN: catalog sync status of every site (S02's came back in its receipt)",
+        &["status", "sync", "--data", &cen.data],
+    )?;
     step(
         "CEN: advertise it",
         &[
@@ -767,6 +774,103 @@ fn scenario(root: &Path, sites: &mut [DemoSite], dps: &mut Vec<DemoDp>) -> Resul
         &["status", "messages", "--data", &cen.data],
     )?;
     Ok(())
+}
+
+/// A small apt index, as apt keeps them (gzip).
+const DEMO_INDEX: &str = "\
+Package: curl
+Version: 7.88.1-10+deb12u8
+Architecture: amd64
+Priority: optional
+Size: 315000
+Filename: pool/main/c/curl/curl_7.88.1-10+deb12u8_amd64.deb
+Description: command line tool for transferring data with URL syntax
+
+Package: openssl
+Version: 3.0.15-1~deb12u1
+Architecture: amd64
+Priority: optional
+Size: 1420000
+Filename: pool/main/o/openssl/openssl_3.0.15-1~deb12u1_amd64.deb
+Description: Secure Sockets Layer toolkit - cryptographic utility
+
+Package: openssl
+Version: 3.0.13-1~deb12u1
+Architecture: amd64
+Priority: optional
+Size: 1419000
+Filename: pool/main/o/openssl/openssl_3.0.13-1~deb12u1_amd64.deb
+Description: Secure Sockets Layer toolkit - cryptographic utility
+";
+
+/// CEN syncs an update catalog from an apt index; the delta goes down like any event.
+fn catalog_sync(root: &Path, cen: &DemoSite) -> Result<(), CliError> {
+    use std::io::Write;
+    let index = root.join("Packages.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(DEMO_INDEX.as_bytes())
+        .and_then(|_| gz.finish())
+        .and_then(|b| std::fs::write(&index, b))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", index.display())))?;
+    step(
+        "CEN: a catalog source (an apt Packages index, gzip as apt keeps it)",
+        &[
+            "sync",
+            "source",
+            "add",
+            "--data",
+            &cen.data,
+            "--name",
+            "debian-security",
+            "--plugin",
+            "apt",
+            "--args",
+            &format!(
+                "Path={};Classification=Security;Product=\"Debian 12\"",
+                index.display()
+            ),
+        ],
+    )?;
+    step(
+        "CEN: sync the catalog now (only the top site syncs; one delta event goes down the tree)",
+        &["sync", "now", "--data", &cen.data],
+    )?;
+    step(
+        "CEN: the new updates of the last 7 days",
+        &["catalog", "list", "--since", "7d", "--data", &cen.data],
+    )?;
+    step(
+        "CEN: the older openssl, superseded by the newer one in the same index",
+        &[
+            "catalog",
+            "show",
+            "openssl_3.0.13-1~deb12u1_amd64",
+            "--data",
+            &cen.data,
+        ],
+    )
+}
+
+/// Waits until `sites` all show catalog version 1 in `cen`'s `status sync`.
+fn wait_catalog(cen: &DemoSite, sites: &[&str]) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    loop {
+        let rows = json(&["status", "sync", "--json", "--data", &cen.data])?;
+        let at = |code: &str| {
+            rows.as_array().into_iter().flatten().any(|r| {
+                r["site"] == code && r["catalog_version"].as_u64().unwrap_or(0) >= 1
+            })
+        };
+        if sites.iter().all(|s| at(s)) {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(CliError::failed(
+                "the catalog did not reach every site within 30 s",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Puts one DP of every site in a group, targets the package at the group, waits until every
