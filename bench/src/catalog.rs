@@ -12,7 +12,7 @@
 //! No peer tool is named for this one; a floor is printed beside it: `lz4cat INDEX | wc -l`
 //! (decompress and scan the text once), to show how much of the time is parsing and storing.
 
-use crate::replicate::{accept_child, cli, set_parent, Site};
+use crate::replicate::{cli, three_tiers, Site};
 use crate::{median, site_server};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -66,16 +66,7 @@ pub fn run(work: &Path, index: &Path, runs: usize) -> Result<()> {
         let root = work.join("sites");
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root)?;
-        let mut cen = Site::init(&ss, &root, "CEN")?;
-        let mut p01 = Site::init(&ss, &root, "P01")?;
-        let mut s01 = Site::init(&ss, &root, "S01")?;
-        accept_child(&ss, &cen, &p01)?;
-        accept_child(&ss, &p01, &s01)?;
-        cen.start(&ss)?;
-        set_parent(&ss, &p01, &cen)?;
-        p01.start(&ss)?;
-        set_parent(&ss, &s01, &p01)?;
-        s01.start(&ss)?;
+        let (cen, p01, s01) = three_tiers(&ss, &root)?;
         cli(
             &ss,
             &[

@@ -167,6 +167,21 @@ impl Site {
     }
 }
 
+/// A fresh CEN -> P01 -> S01 in `root`, all three running and linked.
+pub(crate) fn three_tiers(ss: &Path, root: &Path) -> Result<(Site, Site, Site)> {
+    let mut cen = Site::init(ss, root, "CEN")?;
+    let mut p01 = Site::init(ss, root, "P01")?;
+    let mut s01 = Site::init(ss, root, "S01")?;
+    accept_child(ss, &cen, &p01)?;
+    accept_child(ss, &p01, &s01)?;
+    cen.start(ss)?;
+    set_parent(ss, &p01, &cen)?;
+    p01.start(ss)?;
+    set_parent(ss, &s01, &p01)?;
+    s01.start(ss)?;
+    Ok((cen, p01, s01))
+}
+
 /// `child add` at `parent` (not yet running), then returns; `parent set` comes after start.
 pub(crate) fn accept_child(ss: &Path, parent: &Site, child: &Site) -> Result<()> {
     let (fp, key) = child.keys(ss)?;
@@ -417,16 +432,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, events: usize) -> Result<()> {
         let root = work.join("sites");
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root)?;
-        let mut cen = Site::init(&ss, &root, "CEN")?;
-        let mut p01 = Site::init(&ss, &root, "P01")?;
-        let mut s01 = Site::init(&ss, &root, "S01")?;
-        accept_child(&ss, &cen, &p01)?;
-        accept_child(&ss, &p01, &s01)?;
-        cen.start(&ss)?;
-        set_parent(&ss, &p01, &cen)?;
-        p01.start(&ss)?;
-        set_parent(&ss, &s01, &p01)?;
-        s01.start(&ss)?;
+        let (cen, p01, s01) = three_tiers(&ss, &root)?;
         for (t, name) in [(&ta, "A"), (&tb, "B")] {
             cli(
                 &ss,

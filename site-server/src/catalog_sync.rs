@@ -198,18 +198,8 @@ pub fn parse_apt(text: &str, src: &AptSource) -> Result<Vec<Update>, String> {
     let mut seen = std::collections::HashSet::with_capacity(out.len());
     out.retain(|u| seen.insert(u.id.clone()));
     // Older versions listed beside the newest are superseded by it.
-    let by: Vec<Option<String>> = {
-        let newest = apt_newest(&out);
-        out.iter()
-            .map(|u| {
-                let (p, v, a) = apt_parts(&u.id)?;
-                newest
-                    .get(&(p, a))
-                    .filter(|(nv, _)| deb_version_cmp(nv, v) == Ordering::Greater)
-                    .map(|(_, nid)| nid.to_string())
-            })
-            .collect()
-    };
+    let all: Vec<&Update> = out.iter().collect();
+    let by = apt_successors(&all, &out);
     for (u, by) in out.iter_mut().zip(by) {
         u.superseded_by = by;
     }
@@ -237,11 +227,12 @@ fn apt_newest(listed: &[Update]) -> BTreeMap<(&str, &str), (&str, &str)> {
     newest
 }
 
-/// For apt updates gone from the index: the newest listed version of the same package and
-/// architecture, when it is newer (the gone one is superseded by it; otherwise it expired).
-pub fn apt_successors(gone: &[&Update], listed: &[Update]) -> Vec<Option<String>> {
+/// For each of `of`: the newest version of the same package and architecture in `listed`,
+/// when it is newer. For an update gone from the index, that is what superseded it (without
+/// one, it expired); for one listed beside a newer one, the same.
+pub fn apt_successors(of: &[&Update], listed: &[Update]) -> Vec<Option<String>> {
     let newest = apt_newest(listed);
-    gone.iter()
+    of.iter()
         .map(|g| {
             let (p, v, a) = apt_parts(&g.id)?;
             newest

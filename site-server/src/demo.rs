@@ -857,9 +857,10 @@ fn wait_catalog(cen: &DemoSite, sites: &[&str]) -> Result<(), CliError> {
     loop {
         let rows = json(&["status", "sync", "--json", "--data", &cen.data])?;
         let at = |code: &str| {
-            rows.as_array().into_iter().flatten().any(|r| {
-                r["site"] == code && r["catalog_version"].as_u64().unwrap_or(0) >= 1
-            })
+            rows.as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["site"] == code && r["catalog_version"].as_u64().unwrap_or(0) >= 1)
         };
         if sites.iter().all(|s| at(s)) {
             return Ok(());

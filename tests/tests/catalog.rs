@@ -53,6 +53,14 @@ fn write_gz(path: &Path, text: &str) {
     assert!(path.exists(), "{}", path.display());
 }
 
+/// `sync source add` at `site`.
+fn add_source(site: &TestSite, name: &str, plugin: &str, args: &str) {
+    site.cli(&[
+        "sync", "source", "add", "--name", name, "--plugin", plugin, "--args", args,
+    ])
+    .ok();
+}
+
 fn sync_now(site: &TestSite) -> Value {
     site.cli(&["sync", "now", "--json"]).json()
 }
@@ -109,33 +117,21 @@ fn a_sync_inserts_exactly_what_changed_and_every_tier_reaches_the_same_catalog()
     write_gz(&index, INDEX_V1);
     let vendor = work.join("vendor.json");
     std::fs::write(&vendor, VENDOR).unwrap();
-    cen.cli(&[
-        "sync",
-        "source",
-        "add",
-        "--name",
+    add_source(
+        &cen,
         "debian",
-        "--plugin",
         "apt",
-        "--args",
         &format!(
             "Path={};Classification=Security;Product=\"Debian 12\"",
             index.display()
         ),
-    ])
-    .ok();
-    cen.cli(&[
-        "sync",
-        "source",
-        "add",
-        "--name",
+    );
+    add_source(
+        &cen,
         "vendor",
-        "--plugin",
         "json",
-        "--args",
         &format!("Path='{}'", vendor.display()),
-    ])
-    .ok();
+    );
 
     // First sync: everything is new, one delta event.
     let before = log_len(&cen);
@@ -292,18 +288,12 @@ fn a_sync_inserts_exactly_what_changed_and_every_tier_reaches_the_same_catalog()
     // With StopOnFailure=True nothing applies, even the source that could be read.
     cen.cli(&["sync", "source", "remove", "--name", "vendor"])
         .ok();
-    cen.cli(&[
-        "sync",
-        "source",
-        "add",
-        "--name",
+    add_source(
+        &cen,
         "vendor",
-        "--plugin",
         "json",
-        "--args",
         &format!("Path='{}';StopOnFailure=True", vendor.display()),
-    ])
-    .ok();
+    );
     write_gz(&index, INDEX_V1);
     let len = log_len(&cen);
     let cat = catalog(&cen);
@@ -363,18 +353,7 @@ fn bad_sources_are_refused_with_one_line_and_change_nothing() {
     // A source added by hand with a bad index: the sync fails, naming the record.
     let idx = cen.tmp.path().join("Packages");
     std::fs::write(&idx, "Package: a\nVersion: 1\n\nPackage: b\nSize: 3\n").unwrap();
-    cen.cli(&[
-        "sync",
-        "source",
-        "add",
-        "--name",
-        "deb",
-        "--plugin",
-        "apt",
-        "--args",
-        &format!("Path={}", idx.display()),
-    ])
-    .ok();
+    add_source(&cen, "deb", "apt", &format!("Path={}", idx.display()));
     cen.cli(&["sync", "schedule", "daily 02:00"]).ok();
     let r = cen.cli(&["sync", "now"]);
     r.fails(
