@@ -96,6 +96,9 @@ pub fn build(src: &SyncSource) -> Result<Configured, String> {
     })
 }
 
+/// The most a source's text may decompress to (Debian's whole main index is about 100 MB).
+const MAX_TEXT: u64 = 2 << 30;
+
 /// Reads a file whole, decompressing gzip, xz or lz4 (by magic bytes); anything else is
 /// taken as plain text. Bytes that are not UTF-8 are replaced, not refused.
 pub fn read_text(path: &Path) -> Result<String, String> {
@@ -105,32 +108,42 @@ pub fn read_text(path: &Path) -> Result<String, String> {
             path.display()
         )
     })?;
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    let (kind, r) = if raw.starts_with(&[0x1f, 0x8b]) {
+    let (kind, reader): (&str, Box<dyn Read + '_>) = if raw.starts_with(&[0x1f, 0x8b]) {
         (
             "gzip",
-            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out),
+            Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
         )
     } else if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         (
             "xz",
-            liblzma::read::XzDecoder::new_multi_decoder(&raw[..]).read_to_end(&mut out),
+            Box::new(liblzma::read::XzDecoder::new_multi_decoder(&raw[..])),
         )
     } else if raw.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
         (
             "lz4",
-            lz4_flex::frame::FrameDecoder::new(&raw[..]).read_to_end(&mut out),
+            Box::new(lz4_flex::frame::FrameDecoder::new(&raw[..])),
         )
     } else {
         return Ok(String::from_utf8(raw)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
     };
-    r.map_err(|e| {
-        format!(
-            "{} does not decompress ({kind}): {e}: is the file whole?",
-            path.display()
-        )
-    })?;
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    reader
+        .take(MAX_TEXT + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            format!(
+                "{} does not decompress ({kind}): {e}: is the file whole?",
+                path.display()
+            )
+        })?;
+    if out.len() as u64 > MAX_TEXT {
+        return Err(format!(
+            "{} decompresses to more than {} GiB: that is no catalog index",
+            path.display(),
+            MAX_TEXT >> 30
+        ));
+    }
     Ok(String::from_utf8(out)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
@@ -224,6 +237,7 @@ mod tests {
         assert_eq!(c.plugin.plugin(), "apt");
         for (plugin, args, want) in [
             ("apt", "Classification=Security", "needs Path"),
+            ("apt", "Path=", "Path is empty"),
             ("apt", "Path=/x;Colour=red", "takes no argument Colour"),
             ("json", "Path=/x;Product=p", "takes no argument Product"),
             ("apt", "Path=/x;StopOnFailure=maybe", "write True or False"),

@@ -60,16 +60,13 @@ pub fn deb_version_cmp(a: &str, b: &str) -> Ordering {
             // Then the digits, as numbers.
             let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
             let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
-            let na = std::str::from_utf8(&a[..da])
-                .ok()
-                .and_then(|s| s.trim_start_matches('0').parse::<u128>().ok())
-                .unwrap_or(0);
-            let nb = std::str::from_utf8(&b[..db])
-                .ok()
-                .and_then(|s| s.trim_start_matches('0').parse::<u128>().ok())
-                .unwrap_or(0);
-            if na != nb {
-                return na.cmp(&nb);
+            // As numbers of any length: without leading zeros, the longer is larger, and
+            // two of one length compare digit by digit.
+            let strip = |d: &[u8]| -> usize { d.iter().take_while(|c| **c == b'0').count() };
+            let (na, nb) = (&a[strip(&a[..da])..da], &b[strip(&b[..db])..db]);
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
             }
             a = &a[da..];
             b = &b[db..];
@@ -128,6 +125,17 @@ pub fn parse_apt(text: &str, src: &AptSource) -> Result<Vec<Update>, String> {
             format!("the record at line {start} ({package}) has no Version field")
         })?;
         let arch = arch.unwrap_or("all");
+        for (field, v) in [
+            ("Package", package),
+            ("Version", version),
+            ("Architecture", arch),
+        ] {
+            if v.is_empty() || v.contains(|c: char| c == '_' || c.is_whitespace()) {
+                return Err(format!(
+                    "the record at line {start} has {field} {v:?}: it must be non-empty, without '_' or spaces"
+                ));
+            }
+        }
         let size: u64 = match size {
             Some(s) => s.parse().map_err(|_| {
                 format!("the record at line {start} ({package}) has Size {s:?}, not a number")
@@ -373,45 +381,56 @@ pub struct SyncPlan {
     pub failures: Vec<(String, String)>,
     /// A source with `StopOnFailure=True` failed: nothing is applied.
     pub stopped: bool,
-    /// Updates a source listed that an earlier source (in `site.toml` order) already gives:
-    /// left to that source.
+    /// Updates a source listed that another source has: an earlier one in `site.toml` order
+    /// that lists them too, or a failed one whose updates they are.
     pub left_to_earlier: u64,
 }
 
 /// Works out one sync: each source's changes against the catalog's updates of that source,
-/// in order. An id is owned by the first source that lists it; a failed source's updates are
-/// left as they are.
+/// in order. An id belongs to the first source that lists it; a failed source's updates are
+/// left as they are; an update that moves to another source is that source's (revised), not
+/// an expiry of the one that dropped it.
 pub fn plan(current: &BTreeMap<String, Update>, reads: Vec<SourceRead<'_>>) -> SyncPlan {
+    use std::collections::{HashMap, HashSet};
     let mut out = SyncPlan::default();
-    let mut claimed: std::collections::HashSet<String> = std::collections::HashSet::new();
-    // A failed source keeps its updates: no later source takes them over.
     for r in &reads {
-        if r.listed.is_err() {
-            claimed.extend(
-                current
-                    .values()
-                    .filter(|u| u.source == r.name)
-                    .map(|u| u.id.clone()),
-            );
+        if let Err(e) = &r.listed {
+            out.failures.push((r.name.to_string(), e.clone()));
+            out.stopped |= r.stop_on_failure;
         }
     }
-    for r in reads {
-        let listed = match r.listed {
-            Err(e) => {
-                out.failures.push((r.name.to_string(), e));
-                if r.stop_on_failure {
-                    out.stopped = true;
-                    out.changes.clear();
-                    return out;
-                }
-                continue;
+    if out.stopped {
+        return out;
+    }
+    // A failed source keeps its updates: no other source takes them over.
+    let failed: HashSet<&str> = reads
+        .iter()
+        .filter(|r| r.listed.is_err())
+        .map(|r| r.name)
+        .collect();
+    let kept: HashSet<&str> = current
+        .values()
+        .filter(|u| failed.contains(u.source.as_str()))
+        .map(|u| u.id.as_str())
+        .collect();
+    // Who owns each id listed now: the first source that lists it.
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, r) in reads.iter().enumerate() {
+        for u in r.listed.iter().flatten() {
+            if !kept.contains(u.id.as_str()) {
+                owner.entry(u.id.clone()).or_insert(i);
             }
-            Ok(l) => l,
+        }
+    }
+    let taken = |id: &str| owner.contains_key(id) || kept.contains(id);
+    for (i, r) in reads.into_iter().enumerate() {
+        let Ok(listed) = r.listed else {
+            continue;
         };
         let before = listed.len();
         let listed: Vec<Update> = listed
             .into_iter()
-            .filter(|u| !claimed.contains(&u.id))
+            .filter(|u| owner.get(&u.id) == Some(&i))
             .map(|u| Update {
                 source: r.name.to_string(),
                 ..u
@@ -419,19 +438,20 @@ pub fn plan(current: &BTreeMap<String, Update>, reads: Vec<SourceRead<'_>>) -> S
             .collect();
         out.left_to_earlier += (before - listed.len()) as u64;
         out.changes
-            .extend(diff_source(current, r.name, &listed, r.judge, &claimed));
-        claimed.extend(listed.iter().map(|u| u.id.clone()));
+            .extend(diff_source(current, r.name, &listed, r.judge, &taken));
     }
     out
 }
 
 /// The changes that take the catalog's updates of source `name` to what it lists now.
+/// `taken` says whether an id is listed by any source now (or kept by a failed one): such an
+/// update is not gone.
 fn diff_source(
     current: &BTreeMap<String, Update>,
     name: &str,
     listed: &[Update],
     judge: &dyn Judge,
-    claimed: &std::collections::HashSet<String>,
+    taken: &dyn Fn(&str) -> bool,
 ) -> Vec<CatalogChange> {
     let mut out = Vec::new();
     let first_seen = judge.first_seen_dates();
@@ -474,19 +494,14 @@ fn diff_source(
         };
         out.push(change);
     }
-    let ids: std::collections::HashSet<&str> = listed.iter().map(|u| u.id.as_str()).collect();
     let gone: Vec<&Update> = current
         .values()
-        .filter(|o| {
-            o.source == name
-                && !o.expired
-                && !ids.contains(o.id.as_str())
-                && !claimed.contains(&o.id)
-        })
+        .filter(|o| o.source == name && !o.expired && !taken(&o.id))
         .collect();
     for (old, by) in gone.iter().zip(judge.successors(&gone, listed)) {
         match by {
-            Some(by) if old.superseded_by.as_deref() == Some(by.as_str()) => {}
+            // Gone, and replaced: it stays superseded by what first replaced it.
+            Some(_) if old.superseded_by.is_some() => {}
             Some(by) => out.push(CatalogChange::Superseded {
                 id: old.id.clone(),
                 by,
@@ -538,6 +553,11 @@ mod tests {
             assert_eq!(deb_version_cmp(a, b), Ordering::Less, "{a} < {b}");
             assert_eq!(deb_version_cmp(b, a), Ordering::Greater, "{b} > {a}");
         }
+        assert_eq!(
+            deb_version_cmp("1", "1234567890123456789012345678901234567890"),
+            Ordering::Less
+        );
+        assert_eq!(deb_version_cmp("1.00012", "1.12"), Ordering::Equal);
         assert_eq!(deb_version_cmp("1.0-1", "1.0-1"), Ordering::Equal);
         assert_eq!(deb_version_cmp("0:1.0", "1.0"), Ordering::Equal);
     }
@@ -571,6 +591,15 @@ mod tests {
         assert!(parse_apt("Package a\n", &src())
             .unwrap_err()
             .contains("line 1"));
+        let e = parse_apt(
+            "Package: a\nVersion: 1\n\nPackage: foo_bar\nVersion: 1\n",
+            &src(),
+        )
+        .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("foo_bar"), "{e}");
+        assert!(parse_apt("Package: a\nVersion:\n", &src())
+            .unwrap_err()
+            .contains("Version \"\""));
     }
 
     struct AptJudge;
@@ -661,6 +690,61 @@ mod tests {
         };
         assert!(!u.expired);
         assert_eq!(u.posted, src().now);
+    }
+
+    #[test]
+    fn a_gone_version_stays_superseded_by_what_first_replaced_it() {
+        let idx = |v: &str| format!("Package: a\nVersion: {v}\nArchitecture: amd64\n");
+        let mut cat = BTreeMap::new();
+        for (v, want) in [
+            ("1", vec!["added a_1_amd64"]),
+            (
+                "2",
+                vec!["added a_2_amd64", "superseded a_1_amd64 by a_2_amd64"],
+            ),
+            (
+                "3",
+                vec!["added a_3_amd64", "superseded a_2_amd64 by a_3_amd64"],
+            ),
+        ] {
+            let p = plan(
+                &cat,
+                vec![read("deb", &AptJudge, parse_apt(&idx(v), &src()).unwrap())],
+            );
+            assert_eq!(kinds(&p.changes), want, "version {v}");
+            apply(&mut cat, &p.changes);
+        }
+        assert_eq!(cat["a_1_amd64"].superseded_by.as_deref(), Some("a_2_amd64"));
+        // The package goes: every version of it expires.
+        let p = plan(&cat, vec![read("deb", &AptJudge, vec![])]);
+        assert_eq!(
+            kinds(&p.changes),
+            vec![
+                "expired a_1_amd64",
+                "expired a_2_amd64",
+                "expired a_3_amd64"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_that_moves_to_another_source_is_revised_not_expired() {
+        let deb = parse_apt(V1, &src()).unwrap();
+        let mut cat = BTreeMap::new();
+        let p = plan(&cat, vec![read("deb", &AptJudge, deb.clone())]);
+        apply(&mut cat, &p.changes);
+        // bash leaves "deb" and shows up in "ms" (a later source).
+        let bash = deb[1].clone();
+        let p = plan(
+            &cat,
+            vec![
+                read("deb", &AptJudge, vec![deb[0].clone(), deb[2].clone()]),
+                read("ms", &JsonJudge, vec![bash]),
+            ],
+        );
+        assert_eq!(kinds(&p.changes), vec!["revised bash_5.2.15-2+b2_amd64"]);
+        apply(&mut cat, &p.changes);
+        assert_eq!(cat["bash_5.2.15-2+b2_amd64"].source, "ms");
     }
 
     #[test]

@@ -202,10 +202,23 @@ impl Db {
             &TxProjections<'_>,
         ) -> Result<Decided<T>, DecideError<UnabortableTransactionError>>,
     ) -> Result<T, DbError> {
+        self.append_own_at(now, decide).map(|(out, _)| out)
+    }
+
+    /// As [`Db::append_own`], also giving the log position and stored size of the event
+    /// appended (if one was).
+    pub fn append_own_at<T>(
+        &self,
+        now: DateTime<Utc>,
+        decide: impl Fn(
+            &TxProjections<'_>,
+        ) -> Result<Decided<T>, DecideError<UnabortableTransactionError>>,
+    ) -> Result<(T, Option<(u64, u64)>), DbError> {
         let own = self.own;
-        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<T> {
+        let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<_> {
             let view = TxProjections(TxView(tx));
             let d = decide(&view).map_err(lift_decide)?;
+            let mut at = None;
             if let Some(body) = d.event {
                 let seq = tx_counter(&tx[CURSORS], OWN_CONFIG_SEQ)? + 1;
                 tx[CURSORS].insert(OWN_CONFIG_SEQ, &seq.to_be_bytes())?;
@@ -216,11 +229,16 @@ impl Db {
                     body,
                 };
                 append_config_tx(tx, own, &env)?;
+                let pos = tx_counter(&tx[CURSORS], CONFIG_LEN)?;
+                let len = tx[LOG]
+                    .get(pos.to_be_bytes())?
+                    .map_or(0, |v| v.len() as u64);
+                at = Some((pos, len));
             }
             for r in d.reports {
                 append_own_report_tx(tx, own, now, r)?;
             }
-            Ok(d.out)
+            Ok((d.out, at))
         }))?;
         self.db.flush()?;
         Ok(out)
@@ -465,12 +483,29 @@ impl Db {
 
     /// Config log entries from local position `from` (1-based), at most `limit`.
     pub fn log(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventEnvelope)>, DbError> {
+        self.log_within(from, limit, u64::MAX)
+    }
+
+    /// As [`Db::log`], stopping before the stored bytes would pass `max_bytes` (one entry at
+    /// least): what one replication frame carries, so that big events (a catalog delta) never
+    /// add up past the frame limit.
+    pub fn log_within(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, EventEnvelope)>, DbError> {
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for kv in self.trees[LOG]
             .range(from.max(1).to_be_bytes()..)
             .take(limit)
         {
             let (k, v) = kv?;
+            bytes += v.len() as u64;
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
             let pos = u64_of(Some(k));
             let env = encoding::decode(&v).map_err(|source| DbError::Log {
                 what: "config event",
@@ -942,6 +977,11 @@ mod tests {
             .apply_parent_batch(2, &batch(2, 5), t0, |_| None)
             .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (2, 2, 5));
+        // A frame's worth: events up to a byte budget, one at least.
+        let one = db.log_bytes(1).unwrap().1 / 5;
+        assert_eq!(db.log_within(1, 100, 0).unwrap().len(), 1);
+        assert_eq!(db.log_within(1, 100, one * 2).unwrap().len(), 2);
+        assert_eq!(db.log_within(2, 100, u64::MAX).unwrap().len(), 4);
         // A gap changes nothing.
         let before = (db.counts().unwrap(), db.projection_digest().unwrap());
         let err = db

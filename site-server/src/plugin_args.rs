@@ -54,9 +54,12 @@ pub fn parse(s: &str) -> Result<PluginArgs, String> {
                 at + 1
             ));
         }
-        if out.insert(name.clone(), value).is_some() {
-            return Err(format!("argument {name} is given twice: keep one"));
+        if let Some(prev) = out.keys().find(|k| k.eq_ignore_ascii_case(&name)) {
+            return Err(format!(
+                "argument {name} is given twice (also as {prev}): keep one"
+            ));
         }
+        out.insert(name.clone(), value);
         skip_ws(&mut i);
         if i >= chars.len() {
             break;
@@ -152,10 +155,16 @@ pub fn check(
         }
     }
     for r in required {
-        if !args.keys().any(|k| k.eq_ignore_ascii_case(r)) {
-            return Err(format!(
-                "plug-in {plugin} needs {r}=...: add it to its arguments"
-            ));
+        match get(args, r) {
+            None => {
+                return Err(format!(
+                    "plug-in {plugin} needs {r}=...: add it to its arguments"
+                ))
+            }
+            Some(v) if v.trim().is_empty() => {
+                return Err(format!("plug-in {plugin}: {r} is empty: give it a value"))
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -234,6 +243,7 @@ mod tests {
             ("Path=a b", "quote it"),
             ("Path=\"open", "never closed"),
             ("A=1;A=2", "given twice"),
+            ("Path=/a;path=/b", "given twice (also as Path)"),
             ("=1", "empty name"),
             ("1x=2", "not a valid name"),
             ("A=1 B=2", "quote it"),

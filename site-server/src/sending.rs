@@ -15,6 +15,10 @@
 //!   window is bounded ([`sender::tls`]) so little can sit below the scheduler.
 
 use crate::replication::{blocking, ReplError, BATCH};
+
+/// The stored bytes of events one frame carries at most (one event always goes): far below
+/// the frame and decode limits even for events that compress well (catalog deltas).
+const BATCH_BYTES: u64 = 8 << 20;
 use crate::site::Site;
 use bytes::Bytes;
 use chrono::Utc;
@@ -240,7 +244,8 @@ pub async fn run(
             .config_events;
         if batch.is_none() && log_len >= next_event {
             let from = next_event;
-            let events = blocking(&site, move |s| s.db.log(from, BATCH)).await?;
+            let events =
+                blocking(&site, move |s| s.db.log_within(from, BATCH, BATCH_BYTES)).await?;
             if let Some((last, _)) = events.last() {
                 let (first, last) = (events[0].0, *last);
                 let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();

@@ -145,7 +145,6 @@ fn apply(
         read_ms,
         ..Default::default()
     };
-    let before = site.db.counts()?.config_events;
     let version = site.db.meta()?.catalog_version;
     if plan.stopped || plan.failures.len() == sources.len() {
         // Nothing applies: only the failures are reported.
@@ -158,8 +157,14 @@ fn apply(
     let changes = plan.changes;
     let c = out.counts.clone();
     let total = out.total;
-    let source = out.sources.join(",");
-    let new_version = site.db.append_own(ctx.now, |view| {
+    let source = out
+        .sources
+        .iter()
+        .filter(|s| !out.failures.iter().any(|(f, _)| f == *s))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let (new_version, appended) = site.db.append_own_at(ctx.now, |view| {
         let v = projection::meta(view)?.catalog_version;
         let v = if changes.is_empty() { v } else { v + 1 };
         let mut reports = failed.clone();
@@ -189,9 +194,7 @@ fn apply(
     })?;
     out.catalog_version = new_version;
     out.delta = new_version != version;
-    if out.delta {
-        out.delta_bytes = site.db.log_bytes(before + 1)?.1;
-    }
+    out.delta_bytes = appended.map_or(0, |(_, len)| len);
     out.apply_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         version = new_version,
@@ -216,12 +219,14 @@ pub async fn run_schedule(site: Arc<Site>) {
             }
             Ok(cfg) => match (cfg.sync.schedule.clone(), cfg.sync.schedule(), cfg.tz()) {
                 (Some(text), Ok(Some(s)), Ok(tz)) => {
+                    // The plan holds while neither the schedule nor the zone changes.
+                    let key = format!("{text} @ {}", cfg.zone);
                     let now = Utc::now();
                     let next = match &planned {
-                        Some((t, at)) if *t == text => *at,
+                        Some((k, at)) if *k == key => *at,
                         _ => s.next_after(now, &tz),
                     };
-                    planned = Some((text, next));
+                    planned = Some((key, next));
                     Some(next)
                 }
                 (_, Err(e), _) | (_, _, Err(e)) => {
@@ -372,8 +377,12 @@ impl Site {
             })
             .filter(|u| class.as_ref().is_none_or(|c| u.classification == *c))
             .filter(|u| {
-                q.since_secs
-                    .is_none_or(|s| u.posted >= now - chrono::Duration::seconds(s as i64))
+                // A window longer than chrono can count back is no filter.
+                let from = q.since_secs.and_then(|s| {
+                    chrono::Duration::try_seconds(i64::try_from(s).ok()?)
+                        .and_then(|d| now.checked_sub_signed(d))
+                });
+                from.is_none_or(|f| u.posted >= f)
             })
             .collect();
         out.sort_by(|a, b| b.posted.cmp(&a.posted).then_with(|| a.id.cmp(&b.id)));

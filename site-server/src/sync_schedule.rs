@@ -45,8 +45,8 @@ impl SyncSchedule {
             SyncSchedule::Weekly(d, t) => (t, Some(d)),
         };
         let local = after.with_timezone(zone).date_naive();
-        // Look at this day and the next eight (a week, and a day around a zone change).
-        for n in 0..9 {
+        // Look at this day and the next fortnight (a week, and days a zone change skips).
+        for n in 0..15 {
             let date = local + Duration::days(n);
             if day.is_some_and(|d| date.weekday() != d) {
                 continue;
@@ -65,7 +65,8 @@ impl SyncSchedule {
                 return t;
             }
         }
-        unreachable!("a daily or weekly time comes within nine days")
+        // Only a zone that skips whole weeks gets here: try again a day later.
+        after + Duration::days(1)
     }
 }
 
