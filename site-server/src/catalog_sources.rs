@@ -32,6 +32,26 @@ pub trait SourcePlugin: Judge + Send + Sync {
     /// Reads the source; `now` is when the sync started. The error says what failed and how
     /// to fix it.
     async fn read(&self, now: DateTime<Utc>) -> Result<Vec<Update>, String>;
+    /// A digest of everything `read` depends on (the file's bytes and the settings), so that
+    /// a sync whose every source is as before can skip reading them; `None`: unknown (always
+    /// read).
+    async fn fingerprint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The BLAKE3 of a plug-in's settings and of the file at `path` (on a blocking thread).
+async fn file_fingerprint(settings: String, path: PathBuf) -> Option<String> {
+    blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let mut h = blake3::Hasher::new();
+        h.update(&(settings.len() as u64).to_le_bytes());
+        h.update(settings.as_bytes());
+        h.update(&bytes);
+        Ok(h.finalize().to_hex().to_string())
+    })
+    .await
+    .ok()
 }
 
 /// A source of `site.toml`, ready to read.
@@ -190,6 +210,10 @@ impl SourcePlugin for Apt {
         })
         .await
     }
+    async fn fingerprint(&self) -> Option<String> {
+        let settings = format!("apt\n{}\n{}", self.classification, self.product);
+        file_fingerprint(settings, self.path.clone()).await
+    }
 }
 
 struct Json {
@@ -210,6 +234,9 @@ impl SourcePlugin for Json {
             catalog_sync::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))
         })
         .await
+    }
+    async fn fingerprint(&self) -> Option<String> {
+        file_fingerprint("json".into(), self.path.clone()).await
     }
 }
 

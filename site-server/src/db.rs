@@ -579,6 +579,11 @@ impl Db {
         projection::targets(&self.view(), id).map_err(Self::read_err)
     }
 
+    /// How many updates the catalog projection holds.
+    pub fn catalog_len(&self) -> Result<u64, DbError> {
+        Ok(self.trees[PROJ + Table::Catalog as usize].len() as u64)
+    }
+
     /// Every update of the catalog projection, by id.
     pub fn catalog(&self) -> Result<Vec<schema::catalog::Update>, DbError> {
         self.all(Table::Catalog)

@@ -334,6 +334,11 @@ async fn now(dir: &DataDir, json: bool) -> Res {
                 out.read_ms as f64 / 1000.0,
                 out.apply_ms as f64 / 1000.0
             );
+        } else if out.unchanged_sources {
+            println!(
+                "catalog unchanged at version {} ({} update(s)): every source is as at the last sync; no event appended",
+                out.catalog_version, out.total
+            );
         } else if out.failures.len() < out.sources.len() {
             println!(
                 "catalog unchanged at version {} ({} update(s)): no event appended",

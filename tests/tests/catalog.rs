@@ -181,6 +181,7 @@ fn a_sync_inserts_exactly_what_changed_and_every_tier_reaches_the_same_catalog()
         (o["catalog_version"].as_u64(), o["delta"].as_bool()),
         (Some(2), Some(false))
     );
+    assert_eq!(o["unchanged_sources"], true, "{o}");
     assert_eq!(log_len(&cen), before + 2);
     assert_eq!(messages(&cen, 6702).len(), n6702 + 1);
 
@@ -312,6 +313,21 @@ fn a_sync_inserts_exactly_what_changed_and_every_tier_reaches_the_same_catalog()
     assert_eq!(o["catalog_version"], 4, "{o}");
     let rows: Value = cen.cli(&["status", "sync", "--json"]).json();
     assert!(rows[0]["last_error"].is_null(), "{rows}");
+    // The same file with other settings (edited in site.toml, same order) is read again:
+    // its three updates are revised.
+    let toml_path = cen.data().join("site.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    assert!(toml.contains("Debian 12"), "{toml}");
+    std::fs::write(&toml_path, toml.replace("Debian 12", "Debian 12.1")).unwrap();
+    let o = sync_now(&cen);
+    assert_eq!(
+        (
+            o["catalog_version"].as_u64(),
+            o["counts"]["revised"].as_u64()
+        ),
+        (Some(5), Some(3)),
+        "{o}"
+    );
 }
 
 #[test]
