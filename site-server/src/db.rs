@@ -1215,6 +1215,66 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_covers_every_kind_of_catalog_change() {
+        let (_d, db) = populated();
+        let kb1 = db.catalog().unwrap().remove(0);
+        let kb2 = Update {
+            id: "KB2".into(),
+            ..kb1.clone()
+        };
+        let env = |seq, version, changes| EventEnvelope {
+            origin: code("TOP"),
+            origin_seq: seq,
+            time: kb1.posted,
+            body: ConfigEvent::CatalogDelta(CatalogDelta {
+                catalog_version: version,
+                source: "vendor".into(),
+                changes,
+            }),
+        };
+        for e in [
+            env(
+                10,
+                2,
+                vec![
+                    CatalogChange::Added(kb2.clone()),
+                    CatalogChange::Superseded {
+                        id: "KB1".into(),
+                        by: "KB2".into(),
+                    },
+                ],
+            ),
+            env(
+                11,
+                3,
+                vec![
+                    CatalogChange::Revised(Update {
+                        title: "fix, revised".into(),
+                        ..kb2.clone()
+                    }),
+                    CatalogChange::Expired { id: "KB1".into() },
+                    // An unknown id changes nothing (projections are total).
+                    CatalogChange::Expired { id: "KB9".into() },
+                ],
+            ),
+        ] {
+            assert!(db.append_received(&e).unwrap());
+        }
+        let cat = db.catalog().unwrap();
+        assert_eq!(cat.len(), 2);
+        assert_eq!(
+            (cat[0].superseded_by.as_deref(), cat[0].expired),
+            (Some("KB2"), true)
+        );
+        assert_eq!(cat[1].title, "fix, revised");
+        assert_eq!(db.meta().unwrap().catalog_version, 3);
+        let before = db.projection_dump().unwrap();
+        let r = db.rebuild().unwrap();
+        assert_eq!(r.digest_before, r.digest_after);
+        assert_eq!(db.projection_dump().unwrap(), before);
+    }
+
+    #[test]
     fn rebuild_covers_groups_priorities_and_boosts() {
         let (_d, db) = populated();
         let c = ctx(Utc::now());
