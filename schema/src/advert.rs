@@ -8,15 +8,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeBasis {
+    /// Times are UTC: every client acts at the same moment.
     Utc,
+    /// Times are each client's local wall-clock time.
     ClientLocal,
 }
 
+/// An offer of one program of a package to the members of a collection, from a start time
+/// and, if mandatory, by given times.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advertisement {
+    /// Its id, allocated by the site that created it.
     pub id: AdvertisementId,
+    /// A name for people (by default `PACKAGE - PROGRAM`).
     pub name: String,
+    /// The package whose program runs.
     pub package: PackageId,
+    /// The program that runs, with its exit rules.
     pub program: Program,
     /// The target collection's name.
     pub collection: String,
@@ -24,15 +32,20 @@ pub struct Advertisement {
     pub start: NaiveDateTime,
     /// When the program must have run (mandatory assignments); empty: optional only.
     pub mandatory: Vec<NaiveDateTime>,
+    /// Whether `start` and `mandatory` are UTC or each client's local time.
     pub time_basis: TimeBasis,
+    /// True until the advertisement is disabled; disabling sets it false and keeps the rest.
     pub enabled: bool,
 }
 
 /// A program of a package: the command a client runs and how to read its exit code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
+    /// Its name, as advertisements and status messages show it.
     pub name: String,
+    /// The command a client runs.
     pub command_line: String,
+    /// How to read the command's exit code.
     pub exit: ExitRules,
 }
 
@@ -40,10 +53,15 @@ pub struct Program {
 /// sets means that outcome; any other code is a failure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRules {
+    /// Codes that mean success. At least one.
     pub success: Vec<i32>,
+    /// Codes that mean success, finished only by a restart.
     pub success_reboot_required: Vec<i32>,
+    /// Codes that mean failure, with a restart needed.
     pub fail_reboot_required: Vec<i32>,
+    /// Codes that mean the software was already installed: nothing to do.
     pub already_installed: Vec<i32>,
+    /// Codes that mean the software does not apply to this machine: nothing to do.
     pub not_applicable: Vec<i32>,
     /// CAU's `alwaysReboot`: a success code is read as success-reboot-required.
     pub always_reboot: bool,
@@ -69,15 +87,23 @@ impl Default for ExitRules {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitOutcome {
+    /// The program succeeded.
     Success,
+    /// The program succeeded; a restart finishes the job.
     SuccessRebootRequired,
+    /// The program failed and the machine needs a restart.
     FailRebootRequired,
+    /// Nothing to do: already installed.
     AlreadyInstalled,
+    /// Nothing to do: it does not apply to this machine.
     NotApplicable,
+    /// Any code that no set lists.
     Failure,
 }
 
 impl ExitRules {
+    /// What exit code `code` means. A success code reads as success-reboot-required when
+    /// `always_reboot` is set; a code that no set lists is a failure.
     pub fn classify(&self, code: i32) -> ExitOutcome {
         if self.success.contains(&code) {
             if self.always_reboot {

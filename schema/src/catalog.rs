@@ -7,15 +7,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Classification {
+    /// A fix for a specific critical bug that is not a security issue.
     Critical,
+    /// A fix for a security vulnerability.
     Security,
+    /// New definitions for a detection product (anti-malware signatures and the like).
     Definition,
+    /// New product functionality, released outside a product release.
     FeaturePack,
+    /// A tested set of fixes packaged together.
     UpdateRollup,
+    /// Every fix since the product's release, in one cumulative package.
     ServicePack,
+    /// A utility or feature that helps with a task.
     Tool,
+    /// Software that runs a piece of hardware.
     Driver,
+    /// A fix for a specific bug that is neither critical nor a security issue.
     Update,
+    /// Any other classification, kept as the source wrote it (trimmed).
     Other(String),
 }
 
@@ -65,7 +75,9 @@ impl std::fmt::Display for Classification {
 /// One file of an update's content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateFile {
+    /// The file's name as the source gives it (apt: its `Filename`, a path in the archive).
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Hex digest as the source gives it (e.g. SHA-256 from an apt index).
     pub hash: String,
@@ -77,19 +89,36 @@ pub struct UpdateFile {
 /// next sync judges only its own updates (what it no longer lists expires or is superseded).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
+    /// The update's id, as its source names it (apt: `PACKAGE_VERSION_ARCH`); unique in the
+    /// catalog.
     pub id: String,
+    /// One line for people.
     pub title: String,
+    /// The product it applies to.
     pub product: String,
+    /// What kind of update it is.
     pub classification: Classification,
+    /// The source's rating of it, as the source writes it (a JSON source's `severity`, apt's
+    /// `Priority`), if it gives one.
     pub severity: Option<String>,
+    /// The security bulletin that announced it (`MS26-001`), if any.
     pub bulletin: Option<String>,
+    /// Its knowledge-base article number, if any.
     pub kb: Option<String>,
+    /// When it was published: the source's date, or for a source without dates (apt) when a
+    /// sync first saw it.
     pub posted: DateTime<Utc>,
+    /// When it last changed, dated as `posted` is.
     pub revised: DateTime<Utc>,
+    /// The id of the update that replaces it, once one does.
     pub superseded_by: Option<String>,
+    /// True once its source has withdrawn it.
     pub expired: bool,
+    /// Its download size in bytes (when the source gives none, the sum of its files' sizes).
     pub size: u64,
+    /// The files of its content.
     pub files: Vec<UpdateFile>,
+    /// The name of the sync source that reported it (see above).
     pub source: String,
 }
 
@@ -97,17 +126,32 @@ pub struct Update {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CatalogChange {
+    /// An update new to the catalog.
     Added(Update),
+    /// A new revision of an update the catalog holds; it replaces the old one whole.
     Revised(Update),
-    Expired { id: String },
-    Superseded { id: String, by: String },
+    /// The update's source no longer offers it.
+    Expired {
+        /// The update's id.
+        id: String,
+    },
+    /// Another update replaces this one.
+    Superseded {
+        /// The id of the update replaced.
+        id: String,
+        /// The id of the update that replaces it.
+        by: String,
+    },
 }
 
 /// The changes of one sync: applying it to catalog version N-1 yields version N. `source`
 /// lists the sources that were read (comma-separated names).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogDelta {
+    /// The version this delta makes (N); the first delta makes version 1.
     pub catalog_version: u64,
+    /// The sources that were read, as comma-separated names.
     pub source: String,
+    /// The changes, applied in order.
     pub changes: Vec<CatalogChange>,
 }

@@ -50,6 +50,7 @@ impl Chunker {
         }
     }
 
+    /// The largest chunk this chunker cuts, in bytes.
     pub fn max_size(&self) -> usize {
         self.max
     }

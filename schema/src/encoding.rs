@@ -12,7 +12,9 @@
 use serde::{de::DeserializeOwned, Serialize};
 use std::io::Read;
 
+/// The first two bytes of every record.
 pub const MAGIC: [u8; 2] = *b"SR";
+/// The format version this build writes, and the only one it reads.
 pub const FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: usize = 5;
 const CODEC_RAW: u8 = 0;
@@ -26,30 +28,45 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_DECODED>()
 }
 
+/// Why a value could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// bincode could not encode the value.
     #[error("cannot encode: {0}")]
     Bincode(#[from] bincode::error::EncodeError),
+    /// zstd could not compress the body.
     #[error("cannot compress: {0}")]
     Zstd(#[from] std::io::Error),
 }
 
+/// Why bytes are not a record this build reads. Each message says what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Shorter than the header; holds the length.
     #[error("truncated record: {0} bytes, shorter than the {HEADER_LEN}-byte header")]
     Truncated(usize),
+    /// The first two bytes are not [`MAGIC`]; holds them.
     #[error("not a siterep record (magic {0:02x?}, expected \"SR\")")]
     Magic([u8; 2]),
+    /// Written in a format version other than [`FORMAT_VERSION`] (by another build).
     #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION}): upgrade site-server")]
-    Version { found: u16 },
+    Version {
+        /// The version the record's header carries.
+        found: u16,
+    },
+    /// A codec byte other than raw (0) or zstd (1); holds it.
     #[error("unknown codec {0} in record header")]
     Codec(u8),
+    /// The zstd body is corrupt or cut short.
     #[error("record body does not decompress: {0}")]
     Zstd(std::io::Error),
+    /// The body decompresses to more than [`MAX_DECODED`] bytes.
     #[error("record body decompresses to more than {MAX_DECODED} bytes")]
     TooLarge,
+    /// The body is not a valid encoding of the type asked for (or is over [`MAX_DECODED`]).
     #[error("record body does not decode: {0}")]
     Bincode(#[from] bincode::error::DecodeError),
+    /// The value ends before the body does; holds how many bytes are left over.
     #[error("record has {0} trailing bytes after its body")]
     Trailing(usize),
 }

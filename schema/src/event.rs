@@ -15,9 +15,13 @@ use std::str::FromStr;
 /// Each origin numbers its own events 1, 2, 3, ... with no gaps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventEnvelope {
+    /// The site that decided it.
     pub origin: SiteCode,
+    /// The origin's number for it: 1, 2, 3, ... with no gaps.
     pub origin_seq: u64,
+    /// When the origin decided it.
     pub time: DateTime<Utc>,
+    /// What was decided.
     pub body: ConfigEvent,
 }
 
@@ -25,13 +29,17 @@ pub struct EventEnvelope {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
+    /// Goes first.
     High,
+    /// The default.
     #[default]
     Medium,
+    /// Goes when nothing higher waits.
     Low,
 }
 
 impl Priority {
+    /// `high`, `medium` or `low`: the name JSON, the command line and tables use.
     pub fn as_str(&self) -> &'static str {
         match self {
             Priority::High => "high",
@@ -61,12 +69,17 @@ impl FromStr for Priority {
 /// that has applied the event knows exactly which chunks the version needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageVersion {
+    /// The package it is a version of.
     pub package: PackageId,
+    /// The package's name, for people.
     pub name: String,
     /// 1 for the first publish, then +1 for every publish whose content changed.
     pub source_version: u32,
+    /// The package's priority: that of the jobs that send this version.
     pub priority: Priority,
+    /// The id of `manifest`.
     pub manifest_id: ManifestId,
+    /// The version's files and the chunks that make each one.
     pub manifest: Manifest,
 }
 
@@ -77,7 +90,12 @@ pub enum DistributionTarget {
     /// The site server's content store of this site.
     Site(SiteCode),
     /// One distribution point of a site.
-    DistributionPoint { site: SiteCode, dp: String },
+    DistributionPoint {
+        /// The site the DP belongs to.
+        site: SiteCode,
+        /// The DP's id at that site (`DP1`).
+        dp: String,
+    },
     /// Every member of a DP group.
     DpGroup(String),
 }
@@ -92,51 +110,81 @@ impl fmt::Display for DistributionTarget {
     }
 }
 
-/// Every kind of config event. Variants only ever grow at the end (DESIGN §4).
+/// Every kind of config event. Variants only ever grow at the end: they are encoded by
+/// position, so a new one in the middle would change the meaning of every stored log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigEvent {
+    /// A new source version of a package, manifest included.
     PackageVersionPublished(PackageVersion),
+    /// A source version is withdrawn everywhere: distribution points delete it, and the
+    /// newest version not retired is the package's current one.
     PackageVersionRetired {
+        /// The package.
         package: PackageId,
+        /// The version withdrawn.
         source_version: u32,
     },
+    /// A new advertisement.
     AdvertisementCreated(Advertisement),
+    /// The new state of an existing advertisement; it replaces the old one whole.
     AdvertisementChanged(Advertisement),
+    /// An advertisement is turned off (it is kept, with `enabled` false).
     AdvertisementDisabled {
+        /// The advertisement.
         id: AdvertisementId,
     },
+    /// The package should also be present at these targets.
     DistributionTargetsAdded {
+        /// The package.
         package: PackageId,
+        /// Where it should now be present too.
         targets: Vec<DistributionTarget>,
     },
+    /// The package should no longer be present at these targets.
     DistributionTargetsRemoved {
+        /// The package.
         package: PackageId,
+        /// Where it should no longer be present.
         targets: Vec<DistributionTarget>,
     },
+    /// One sync's changes to the software-update catalog.
     CatalogDelta(CatalogDelta),
+    /// Asks for the catalog to be synced to a version. A site records the highest version
+    /// asked for.
     SyncRequest {
+        /// The catalog version asked for.
         catalog_version: u64,
     },
+    /// The package's priority changes; every sender on the way moves its open jobs for the
+    /// package to it.
     PackagePriorityChanged {
+        /// The package.
         package: PackageId,
+        /// Its new priority.
         priority: Priority,
     },
     /// An emergency: the package ignores the schedule and rate limit of every link on its
     /// way until `until` (forever when `None`; a time in the past ends a boost).
     SenderBoost {
+        /// The package boosted.
         package: PackageId,
+        /// When the boost ends; `None`: never.
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// A distribution point group, empty.
     DpGroupCreated {
+        /// The group's name.
         group: String,
     },
     /// Distribution points join or leave a group. Packages targeted at the group go to the
     /// ones that join (the site decides so explicitly; SMS did not).
     DpGroupMembersChanged {
+        /// The group's name.
         group: String,
+        /// The distribution points that join it.
         added: Vec<DpRef>,
+        /// The distribution points that leave it.
         removed: Vec<DpRef>,
     },
 }
@@ -144,7 +192,9 @@ pub enum ConfigEvent {
 /// A distribution point in the tree: its site and its id there (`S01/DP1`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DpRef {
+    /// The site the DP belongs to.
     pub site: SiteCode,
+    /// The DP's id at that site (`DP1`).
     pub dp: String,
 }
 

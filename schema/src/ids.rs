@@ -7,12 +7,16 @@ use std::str::FromStr;
 /// Why a string is not a valid id. The message names the rule so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// Not a site code; holds the text given.
     #[error("invalid site code {0:?}: a site code is exactly 3 characters, each A-Z or 0-9 (e.g. CEN, P01)")]
     SiteCode(String),
+    /// Not a package id; holds the text given.
     #[error("invalid package id {0:?}: a package id is a site code followed by 5 digits (e.g. CEN00001)")]
     PackageId(String),
+    /// Not an advertisement id; holds the text given.
     #[error("invalid advertisement id {0:?}: an advertisement id is a site code followed by 5 digits (e.g. CEN20001)")]
     AdvertisementId(String),
+    /// Not a BLAKE3 hash in hex; holds the text given.
     #[error("invalid hash {0:?}: expected 64 hexadecimal characters (a BLAKE3 hash)")]
     Hash(String),
 }
@@ -22,6 +26,7 @@ pub enum IdError {
 pub struct SiteCode([u8; 3]);
 
 impl SiteCode {
+    /// Checks `s` and makes a site code of it.
     pub fn new(s: &str) -> Result<Self, IdError> {
         let b = s.as_bytes();
         if b.len() != 3
@@ -33,13 +38,16 @@ impl SiteCode {
         }
         Ok(SiteCode([b[0], b[1], b[2]]))
     }
+    /// The code as text (`CEN`).
     pub fn as_str(&self) -> &str {
         // Constructed only from ASCII upper-case letters and digits.
         std::str::from_utf8(&self.0).expect("site code is ASCII")
     }
+    /// The code's three ASCII bytes.
     pub fn as_bytes(&self) -> [u8; 3] {
         self.0
     }
+    /// A site code from three bytes, checked as [`SiteCode::new`] checks text.
     pub fn from_bytes(b: [u8; 3]) -> Result<Self, IdError> {
         Self::new(&String::from_utf8_lossy(&b))
     }
@@ -112,13 +120,16 @@ fn parse_site_number(s: &str) -> Option<(SiteCode, u32)> {
 /// A package id: the originating site's code and a 5-digit number it allocated (`CEN00001`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct PackageId {
+    /// The site that created the package.
     pub site: SiteCode,
+    /// The number that site allocated, 1 to [`PackageId::MAX_NUMBER`].
     pub number: u32,
 }
 
 impl PackageId {
     /// The largest number a 5-digit id can carry.
     pub const MAX_NUMBER: u32 = 99_999;
+    /// A package id, or `None` unless `number` is 1 to [`PackageId::MAX_NUMBER`].
     pub fn new(site: SiteCode, number: u32) -> Option<Self> {
         (1..=Self::MAX_NUMBER)
             .contains(&number)
@@ -143,10 +154,13 @@ impl FromStr for PackageId {
 /// [`AdvertisementId::FIRST_NUMBER`], as SMS did, so the two never read alike.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct AdvertisementId {
+    /// The site that created the advertisement.
     pub site: SiteCode,
+    /// The number that site allocated (5 digits, from [`AdvertisementId::FIRST_NUMBER`]).
     pub number: u32,
 }
 impl AdvertisementId {
+    /// The first number a site allocates to an advertisement.
     pub const FIRST_NUMBER: u32 = 20_001;
 }
 impl fmt::Display for AdvertisementId {
@@ -172,9 +186,11 @@ macro_rules! hash_type {
         pub struct $t(pub [u8; 32]);
 
         impl $t {
+            /// The BLAKE3 hash of `bytes`.
             pub fn of(bytes: &[u8]) -> Self {
                 $t(*blake3::hash(bytes).as_bytes())
             }
+            /// The 64 lower-case hex characters.
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }

@@ -7,9 +7,19 @@
 //! chunking ([`chunking`]), the persisted/wire encoding ([`encoding`]) and the frames of a
 //! site link ([`wire`]).
 //!
+//! Where a caller starts: [`event::EventEnvelope`] and [`event::ConfigEvent`] (what a config
+//! log holds), [`report::ReportEnvelope`] and [`report::StatusMessage`] (what a report log
+//! holds), [`status::lookup`] and [`status::render`] (the message catalogue),
+//! [`manifest::Manifest`] and [`chunking::Chunker`] (a package version's content),
+//! [`encoding::encode`] and [`encoding::decode`] (every record persisted or sent), and
+//! [`wire::Frame`] with [`wire::encode_frame`] and [`wire::FrameDecoder`] (a site link).
+//!
 //! What is not here: any I/O. Nothing in this crate opens a file, a socket or a database; the
-//! chunker works on byte slices that its caller fills. That keeps the types usable from the
-//! daemon, the distribution point, the courier and tests alike.
+//! chunker reads from whatever reader its caller hands it. That keeps the types usable from
+//! the daemon, the distribution point, the courier and tests alike. Nor is deciding or
+//! applying events here: that is `site-server`'s.
+
+#![warn(missing_docs)]
 
 pub mod advert;
 pub mod catalog;

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 /// A reference to one chunk of a file: its id and its raw length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {
+    /// The chunk's id: BLAKE3 of its raw bytes.
     pub id: ChunkId,
+    /// Its raw (uncompressed) length in bytes.
     pub len: u32,
 }
 
@@ -17,21 +19,32 @@ pub struct ChunkRef {
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A regular file: its content is the concatenation of these chunks.
-    File { chunks: Vec<ChunkRef> },
+    File {
+        /// The file's chunks, in order.
+        chunks: Vec<ChunkRef>,
+    },
     /// A symbolic link that resolves inside the package (relative target).
-    Symlink { target: String },
+    Symlink {
+        /// The link's target, relative to the directory that holds the link.
+        target: String,
+    },
 }
 
 /// One entry of a package: a relative, `/`-separated path, its Unix mode bits and its size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// Where the entry sits in the package (see [`is_clean_relative_path`]).
     pub path: String,
+    /// Unix mode bits: permissions with setuid, setgid and sticky (`0o7777` at most).
     pub mode: u32,
+    /// In bytes: a file's length (the sum of its chunks' lengths), a symlink's target length.
     pub size: u64,
+    /// A file or a symlink.
     pub kind: EntryKind,
 }
 
 impl FileEntry {
+    /// A file's chunks, in order; none for a symlink.
     pub fn chunks(&self) -> &[ChunkRef] {
         match &self.kind {
             EntryKind::File { chunks } => chunks,
@@ -44,17 +57,29 @@ impl FileEntry {
 /// manifests and equal ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The entries, sorted by path, each path once.
     pub files: Vec<FileEntry>,
 }
 
+/// Why [`Manifest::validate`] refuses a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
+    /// A path that is not a clean relative path; holds it.
     #[error("manifest path {0:?} is not a clean relative path (no leading '/', no '.', '..' or empty parts)")]
     BadPath(String),
+    /// A path listed twice or out of order; holds it.
     #[error("manifest lists {0:?} twice or out of order")]
     Order(String),
+    /// A file whose size is not the sum of its chunks' lengths.
     #[error("manifest entry {path:?} says {size} bytes but its chunks add up to {sum}")]
-    Size { path: String, size: u64, sum: u64 },
+    Size {
+        /// The entry's path.
+        path: String,
+        /// The size the entry states.
+        size: u64,
+        /// What its chunks' lengths add up to.
+        sum: u64,
+    },
 }
 
 /// Whether `p` is a clean relative path: parts separated by '/', none empty, '.' or '..'.
@@ -71,6 +96,7 @@ impl Manifest {
         ManifestId::of(&encoding::canonical_bytes(self))
     }
 
+    /// The sum of every entry's size, in bytes.
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -86,10 +112,12 @@ impl Manifest {
             .collect()
     }
 
+    /// How many chunk references the files hold, a chunk used twice counted twice.
     pub fn chunk_count(&self) -> usize {
         self.files.iter().map(|f| f.chunks().len()).sum()
     }
 
+    /// The entry at `path`, if there is one (found by binary search: `files` must be sorted).
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files
             .binary_search_by(|f| f.path.as_str().cmp(path))

@@ -8,11 +8,15 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// How serious a status message is. Ordered: info < warning < error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Something happened as it should.
     Info,
+    /// Something needs attention.
     Warning,
+    /// Something failed.
     Error,
 }
 
@@ -29,9 +33,13 @@ impl fmt::Display for Severity {
 /// One row of the catalogue. `%1`, `%2`, ... in `text` are the insertion strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageDef {
+    /// The message id.
     pub id: u32,
+    /// How serious every message of this id is.
     pub severity: Severity,
+    /// The component that raises it (`sender`, `link`, `content`, ...).
     pub component: &'static str,
+    /// The text template.
     pub text: &'static str,
 }
 

@@ -33,6 +33,8 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub enum Frame {
     /// First frame of a connection, from the child: who it is and where it stands.
     Hello {
+        /// The child's site code; the parent refuses it unless its certificate is pinned for
+        /// that code.
         site: SiteCode,
         /// The last position of the parent's config log the child has applied.
         config_applied: u64,
@@ -42,52 +44,84 @@ pub enum Frame {
     },
     /// Parent to child: config log entries at consecutive positions from `first`.
     Events {
+        /// The config log position of the first event.
         first: u64,
+        /// The events, in log order.
         events: Vec<EventEnvelope>,
     },
     /// Child to parent: every config position up to `upto` is applied.
-    EventsAck { upto: u64 },
+    EventsAck {
+        /// The last config log position applied.
+        upto: u64,
+    },
     /// Child to parent: report log entries at consecutive positions from `first`.
     Reports {
+        /// The child's report log position of the first report.
         first: u64,
+        /// The reports, in log order.
         reports: Vec<ReportEnvelope>,
     },
     /// Parent to child: every report position up to `upto` is stored.
-    ReportsAck { upto: u64 },
+    ReportsAck {
+        /// The last report log position stored.
+        upto: u64,
+    },
     /// Child to parent, on the content stream: send these chunks. The answers come as
     /// [`ChunkReply`] records, not frames (see the module doc).
-    ChunkRequest { ids: Vec<ChunkId> },
+    ChunkRequest {
+        /// The chunks wanted.
+        ids: Vec<ChunkId>,
+    },
     /// The peer refuses the link; `reason` says what to fix.
-    Refused { reason: String },
+    Refused {
+        /// One line for the operator: what is wrong and what to fix.
+        reason: String,
+    },
     /// Child to parent, on the content stream: of `package` `version`, the child still
     /// misses `ids`. The parent's sender makes it one job (its priority, its progress, its
     /// 3531/3533) and knows which job each requested chunk belongs to.
     Need {
+        /// The package.
         package: crate::PackageId,
+        /// Its source version.
         version: u32,
+        /// The version's chunks the child lacks.
         ids: Vec<ChunkId>,
     },
     /// Parent to child, on the control stream: the link's address schedule and rate limit
     /// (rule texts, as in `site.toml`), so what the child sends up (its reports) honours
     /// them too. Sent when the link comes up and whenever the parent changes them.
-    LinkPolicy { schedule: String, rate: String },
+    LinkPolicy {
+        /// The address schedule's rules (empty: open to all priorities all week).
+        schedule: String,
+        /// The rate limit's rules (empty: unlimited).
+        rate: String,
+    },
     /// Distribution point to its site, first frame on the control stream: which DP this is
     /// (the site checks it against the id its certificate is pinned for).
-    DpHello { dp: String },
+    DpHello {
+        /// The DP's id at its site (`DP1`).
+        dp: String,
+    },
     /// Site to distribution point, on the control stream: everything the DP must hold now,
     /// and where a pull DP takes chunks from first. Sent when the link comes up and whenever
     /// it changes; the DP keeps the last one, so it serves and validates while the site is
     /// away.
     DpAssign {
+        /// The site's code.
         site: SiteCode,
+        /// Every package version the DP must hold.
         versions: Vec<DpAssignment>,
+        /// For a pull DP, the DPs it asks before the site, in rank order; empty otherwise.
         sources: Vec<DpSource>,
     },
     /// Distribution point to its site: status messages from the DP's outbox, at consecutive
     /// positions from `first`. The site stores them in its report log (they flow up) and
     /// answers [`Frame::ReportsAck`].
     DpReports {
+        /// The DP's outbox position of the first message.
         first: u64,
+        /// The messages, in outbox order.
         messages: Vec<DpMessage>,
     },
 }
@@ -97,9 +131,13 @@ pub enum Frame {
 /// the machine (a DP cannot speak for anyone else), and accepts only the distribution ids.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DpMessage {
+    /// The catalogue id; only ids [`dp_may_raise`] allows are accepted.
     pub id: u32,
+    /// When the DP raised it.
     pub time: chrono::DateTime<chrono::Utc>,
+    /// What it is about (package, version, DP).
     pub attributes: Vec<crate::report::Attribute>,
+    /// `%1`, `%2`, ... of the catalogue's text template.
     pub insertion: Vec<String>,
 }
 
@@ -111,11 +149,17 @@ pub fn dp_may_raise(id: u32) -> bool {
 /// One package version a distribution point must hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DpAssignment {
+    /// The package.
     pub package: crate::PackageId,
+    /// The package's name, for people.
     pub name: String,
+    /// The source version to hold.
     pub version: u32,
+    /// The package's priority: a DP fetches the chunks of higher ones first.
     pub priority: crate::event::Priority,
+    /// The id of `manifest`.
     pub manifest_id: crate::ManifestId,
+    /// The version's files and chunks: what the DP fetches and serves.
     pub manifest: crate::manifest::Manifest,
     /// Older versions of the package that are not retired: the DP keeps the one it has
     /// until `version` is complete, so clients never see the package vanish.
@@ -140,12 +184,21 @@ pub const MAX_CHUNK_FILE: usize = (4 << 20) + 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkReply {
     /// `len` bytes of chunk file follow.
-    Chunk { id: ChunkId, len: u32 },
+    Chunk {
+        /// The chunk.
+        id: ChunkId,
+        /// Bytes of chunk file that follow, at most [`MAX_CHUNK_FILE`].
+        len: u32,
+    },
     /// The sender does not have this chunk (ask again later).
-    Missing { id: ChunkId },
+    Missing {
+        /// The chunk asked for.
+        id: ChunkId,
+    },
 }
 
 impl ChunkReply {
+    /// The [`CHUNK_HEADER_LEN`]-byte header, laid out as the module doc shows.
     pub fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
         let mut h = [0u8; CHUNK_HEADER_LEN];
         let (kind, len, id) = match self {
@@ -172,16 +225,22 @@ impl ChunkReply {
     }
 }
 
+/// Why a frame or a chunk reply is refused. On a received stream every one is final: drop
+/// the link.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// A chunk reply header of unknown kind; holds the kind byte.
     #[error("chunk reply of unknown kind {0}: the peer is broken or runs another version")]
     BadReply(u8),
+    /// A frame, or a chunk file, over its size limit; holds the length.
     #[error(
         "frame of {0} bytes is over the {MAX_FRAME}-byte limit: the peer is broken or hostile"
     )]
     TooLarge(usize),
+    /// A frame body that is not a valid record.
     #[error("frame does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// A frame that could not be encoded (the sending side's error).
     #[error("frame does not encode: {0}")]
     Encode(#[from] EncodeError),
 }
@@ -204,6 +263,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder with nothing buffered.
     pub fn new() -> Self {
         Self::default()
     }

@@ -8,21 +8,37 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The self-signed certificate (PEM), relative to the data directory.
 pub const CERT_FILE: &str = "tls/cert.pem";
+/// The certificate's private key (PKCS#8 PEM, owner-only), relative to the data directory.
 pub const KEY_FILE: &str = "tls/key.pem";
+/// The ed25519 signing key's 32-byte seed as hex (owner-only), relative to the data directory.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 
+/// Why an identity cannot be made or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// rcgen could not make the key pair or the certificate.
     #[error("cannot create the TLS certificate: {0}")]
     Cert(#[from] rcgen::Error),
+    /// A file or directory of the identity could not be read or written (a file to be made
+    /// already exists, for one).
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A file of the identity does not hold what it should.
     #[error("{path} is not valid: {reason}; make a new identity (`site-server init` or `dist-point init`) in a new data directory")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The system's random source failed; holds its error.
     #[error("no system randomness available: {0}")]
     Random(String),
 }

@@ -2,14 +2,19 @@
 
 use schema::wire::{encode_frame, Frame, FrameDecoder, FrameError};
 
+/// Why sending or receiving a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// A frame too large, or one that does not encode or decode.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Writing to the QUIC stream failed (the stream was stopped or the connection lost).
     #[error("link write failed: {0}")]
     Write(#[from] quinn::WriteError),
+    /// Reading from the QUIC stream failed (the stream was reset or the connection lost).
     #[error("link read failed: {0}")]
     Read(#[from] quinn::ReadError),
+    /// The peer finished the stream.
     #[error("the peer closed the stream")]
     Closed,
 }
@@ -21,6 +26,7 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
+    /// Wraps a send stream.
     pub fn new(stream: quinn::SendStream) -> Self {
         FrameWriter {
             stream,
@@ -33,6 +39,7 @@ impl FrameWriter {
         &mut self.stream
     }
 
+    /// Encodes `frame` and writes all of it.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
         self.buf.clear();
         encode_frame(frame, &mut self.buf)?;
@@ -49,6 +56,7 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Wraps a receive stream; it is read in pieces of up to 64 KiB.
     pub fn new(stream: quinn::RecvStream) -> Self {
         FrameReader {
             stream,

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 /// Hours in a week.
 pub const HOURS: usize = 168;
 
+/// A rule text, availability, rate, size, duration or zone that does not parse. The message
+/// names what was wrong and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ScheduleError(pub String);
@@ -43,6 +45,7 @@ pub enum Availability {
 }
 
 impl Availability {
+    /// Whether a job of priority `p` may send in an hour of this availability.
     pub fn allows(self, p: Priority) -> bool {
         match self {
             Availability::All => true,
@@ -83,12 +86,15 @@ impl FromStr for Availability {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rate {
+    /// No limit.
     Unlimited,
     /// Bytes per second.
     Limit(u64),
-    /// SMS's pulse mode: `block` bytes, then `delay` of silence.
+    /// SMS's pulse mode: `block` bytes, then `delay_ms` of silence.
     Pulse {
+        /// Bytes sent in each pulse.
         block: u64,
+        /// Silence after each block, in milliseconds (above zero in a parsed rate).
         delay_ms: u64,
     },
 }
@@ -399,6 +405,7 @@ impl Default for Meter {
 }
 
 impl Meter {
+    /// A meter with an empty bucket and no pulse under way.
     pub fn new() -> Self {
         Meter {
             tokens: 0.0,

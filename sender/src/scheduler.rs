@@ -34,7 +34,9 @@ const KEEP_SENT: Duration = Duration::from_secs(3600);
 /// The schedule and rate of one link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkPolicy {
+    /// Which priorities may send in each hour of the week.
     pub schedule: Week<Availability>,
+    /// How fast the link may send in each hour of the week.
     pub rate: Week<Rate>,
 }
 
@@ -60,9 +62,14 @@ impl LinkPolicy {
 /// Concurrency and retry limits (SMS's sender defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// A package job starts only while fewer package jobs of its priority or higher than
+    /// this are sending to its destination (default 3).
     pub per_destination: usize,
+    /// The same, counted over all destinations (default 5).
     pub total: usize,
+    /// How many times a failed job is retried before it is failed (default 2).
     pub retries: u32,
+    /// How long a failed job waits before its retry (default 60 s).
     pub retry_delay: Duration,
 }
 
@@ -77,46 +84,73 @@ impl Default for Limits {
     }
 }
 
+/// A job's id in its [`Scheduler`]: numbered from 1 in the order jobs are made, which is
+/// also their first-come, first-served order within a priority.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct JobId(pub u64);
 
+/// What a job carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum JobKind {
     /// A package version's chunks for one destination.
-    Content { package: PackageId, version: u32 },
+    Content {
+        /// The package.
+        package: PackageId,
+        /// Its source version.
+        version: u32,
+    },
     /// Chunks asked for outside any announced package version.
     Chunks,
     /// A batch of config events; `boost` when it carries a boost (it ignores the window).
-    Events { boost: bool },
+    Events {
+        /// The batch carries a boost: it ignores the link's schedule and rate.
+        boost: bool,
+    },
     /// A batch of reports.
     Reports,
 }
 
+/// Names a unit within its job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitKey {
+    /// A chunk, by id.
     Chunk(ChunkId),
     /// A batch, by its first log position.
     Batch(u64),
 }
 
+/// One piece of a job: once started on a link, it is written whole before anything else
+/// goes on that link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit {
+    /// Which unit.
     pub key: UnitKey,
+    /// Its size on the wire in bytes: an encoded frame, or a chunk reply with its header.
     pub len: u64,
 }
 
+/// Where a job stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
+    /// Waiting for its turn: not started yet, or due to go again.
     Queued,
+    /// Started. A package job in this state counts against the concurrency limits.
     Sending,
-    Retrying { at: Instant },
+    /// An attempt failed; it goes again at `at`.
+    Retrying {
+        /// When the retry is due (monotonic time).
+        at: Instant,
+    },
+    /// Out of retries: it waits until its link comes up again or the operator retries it.
     Failed,
+    /// Every unit is written. A sent package job is kept an hour for the status views.
     Sent,
 }
 
 impl JobState {
+    /// The state's name as `status senders` shows it: queued, sending, retrying, failed, sent.
     pub fn name(&self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -173,23 +207,35 @@ impl Job {
 pub enum Notice {
     /// 3531: sending, `pct` complete (0 when it starts).
     Sending {
+        /// The destination site.
         dest: SiteCode,
+        /// The package.
         package: PackageId,
+        /// Its source version.
         version: u32,
+        /// Percent of the job's units sent, 0 to 100.
         pct: u8,
     },
-    /// 3532: an attempt failed; `final` when no retry is left.
+    /// 3532: an attempt failed; `retry_in` is `None` when no retry is left.
     Error {
+        /// The destination site.
         dest: SiteCode,
+        /// The package.
         package: PackageId,
+        /// Its source version.
         version: u32,
+        /// What went wrong.
         error: String,
+        /// When the next attempt is due; `None`: the job is failed.
         retry_in: Option<Duration>,
     },
     /// 3533: sent.
     Sent {
+        /// The destination site.
         dest: SiteCode,
+        /// The package.
         package: PackageId,
+        /// Its source version.
         version: u32,
     },
 }
@@ -199,10 +245,15 @@ pub enum Notice {
 pub enum Poll {
     /// Write `len` bytes of the unit `key` of `job`, from `offset`.
     Send {
+        /// The job.
         job: JobId,
+        /// What the job carries, so the shell knows where the unit's bytes are.
         kind: JobKind,
+        /// The unit.
         key: UnitKey,
+        /// Bytes of the unit already written: start here.
         offset: u64,
+        /// How many bytes to write now: what the rate allows, at most the rest of the unit.
         len: u64,
     },
     /// Nothing may go before then (a rate, a retry, a window opening).
@@ -245,6 +296,8 @@ fn rank(p: Priority) -> u8 {
 }
 
 impl Scheduler {
+    /// A scheduler with no links and no jobs. `zone` is the site's zone, in which the
+    /// hour-of-week rules are read; `now` starts the clock of the per-second byte counts.
     pub fn new(zone: chrono_tz::Tz, limits: Limits, now: Instant) -> Self {
         Scheduler {
             zone,
@@ -258,6 +311,7 @@ impl Scheduler {
         }
     }
 
+    /// The concurrency and retry limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -274,6 +328,7 @@ impl Scheduler {
         self.links.get(dest).map_or(0, |l| l.policy_gen)
     }
 
+    /// The schedule and rate of the link to `dest`, if the scheduler knows that link.
     pub fn policy(&self, dest: &SiteCode) -> Option<&LinkPolicy> {
         self.links.get(dest).map(|l| &l.policy)
     }
@@ -283,6 +338,7 @@ impl Scheduler {
         self.boosts.insert(package, until);
     }
 
+    /// Ends `package`'s boost now.
     pub fn unboost(&mut self, package: &PackageId) {
         self.boosts.remove(package);
     }
@@ -812,27 +868,44 @@ impl Scheduler {
     }
 }
 
+/// The open jobs of one priority on a link, in `status senders`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct QueueView {
+    /// Jobs queued, sending or retrying (a package job counts even with no unit queued).
     pub jobs: u64,
+    /// Bytes of their units still queued (the unit being written is not counted).
     pub bytes: u64,
 }
 
+/// One package job in `status senders`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobView {
+    /// Its [`JobId`].
     pub id: u64,
+    /// The package.
     pub package: PackageId,
+    /// Its source version.
     pub version: u32,
+    /// The job's priority now.
     pub priority: Priority,
     /// queued, sending, retrying, failed, sent.
     pub state: String,
+    /// While retrying: seconds until the retry is due.
     pub retry_in_secs: Option<u64>,
+    /// Percent of its units sent, 0 to 100.
     pub pct: u8,
+    /// Units the destination needs from it, those sent included.
     pub units: u64,
+    /// Units written whole.
     pub units_sent: u64,
+    /// Bytes written for it, over every attempt.
     pub bytes_sent: u64,
+    /// Failed attempts, counted again from zero when the operator retries it or its link
+    /// comes back after it failed.
     pub attempts: u32,
+    /// Whether a boost lets it ignore the link's schedule and rate now.
     pub boosted: bool,
+    /// The error of its last failed attempt.
     pub last_error: Option<String>,
     /// From its first chunk queued to its first byte written, in ms.
     pub wait_ms: Option<f64>,
@@ -841,13 +914,17 @@ pub struct JobView {
 /// One link in `status senders`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkView {
+    /// The site the link sends to.
     pub dest: SiteCode,
+    /// Whether the link is up.
     pub connected: bool,
-    /// The availability in force now, and the rules.
+    /// The availability in force now.
     pub window: Availability,
+    /// The address schedule's rules as written (empty: open all week).
     pub schedule: String,
-    /// The rate in force now, and the rules.
+    /// The rate in force now.
     pub rate: Rate,
+    /// The rate limit's rules as written (empty: unlimited).
     pub rates: String,
     /// Per priority: jobs waiting or sending, and the bytes queued.
     pub queue: BTreeMap<String, QueueView>,
@@ -855,5 +932,6 @@ pub struct LinkView {
     pub current: Option<String>,
     /// Bytes per second over the last minute.
     pub bytes_per_sec: u64,
+    /// Its package jobs: open, failed, and sent within the last hour.
     pub jobs: Vec<JobView>,
 }

@@ -26,20 +26,27 @@ use std::time::Duration;
 /// The ALPN protocol of site-to-site links.
 pub const ALPN: &[u8] = b"siterep/1";
 
+/// Why this site's TLS identity or a QUIC configuration cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The identity's files could not be read, or are not valid.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// rustls refused the configuration (a key that does not fit the certificate, say).
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// quinn refused the TLS configuration for QUIC; holds its message.
     #[error("QUIC crypto configuration: {0}")]
     Quic(String),
 }
 
 /// This site's certificate and private key, as TLS needs them.
 pub struct TlsIdentity {
+    /// The self-signed certificate, DER.
     pub cert: CertificateDer<'static>,
+    /// Its private key, PKCS#8 DER.
     pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of `cert`, lower-case hex: what peers pin.
     pub fingerprint: String,
 }
 
@@ -79,22 +86,26 @@ pub struct Pins {
 }
 
 impl Pins {
+    /// An empty set, ready to share.
     pub fn new() -> Arc<Self> {
         Arc::new(Pins::default())
     }
+    /// Pins `fingerprint` (any case) for `peer`, replacing the peer it was pinned for.
     pub fn insert(&self, fingerprint: &str, peer: &str) {
         self.by_fingerprint
             .write()
             .expect("pins lock")
             .insert(fingerprint.to_ascii_lowercase(), peer.to_string());
     }
+    /// Unpins `fingerprint` (any case).
     pub fn remove(&self, fingerprint: &str) {
         self.by_fingerprint
             .write()
             .expect("pins lock")
             .remove(&fingerprint.to_ascii_lowercase());
     }
-    /// The peer a fingerprint is pinned for.
+    /// The peer a fingerprint is pinned for. `fingerprint` is lower-case, as
+    /// [`identity::fingerprint`] gives it.
     pub fn peer(&self, fingerprint: &str) -> Option<String> {
         self.by_fingerprint
             .read()
@@ -232,7 +243,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keep-alives keep an idle but healthy link open (and find a dead one within the timeout).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
 
-/// The most a connection buffers unacknowledged (see [`transport_with`]).
+/// The most a connection buffers unacknowledged: small, so that bytes already handed to QUIC
+/// neither hold up a preempting job nor escape the rate limit for long.
 pub const SEND_WINDOW: u64 = 4 << 20;
 
 fn transport() -> Arc<quinn::TransportConfig> {
@@ -247,7 +259,8 @@ fn transport_with(idle: Duration, keep_alive: Option<Duration>) -> Arc<quinn::Tr
     t.keep_alive_interval(keep_alive);
     // What the sender writes may sit in quinn's buffer only briefly: the rate limit is
     // enforced on bytes written, and a preempting job must not queue behind megabytes of a
-    // lower one (DESIGN §3.6). The default (10 MB) would hold seconds of a slow link.
+    // lower one (the scheduler preempts at the next chunk, but bytes already handed to quinn
+    // still go first). The default (10 MB) would hold seconds of a slow link.
     t.send_window(SEND_WINDOW);
     Arc::new(t)
 }
