@@ -4,7 +4,7 @@
 //! directory; the CLI reads it. Every route needs `Authorization: Bearer TOKEN`; a request
 //! without it, or with another token, gets 401 and does nothing.
 
-use crate::decide::{AdvertRequest, PublishRequest, Refusal};
+use crate::sansio::decide::{AdvertRequest, PublishRequest, Refusal};
 use crate::site::{MessageQuery, OpError, Site};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -166,7 +166,7 @@ async fn package(
 async fn publish(
     State(st): State<Arc<AppState>>,
     body: axum::body::Bytes,
-) -> ApiResult<crate::decide::PublishOutcome> {
+) -> ApiResult<crate::sansio::decide::PublishOutcome> {
     let req: PublishRequest = encoding::decode(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -185,9 +185,9 @@ async fn distribute(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
     Json(body): Json<DistributeBody>,
-) -> ApiResult<crate::decide::DistributeOutcome> {
+) -> ApiResult<crate::sansio::decide::DistributeOutcome> {
     let package = parse_package(&id)?;
-    let req = crate::decide::DistributeRequest {
+    let req = crate::sansio::decide::DistributeRequest {
         package,
         targets: body.targets,
     };
@@ -200,7 +200,7 @@ async fn undistribute(
     Json(body): Json<DistributeBody>,
 ) -> ApiResult<Vec<schema::event::DistributionTarget>> {
     let package = parse_package(&id)?;
-    let req = crate::decide::DistributeRequest {
+    let req = crate::sansio::decide::DistributeRequest {
         package,
         targets: body.targets,
     };
@@ -230,14 +230,14 @@ struct PlanBody {
 async fn courier_plan(
     State(st): State<Arc<AppState>>,
     Json(b): Json<PlanBody>,
-) -> ApiResult<crate::courier_ops::ExportPlan> {
+) -> ApiResult<crate::site::ExportPlan> {
     blocking(&st.site, move |s| s.courier_plan(b.to, b.since_receipt)).await
 }
 
 #[derive(Deserialize)]
 struct ExportedBody {
-    plan: crate::courier_ops::ExportPlan,
-    outcome: crate::courier_ops::ExportOutcome,
+    plan: crate::site::ExportPlan,
+    outcome: crate::site::ExportOutcome,
 }
 
 async fn courier_exported(
@@ -253,14 +253,14 @@ async fn courier_cursor(State(st): State<Arc<AppState>>) -> ApiResult<u64> {
 
 #[derive(Deserialize)]
 struct ApplyBody {
-    header: courier::BundleHeader,
-    events: crate::courier_ops::BundleEvents,
+    header: ::courier::BundleHeader,
+    events: crate::site::BundleEvents,
 }
 
 async fn courier_apply(
     State(st): State<Arc<AppState>>,
     Json(b): Json<ApplyBody>,
-) -> ApiResult<crate::courier_ops::ImportOutcome> {
+) -> ApiResult<crate::site::ImportOutcome> {
     blocking(&st.site, move |s| s.courier_apply(&b.header, &b.events)).await
 }
 
@@ -278,9 +278,9 @@ async fn courier_refused(
 }
 
 type ReceiptPlan = (
-    courier::BundleHeader,
+    ::courier::BundleHeader,
     Vec<schema::report::ReportEnvelope>,
-    crate::courier_ops::ReceiptState,
+    crate::site::ReceiptState,
 );
 
 async fn receipt_plan(State(st): State<Arc<AppState>>) -> ApiResult<ReceiptPlan> {
@@ -289,8 +289,8 @@ async fn receipt_plan(State(st): State<Arc<AppState>>) -> ApiResult<ReceiptPlan>
 
 async fn receipt_apply(
     State(st): State<Arc<AppState>>,
-    Json(r): Json<crate::courier_ops::ReadReceipt>,
-) -> ApiResult<crate::courier_ops::ImportOutcome> {
+    Json(r): Json<crate::site::ReadReceipt>,
+) -> ApiResult<crate::site::ImportOutcome> {
     blocking(&st.site, move |s| s.receipt_apply(&r)).await
 }
 
@@ -336,17 +336,17 @@ async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::Si
     blocking(&st.site, |s| s.sites()).await
 }
 
-async fn sync_status(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::sync::SyncRow>> {
+async fn sync_status(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SyncRow>> {
     blocking(&st.site, |s| s.sync_rows()).await
 }
 
-async fn sync_now(State(st): State<Arc<AppState>>) -> ApiResult<crate::sync::SyncOutcome> {
-    Ok(Json(crate::sync::sync_now(st.site.clone()).await?))
+async fn sync_now(State(st): State<Arc<AppState>>) -> ApiResult<crate::catalog::sync::SyncOutcome> {
+    Ok(Json(crate::catalog::sync::sync_now(st.site.clone()).await?))
 }
 
 async fn catalog_list(
     State(st): State<Arc<AppState>>,
-    Query(q): Query<crate::sync::CatalogQuery>,
+    Query(q): Query<crate::site::CatalogQuery>,
 ) -> ApiResult<Vec<schema::catalog::Update>> {
     blocking(&st.site, move |s| s.catalog_list(&q)).await
 }
@@ -359,7 +359,7 @@ struct IdQuery {
 async fn catalog_show(
     State(st): State<Arc<AppState>>,
     Query(q): Query<IdQuery>,
-) -> ApiResult<crate::sync::CatalogEntry> {
+) -> ApiResult<crate::site::CatalogEntry> {
     blocking(&st.site, move |s| s.catalog_show(&q.id)).await
 }
 
@@ -427,7 +427,9 @@ async fn dps(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::DpRo
     blocking(&st.site, |s| s.dps()).await
 }
 
-async fn dp_groups(State(st): State<Arc<AppState>>) -> ApiResult<crate::projection::DpGroups> {
+async fn dp_groups(
+    State(st): State<Arc<AppState>>,
+) -> ApiResult<crate::sansio::projection::DpGroups> {
     blocking(&st.site, |s| s.dp_groups()).await
 }
 

@@ -88,10 +88,10 @@ impl SyncConfig {
     }
 
     /// The schedule, parsed.
-    pub fn schedule(&self) -> Result<Option<crate::sync_schedule::SyncSchedule>, String> {
+    pub fn schedule(&self) -> Result<Option<crate::sansio::sync_schedule::SyncSchedule>, String> {
         self.schedule
             .as_deref()
-            .map(crate::sync_schedule::SyncSchedule::parse)
+            .map(crate::sansio::sync_schedule::SyncSchedule::parse)
             .transpose()
     }
 
@@ -116,7 +116,7 @@ impl SyncConfig {
                     s.name
                 ));
             }
-            crate::catalog_sources::build(s)?;
+            crate::catalog::sources::build(s)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use crate::api::{self, AdminInfo};
 use crate::config::{DataDir, SiteConfig};
 use crate::db::Db;
-use crate::site::{machine_name, Site};
+use crate::site::Site;
 use anyhow::Context;
 use ring::rand::SecureRandom;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -77,25 +77,7 @@ pub fn open_site(
     for c in &cfg.children {
         sched.set_policy(c.code, c.policy().map_err(StartError::Config)?);
     }
-    Ok((
-        lock,
-        Site {
-            cfg,
-            dir: dir.clone(),
-            db,
-            store,
-            machine: machine_name(),
-            log_grew: tokio::sync::Notify::new(),
-            reports_grew: tokio::sync::Notify::new(),
-            links: Default::default(),
-            fetch: Default::default(),
-            fetch_wake: tokio::sync::Notify::new(),
-            content_grew: tokio::sync::Notify::new(),
-            sender: std::sync::Mutex::new(sched),
-            sender_wake: tokio::sync::Notify::new(),
-            sync_lock: tokio::sync::Mutex::new(()),
-        },
-    ))
+    Ok((lock, Site::new(cfg, dir.clone(), db, store, sched)))
 }
 
 fn random_token() -> anyhow::Result<String> {
@@ -126,12 +108,12 @@ fn write_admin_file(dir: &DataDir, info: &AdminInfo) -> anyhow::Result<()> {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(dir: DataDir) -> Result<(), StartError> {
     let (lock, site) = open_site(&dir, false)?;
-    let listener = tokio::net::TcpListener::bind(site.cfg.api)
+    let listener = tokio::net::TcpListener::bind(site.cfg().api)
         .await
         .map_err(|e| {
             StartError::Config(format!(
                 "cannot listen on api = \"{}\" from {}: {e}; pick a free loopback address",
-                site.cfg.api,
+                site.cfg().api,
                 dir.config().display()
             ))
         })?;
@@ -142,27 +124,27 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     let me =
         sender::tls::TlsIdentity::load(&dir.root).map_err(|e| StartError::Failed(e.to_string()))?;
     let child_pins = sender::tls::Pins::new();
-    for c in &site.cfg.children {
+    for c in &site.cfg().children {
         child_pins.insert(&c.fingerprint, c.code.as_str());
     }
     // Distribution points dial the same endpoint; their pins name them `dp:ID`.
-    for d in &site.cfg.dps {
+    for d in &site.cfg().dps {
         child_pins.insert(&d.fingerprint, &format!("dp:{}", d.id));
     }
     let server_cfg = sender::tls::server_config(&me, child_pins.clone())
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let mut endpoint =
-        sender::socket::endpoint(site.cfg.listen, Some(server_cfg)).map_err(|e| {
+        sender::socket::endpoint(site.cfg().listen, Some(server_cfg)).map_err(|e| {
             StartError::Config(format!(
                 "cannot listen on listen = \"{}\" from {}: {e}; pick a free address",
-                site.cfg.listen,
+                site.cfg().listen,
                 dir.config().display()
             ))
         })?;
     let quic_addr = endpoint
         .local_addr()
         .map_err(|e| StartError::Failed(e.to_string()))?;
-    if let Some(p) = &site.cfg.parent {
+    if let Some(p) = &site.cfg().parent {
         let pins = sender::tls::Pins::new();
         pins.insert(&p.fingerprint, p.code.as_str());
         endpoint.set_default_client_config(
@@ -182,10 +164,10 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
     .map_err(|e| StartError::Failed(format!("{e:#}")))?;
 
     let counts = site
-        .db
+        .db()
         .counts()
         .map_err(|e| StartError::Failed(e.to_string()))?;
-    let code = site.cfg.code;
+    let code = site.cfg().code;
     site.raise(
         40001,
         vec![],
@@ -204,24 +186,20 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
     tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
-    tokio::spawn(crate::replication::serve_children(
+    tokio::spawn(crate::net::serve_children(
         site.clone(),
         endpoint.clone(),
         child_pins,
     ));
-    if let Some(p) = site.cfg.parent.clone() {
-        tokio::spawn(crate::content::track_wants(site.clone(), p.code));
+    if let Some(p) = site.cfg().parent.clone() {
+        tokio::spawn(crate::net::content::track_wants(site.clone(), p.code));
         if !p.addr.is_empty() {
-            tokio::spawn(crate::replication::follow_parent(
-                site.clone(),
-                endpoint.clone(),
-                p,
-            ));
+            tokio::spawn(crate::net::follow_parent(site.clone(), endpoint.clone(), p));
         }
     }
 
-    if site.cfg.parent.is_none() {
-        tokio::spawn(crate::sync::run_schedule(site.clone()));
+    if site.cfg().parent.is_none() {
+        tokio::spawn(crate::catalog::sync::run_schedule(site.clone()));
     }
 
     let app = api::router(site.clone(), token);

@@ -1,34 +1,31 @@
-//! `site-server`: the daemon that runs one site of the hierarchy, and its operator CLI.
+//! `site-server`: the daemon that runs one site of the hierarchy.
 //!
-//! What it is for: the site's config log and report log on sled ([`db`], the only module
-//! that touches sled), the projections derived from the log ([`projection`], sans-IO), the
-//! decisions that turn operator requests into events ([`decide`], sans-IO), package
-//! publishing into the content store ([`publish`]), the daemon's lifecycle ([`daemon`]) and
-//! its admin HTTP API ([`api`], [`site`]). The operator CLI, its API client and
-//! `site-server demo` live in the binary (`main.rs`, `cli.rs`, `client.rs`, `demo.rs`): this
-//! library prints nothing.
+//! Entry points:
+//! - [`daemon::run`]: the site daemon (`site-server run`): opens the site, serves the admin
+//!   API, links to the parent and the children over QUIC, runs the catalog schedule.
+//! - [`site::Site`]: one running site and every operation the admin API exposes.
+//! - [`db::Db`]: the config and report logs and the projections on sled.
+//! - [`publish::build`]: a source directory into the content store and a manifest.
+//! - [`courier`]: bundles and receipts for sites reached by removable media.
+//! - [`catalog::sync::sync_now`]: the top site's catalog sync.
+//!   end-to-end tests and the benchmarks.
+//!
+//! The folders say what each part is: [`sansio`] holds the pure cores (no I/O, no clock),
+//! [`db`] is the only user of sled, [`site`] owns the shared state of a running site, [`net`]
+//! holds the QUIC shells, and [`catalog`], [`courier`] and [`publish`] the shells of those
+//! features. The operator CLI lives in the binary (`src/main.rs`, `src/cli/`): this library
+//! prints nothing.
 //!
 //! What it is not: the content store (that is `dist-point`), the QUIC transport and sender
-//! scheduling (`sender`), or the courier bundle format (`courier`). Replication between sites
-//! arrives with the replication issue.
+//! scheduling (`sender`), or the courier bundle format (the `courier` crate).
 
 pub mod api;
-pub mod catalog_sources;
-pub mod catalog_sync;
+pub mod catalog;
 pub mod config;
-pub mod content;
-pub mod courier_ops;
+pub mod courier;
 pub mod daemon;
 pub mod db;
-pub mod decide;
-pub mod dp_link;
-pub mod fetch;
-pub mod links;
-pub mod plugin_args;
-pub mod projection;
+pub mod net;
 pub mod publish;
-pub mod replication;
-pub mod sending;
+pub mod sansio;
 pub mod site;
-pub mod sync;
-pub mod sync_schedule;

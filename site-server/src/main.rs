@@ -4,12 +4,6 @@
 use clap::Parser;
 
 mod cli;
-mod client;
-mod courier_cli;
-mod demo;
-mod dp_cli;
-mod sender_cli;
-mod sync_cli;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

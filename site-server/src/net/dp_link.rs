@@ -9,7 +9,9 @@
 //! content stream the site answers chunk requests from its store; a chunk asked for twice on
 //! one connection is verified before it goes again (the DP refused the first copy).
 
-use crate::replication::{blocking, ReplError};
+use super::{blocking, ReplError};
+use crate::site::Wake;
+
 use crate::site::Site;
 use chrono::Utc;
 use schema::report::{Report, StatusMessage};
@@ -59,7 +61,7 @@ pub async fn serve_dp(
     let (versions, sources) = first.clone();
     let held = versions.len();
     w.send(&Frame::DpAssign {
-        site: site.cfg.code,
+        site: site.cfg().code,
         versions,
         sources,
     })
@@ -68,7 +70,7 @@ pub async fn serve_dp(
         40205,
         vec![schema::report::Attribute::DistributionPoint(dp.to_string())],
         vec![
-            format!("{}/{dp}", site.cfg.code),
+            format!("{}/{dp}", site.cfg().code),
             conn.remote_address().to_string(),
             held.to_string(),
         ],
@@ -116,15 +118,15 @@ pub async fn serve_dp(
     let dp_id = dp.to_string();
     let assigner = async move {
         let mut last = first;
-        let mut log = Box::pin(assign_site.log_grew.notified());
+        let mut log = Box::pin(assign_site.woken(Wake::LogGrew));
         log.as_mut().enable();
         loop {
-            let content = assign_site.content_grew.notified();
+            let content = assign_site.woken(Wake::ContentGrew);
             tokio::pin!(content);
             content.as_mut().enable();
             tokio::select! {
                 _ = &mut log => {
-                    log = Box::pin(assign_site.log_grew.notified());
+                    log = Box::pin(assign_site.woken(Wake::LogGrew));
                     log.as_mut().enable();
                 }
                 _ = &mut content => {}
@@ -136,7 +138,7 @@ pub async fn serve_dp(
                 let (versions, sources) = now.clone();
                 if out_tx
                     .send(Frame::DpAssign {
-                        site: assign_site.cfg.code,
+                        site: assign_site.cfg().code,
                         versions,
                         sources,
                     })
@@ -173,7 +175,7 @@ async fn store_reports(
     first: u64,
     messages: Vec<schema::wire::DpMessage>,
 ) -> Result<u64, ReplError> {
-    let code = site.cfg.code;
+    let code = site.cfg().code;
     // One entry per position, so the cursor stays right; an id a DP may not raise is dropped.
     let reports: Vec<Option<Report>> = messages
         .into_iter()
@@ -201,11 +203,11 @@ async fn store_reports(
         .collect();
     let dp = dp.to_string();
     let o = blocking(site, move |s| {
-        s.db.apply_dp_reports(&dp, first, &reports, Utc::now())
+        s.db().apply_dp_reports(&dp, first, &reports, Utc::now())
     })
     .await?;
     if o.applied > 0 {
-        site.reports_grew.notify_waiters();
+        site.wake(Wake::ReportsGrew);
     }
     Ok(o.cursor)
 }
@@ -232,7 +234,7 @@ async fn serve_chunks(
             let s = site.clone();
             let mut b = std::mem::take(&mut buf);
             let (res, b) = tokio::task::spawn_blocking(move || {
-                let r = crate::content::read_for_child(&s, &id, again, &mut b);
+                let r = crate::net::content::read_for_child(&s, &id, again, &mut b);
                 (r, b)
             })
             .await
@@ -246,9 +248,9 @@ async fn serve_chunks(
                 Err(why) => {
                     if let Some(why) = why {
                         tracing::warn!(chunk = %id, reason = %why, "a chunk asked for by a DP is damaged here");
-                        let _ = site.store.remove(&id);
+                        let _ = site.store().remove(&id);
                         let _ = site.raise(40204, vec![], vec![id.to_hex(), why]);
-                        site.content_grew.notify_waiters();
+                        site.wake(Wake::ContentGrew);
                     }
                     ChunkReply::Missing { id }
                 }

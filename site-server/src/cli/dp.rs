@@ -1,8 +1,8 @@
 //! `site-server dp ...`: the distribution points attached to this site, and those the tree
 //! reports.
 
+use crate::cli::client::AdminClient;
 use crate::cli::{print_table, CliError, DataArg, Res};
-use crate::client::AdminClient;
 use clap::Subcommand;
 use schema::event::DistributionTarget;
 use schema::SiteCode;

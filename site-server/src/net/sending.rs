@@ -14,7 +14,8 @@
 //!   another goes, so a higher priority preempts at the next chunk boundary. Quinn's send
 //!   window is bounded ([`sender::tls`]) so little can sit below the scheduler.
 
-use crate::replication::{blocking, ReplError, BATCH};
+use super::{blocking, ReplError, BATCH};
+use crate::site::Wake;
 
 /// The stored bytes of events one frame carries at most (one event always goes): far below
 /// the frame and decode limits even for events that compress well (catalog deltas).
@@ -63,7 +64,7 @@ impl Reply {
 /// Raises the status messages the scheduler has to say.
 pub fn raise_notices(site: &Site) {
     loop {
-        let n = site.sender.lock().expect("sender lock").poll_notice();
+        let n = site.sender(|s| s.poll_notice());
         let Some(n) = n else { return };
         let (id, dest, package, version, extra) = match n {
             Notice::Sending {
@@ -129,7 +130,7 @@ fn batch_priority(site: &Site, events: &[EventEnvelope]) -> (Priority, bool) {
             ConfigEvent::PackageVersionRetired { package, .. }
             | ConfigEvent::DistributionTargetsAdded { package, .. }
             | ConfigEvent::DistributionTargetsRemoved { package, .. } => site
-                .db
+                .db()
                 .package(package)
                 .ok()
                 .flatten()
@@ -195,9 +196,9 @@ pub async fn run(
     let mut batch: Option<(JobId, u64, Bytes)> = None;
     let mut encoded = Vec::new();
     loop {
-        let log = site.log_grew.notified();
-        let grew = site.content_grew.notified();
-        let wake = site.sender_wake.notified();
+        let log = site.woken(Wake::LogGrew);
+        let grew = site.woken(Wake::ContentGrew);
+        let wake = site.woken(Wake::Sender);
         tokio::pin!(log, grew, wake);
         log.as_mut().enable();
         grew.as_mut().enable();
@@ -208,15 +209,13 @@ pub async fn run(
         }
         // The link's schedule and rate go to the child when the link comes up and whenever
         // they change (a counter check per pass, not a copy).
-        let gen = site.sender.lock().expect("sender lock").policy_gen(&child);
+        let gen = site.sender(|s| s.policy_gen(&child));
         if told != Some(gen) {
-            let (schedule, rate) = site
-                .sender
-                .lock()
-                .expect("sender lock")
-                .policy(&child)
-                .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
-                .unwrap_or_default();
+            let (schedule, rate) = site.sender(|s| {
+                s.policy(&child)
+                    .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
+                    .unwrap_or_default()
+            });
             control.send(&Frame::LinkPolicy { schedule, rate }).await?;
             told = Some(gen);
         }
@@ -226,26 +225,26 @@ pub async fn run(
             let (job, last) = (*job, *last);
             let grown = last < next_event + BATCH as u64 - 1
                 && site
-                    .db
+                    .db()
                     .counts()
                     .map_err(|e| ReplError::Site(e.to_string()))?
                     .config_events
                     > last;
-            if grown && site.sender.lock().expect("sender lock").withdraw(job) {
+            if grown && site.sender(|s| s.withdraw(job)) {
                 batch = None;
             }
         }
         // The log is read (on a blocking thread) only when it holds more than was sent: a
         // cheap length check, not a read per chunk written.
         let log_len = site
-            .db
+            .db()
             .counts()
             .map_err(|e| ReplError::Site(e.to_string()))?
             .config_events;
         if batch.is_none() && log_len >= next_event {
             let from = next_event;
             let events =
-                blocking(&site, move |s| s.db.log_within(from, BATCH, BATCH_BYTES)).await?;
+                blocking(&site, move |s| s.db().log_within(from, BATCH, BATCH_BYTES)).await?;
             if let Some((last, _)) = events.last() {
                 let (first, last) = (events[0].0, *last);
                 let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
@@ -254,27 +253,22 @@ pub async fn run(
                 schema::wire::encode_frame(&Frame::Events { first, events }, &mut encoded)
                     .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
                 let bytes = Bytes::copy_from_slice(&encoded);
-                let mut s = site.sender.lock().expect("sender lock");
-                let job = s.job(child, JobKind::Events { boost }, priority);
-                s.push(
-                    job,
-                    Unit {
-                        key: UnitKey::Batch(first),
-                        len: bytes.len() as u64,
-                    },
-                    Instant::now(),
-                );
+                let unit = Unit {
+                    key: UnitKey::Batch(first),
+                    len: bytes.len() as u64,
+                };
+                let job = site.sender(|s| {
+                    let job = s.job(child, JobKind::Events { boost }, priority);
+                    s.push(job, unit, Instant::now());
+                    job
+                });
                 batch = Some((job, last, bytes));
             }
         }
         link.check_waiting().await?;
 
         // Write what the scheduler grants until it says wait.
-        let poll =
-            site.sender
-                .lock()
-                .expect("sender lock")
-                .poll(&child, Instant::now(), Utc::now());
+        let poll = site.sender(|s| s.poll(&child, Instant::now(), Utc::now()));
         let sleep = match poll {
             Poll::Send {
                 key, offset, len, ..
@@ -291,29 +285,18 @@ pub async fn run(
                     }
                     UnitKey::Chunk(id) => {
                         let Some(r) = link.replies.get(&id) else {
-                            site.sender
-                                .lock()
-                                .expect("sender lock")
-                                .abandon_unit(&child);
+                            site.sender(|s| s.abandon_unit(&child));
                             continue;
                         };
                         let Some(stream) = link.content.as_mut() else {
-                            site.sender
-                                .lock()
-                                .expect("sender lock")
-                                .abandon_unit(&child);
+                            site.sender(|s| s.abandon_unit(&child));
                             continue;
                         };
                         write_slice(stream, &r.head, &r.body, offset, len).await?;
                         (offset + len == r.len()).then_some(())
                     }
                 };
-                site.sender.lock().expect("sender lock").on_written(
-                    &child,
-                    len,
-                    Instant::now(),
-                    Utc::now(),
-                );
+                site.sender(|s| s.on_written(&child, len, Instant::now(), Utc::now()));
                 if done.is_some() {
                     match key {
                         UnitKey::Batch(_) => batch = None,
@@ -333,7 +316,8 @@ pub async fn run(
             Poll::Idle => None,
         };
         raise_notices(&site);
-        let until = sleep.unwrap_or_else(|| tokio::time::Instant::now() + crate::content::RECHECK);
+        let until =
+            sleep.unwrap_or_else(|| tokio::time::Instant::now() + crate::net::content::RECHECK);
         tokio::select! {
             _ = &mut log => {}
             _ = &mut grew => {}
@@ -382,18 +366,20 @@ impl Link {
             } => {
                 let priority = self
                     .site
-                    .db
+                    .db()
                     .package(&package)
                     .ok()
                     .flatten()
                     .map_or(Priority::Medium, |r| r.priority);
-                let job = self.site.sender.lock().expect("sender lock").content_job(
-                    self.child,
-                    package,
-                    version,
-                    priority,
-                    ids.iter().map(|id| UnitKey::Chunk(*id)),
-                );
+                let job = self.site.sender(|s| {
+                    s.content_job(
+                        self.child,
+                        package,
+                        version,
+                        priority,
+                        ids.iter().map(|id| UnitKey::Chunk(*id)),
+                    )
+                });
                 for id in ids {
                     self.chunk_job.insert(id, job);
                 }
@@ -415,9 +401,9 @@ impl Link {
         }
         let verify = self.sent.contains(&id);
         let mut buf = Vec::new();
-        match crate::content::read_for_child(&self.site, &id, verify, &mut buf) {
+        match crate::net::content::read_for_child(&self.site, &id, verify, &mut buf) {
             Ok(()) => {
-                if crate::content::corrupt_this_send() {
+                if crate::net::content::corrupt_this_send() {
                     let i = buf.len() / 2;
                     buf[i] ^= 0x55;
                 }
@@ -430,37 +416,28 @@ impl Link {
                     head,
                     body: Bytes::from(buf),
                 };
-                let mut s = self.site.sender.lock().expect("sender lock");
-                let job = match self.chunk_job.get(&id) {
-                    Some(j) => *j,
-                    None => s.job(self.child, JobKind::Chunks, Priority::Medium),
+                let unit = Unit {
+                    key: UnitKey::Chunk(id),
+                    len: reply.len(),
                 };
-                s.push(
-                    job,
-                    Unit {
-                        key: UnitKey::Chunk(id),
-                        len: reply.len(),
-                    },
-                    Instant::now(),
-                );
-                drop(s);
+                let (known, child) = (self.chunk_job.get(&id).copied(), self.child);
+                self.site.sender(|s| {
+                    let job =
+                        known.unwrap_or_else(|| s.job(child, JobKind::Chunks, Priority::Medium));
+                    s.push(job, unit, Instant::now());
+                });
                 self.replies.insert(id, reply);
                 return Ok(());
             }
             Err(None) => {}
             Err(Some(reason)) => {
                 tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
-                let _ = self.site.store.remove(&id);
+                let _ = self.site.store().remove(&id);
                 let _ = self.site.raise(40204, vec![], vec![id.to_hex(), reason]);
             }
         }
-        let no_source = self.site.cfg.parent.is_none()
-            || self
-                .site
-                .fetch
-                .lock()
-                .expect("fetch lock")
-                .is_missing_upstream(&id);
+        let no_source = self.site.cfg().parent.is_none()
+            || self.site.fetch_plan(|p| p.is_missing_upstream(&id));
         if no_source {
             if let Some(stream) = self.content.as_mut() {
                 let h = ChunkReply::Missing { id }.encode();
@@ -469,13 +446,10 @@ impl Link {
         } else {
             let new = self
                 .site
-                .fetch
-                .lock()
-                .expect("fetch lock")
-                .want(id, crate::fetch::UNKNOWN_SIZE);
+                .fetch_plan(|p| p.want(id, crate::sansio::fetch::UNKNOWN_SIZE));
             if new {
                 tracing::debug!(child = %self.child, chunk = %id, "fetching a chunk a child asked for");
-                self.site.fetch_wake.notify_one();
+                self.site.wake(Wake::FetchPlan);
             }
             if !self.waiting.contains(&id) {
                 self.waiting.push(id);
@@ -489,14 +463,13 @@ impl Link {
         if self.waiting.is_empty() {
             return Ok(());
         }
-        let ready: Vec<ChunkId> = {
-            let plan = self.site.fetch.lock().expect("fetch lock");
+        let ready: Vec<ChunkId> = self.site.fetch_plan(|plan| {
             self.waiting
                 .iter()
                 .filter(|id| !plan.is_wanted(id) || plan.is_missing_upstream(id))
                 .copied()
                 .collect()
-        };
+        });
         if ready.is_empty() {
             return Ok(());
         }

@@ -6,7 +6,7 @@
 //! the sled transaction that appends their event, so an id allocated here is never handed out
 //! twice.
 
-use crate::projection::{self, ProjError, ProjectionStore};
+use crate::sansio::projection::{self, ProjError, ProjectionStore};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use schema::advert::{Advertisement, Program, TimeBasis};
 use schema::event::{ConfigEvent, DistributionTarget, DpRef, PackageVersion, Priority};

@@ -2,15 +2,14 @@
 //! progress bar on a terminal); the site decides and records, through the admin API when
 //! the daemon runs, or in this process (under the data directory's lock) when it does not.
 
+use crate::cli::client::AdminClient;
 use crate::cli::{CliError, DataArg, Res};
-use crate::client::AdminClient;
 use clap::Subcommand;
 use schema::report::ReportEnvelope;
 use schema::SiteCode;
 use site_server::config::{DataDir, SiteConfig};
-use site_server::courier_ops::{
-    self as ops, ExportOutcome, ExportPlan, ImportOutcome, ReadReceipt, ReceiptState,
-};
+use site_server::courier as ops;
+use site_server::site::{ExportOutcome, ExportPlan, ImportOutcome, ReadReceipt, ReceiptState};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -241,7 +240,7 @@ async fn import(dir: &DataDir, paths: &[PathBuf]) -> Res {
         }
     };
     let name = paths[0].display().to_string();
-    if kind == courier::Kind::Receipt {
+    if kind == ::courier::Kind::Receipt {
         let Some(child) = cfg.children.iter().find(|c| c.code == first.source) else {
             return Err(refused(
                 name,
@@ -367,7 +366,7 @@ async fn receipt(dir: &DataDir, out: &std::path::Path) -> Res {
     let key = sender::identity::load_signing_key(&dir.root)
         .map_err(|e| CliError::failed(e.to_string()))?;
     let access = Access::open(dir)?;
-    let (header, reports, state): (courier::BundleHeader, Vec<ReportEnvelope>, ReceiptState) =
+    let (header, reports, state): (::courier::BundleHeader, Vec<ReportEnvelope>, ReceiptState) =
         match &access {
             Access::Daemon(c) => c.get("/v1/courier/receipt-plan").await?,
             Access::Offline(_) => op(access.site().expect("offline").receipt_plan())?,

@@ -5,13 +5,15 @@
 //! - `report_log`: local position (u64 BE) -> encoded [`ReportEnvelope`]
 //! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
 //! - `cursors`: name -> u64 BE (log lengths, own sequence numbers, later link cursors)
-//! - `proj_*`: the projections of [`crate::projection`]
+//! - `proj_*`: the projections of [`crate::sansio::projection`]
 //!
 //! Every append writes the log entry, its dedupe key, the counters and the projection update
 //! in one sled transaction, then flushes before the caller is answered.
 
-use crate::decide::{DecideError, Decided, Refusal};
-use crate::projection::{self, Damaged, Meta, PackageRecord, ProjError, ProjectionStore, Table};
+use crate::sansio::decide::{DecideError, Decided, Refusal};
+use crate::sansio::projection::{
+    self, Damaged, Meta, PackageRecord, ProjError, ProjectionStore, Table,
+};
 use chrono::{DateTime, Utc};
 use schema::advert::Advertisement;
 use schema::encoding;
@@ -413,8 +415,8 @@ impl Db {
     }
 
     /// Every distribution point group and its members.
-    pub fn dp_groups(&self) -> Result<crate::projection::DpGroups, DbError> {
-        crate::projection::dp_groups(&self.view()).map_err(Self::read_err)
+    pub fn dp_groups(&self) -> Result<crate::sansio::projection::DpGroups, DbError> {
+        crate::sansio::projection::dp_groups(&self.view()).map_err(Self::read_err)
     }
 
     /// The distribution points `site` last reported (none reported: `None`).
@@ -778,8 +780,8 @@ fn append_own_report_tx(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{self, AdvertRequest, Ctx, PublishRequest, PublishTarget};
-    use crate::projection::MemStore;
+    use crate::sansio::decide::{self, AdvertRequest, Ctx, PublishRequest, PublishTarget};
+    use crate::sansio::projection::MemStore;
     use schema::advert::{ExitRules, Program};
     use schema::catalog::{CatalogChange, CatalogDelta, Classification, Update};
     use schema::event::{ConfigEvent, DistributionTarget};

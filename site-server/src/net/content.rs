@@ -1,4 +1,4 @@
-//! Content store-and-forward: the async shells around [`crate::fetch`].
+//! Content store-and-forward: the async shells around [`crate::sansio::fetch`].
 //!
 //! - [`track_wants`] (at every site with a parent) works out which chunks this site must
 //!   hold: those of the current version of every package targeted at it or below it that are
@@ -14,7 +14,9 @@
 //!   added to its own fetch plan and sent the moment it is durable here. So a middle site
 //!   passes each chunk on as soon as it has it (cut-through), not after the whole package.
 
-use crate::replication::ReplError;
+use super::ReplError;
+use crate::site::Wake;
+
 use crate::site::Site;
 use schema::report::Attribute;
 use schema::wire::{ChunkReply, Frame, CHUNK_HEADER_LEN};
@@ -81,10 +83,10 @@ pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
     let mut recompute = true;
     // The log's notification stays registered until it fires: while chunks keep arriving
     // (content wakes this loop many times a second), a change to the log is never missed.
-    let mut log = Box::pin(site.log_grew.notified());
+    let mut log = Box::pin(site.woken(Wake::LogGrew));
     log.as_mut().enable();
     loop {
-        let content = site.content_grew.notified();
+        let content = site.woken(Wake::ContentGrew);
         tokio::pin!(content);
         content.as_mut().enable();
         let s = site.clone();
@@ -108,7 +110,7 @@ pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
             biased;
             _ = &mut log => {
                 recompute = true;
-                log = Box::pin(site.log_grew.notified());
+                log = Box::pin(site.woken(Wake::LogGrew));
                 log.as_mut().enable();
             }
             _ = &mut content => {}
@@ -132,12 +134,13 @@ fn update_wants(
                 if t.priority != p.priority {
                     // The package's priority changed: what is still asked for follows it.
                     t.priority = p.priority;
-                    let mut plan = site.fetch.lock().expect("fetch lock");
-                    for c in m.unique_chunks() {
-                        if t.remaining.contains(&c.id) {
-                            plan.want_at(c.id, c.len, p.priority);
+                    site.fetch_plan(|plan| {
+                        for c in m.unique_chunks() {
+                            if t.remaining.contains(&c.id) {
+                                plan.want_at(c.id, c.len, p.priority);
+                            }
                         }
-                    }
+                    });
                 }
                 fresh.insert(key, t);
                 continue;
@@ -152,11 +155,10 @@ fn update_wants(
                 bytes: chunks.iter().map(|c| c.len as u64).sum(),
             };
             let mut missing_bytes = 0u64;
-            {
-                let mut plan = site.fetch.lock().expect("fetch lock");
+            site.fetch_plan(|plan| {
                 let mut missing = Vec::new();
                 for c in &chunks {
-                    if !site.store.has(&c.id) {
+                    if !site.store().has(&c.id) {
                         plan.want_at(c.id, c.len, p.priority);
                         t.remaining.insert(c.id);
                         missing.push(c.id);
@@ -166,8 +168,8 @@ fn update_wants(
                 if !missing.is_empty() {
                     plan.need(p.id, v.source_version, missing);
                 }
-            }
-            let done_before = site.db.cursor(&complete_key(&p.id, v.source_version))? > 0;
+            });
+            let done_before = site.db().cursor(&complete_key(&p.id, v.source_version))? > 0;
             if !t.remaining.is_empty() {
                 site.raise(
                     40211,
@@ -184,7 +186,7 @@ fn update_wants(
                         missing_bytes.to_string(),
                     ],
                 )?;
-                site.fetch_wake.notify_one();
+                site.wake(Wake::FetchPlan);
             } else if done_before {
                 continue;
             }
@@ -195,29 +197,25 @@ fn update_wants(
     // This runs after every batch stored: ask the plan (a hash lookup) which chunks are
     // still wanted, and the store (a stat each) only once the plan says none is.
     let mut done = Vec::new();
-    {
-        let plan = site.fetch.lock().expect("fetch lock");
+    site.fetch_plan(|plan| {
         for (key, t) in tracked.iter_mut() {
             if t.remaining.iter().all(|id| !plan.is_wanted(id)) {
-                t.remaining.retain(|id| !site.store.has(id));
+                t.remaining.retain(|id| !site.store().has(id));
                 if t.remaining.is_empty() {
                     done.push(*key);
                 }
             }
         }
-    }
+    });
     for key in done {
         let t = tracked.remove(&key).expect("listed");
-        site.fetch
-            .lock()
-            .expect("fetch lock")
-            .forget_need(t.package, t.version);
+        site.fetch_plan(|p| p.forget_need(t.package, t.version));
         let k = complete_key(&t.package, t.version);
-        if site.db.cursor(&k)? == 0 {
-            site.store
+        if site.db().cursor(&k)? == 0 {
+            site.store()
                 .sync()
                 .map_err(|e| crate::site::OpError::Failed(e.to_string()))?;
-            site.db.set_cursor(&k, 1)?;
+            site.db().set_cursor(&k, 1)?;
             site.raise(
                 40210,
                 vec![
@@ -243,9 +241,7 @@ fn update_wants(
 struct DisconnectGuard(Arc<Site>);
 impl Drop for DisconnectGuard {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.0.fetch.lock() {
-            p.on_disconnect();
-        }
+        self.0.fetch_plan(|p| p.on_disconnect());
     }
 }
 
@@ -267,17 +263,16 @@ pub async fn fetch_from_parent(
         .map_err(|e| ReplError::Site(format!("cannot start the storing thread: {e}")))?;
     let mut reader = tokio::spawn(read_replies(site.clone(), recv, store_tx, pool_rx));
     loop {
-        let wake = site.fetch_wake.notified();
+        let wake = site.woken(Wake::FetchPlan);
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let (needs, ids, next) = {
-            let mut p = site.fetch.lock().expect("fetch lock");
+        let (needs, ids, next) = site.fetch_plan(|p| {
             (
                 p.take_announcements(),
                 p.next_request(now()),
                 p.next_wakeup(),
             )
-        };
+        });
         // The parent's sender hears what each job is before the requests that belong to it.
         for (package, version, ids) in needs {
             w.send(&Frame::Need {
@@ -347,12 +342,9 @@ async fn read_replies(
             }
             ChunkReply::Missing { id } => {
                 tracing::debug!(chunk = %id, "parent does not have the chunk yet");
-                site.fetch
-                    .lock()
-                    .expect("fetch lock")
-                    .on_missing(&id, now());
-                site.content_grew.notify_waiters();
-                site.fetch_wake.notify_one();
+                site.fetch_plan(|p| p.on_missing(&id, now()));
+                site.wake(Wake::ContentGrew);
+                site.wake(Wake::FetchPlan);
             }
         }
     }
@@ -377,24 +369,26 @@ fn store_received(
                 let ids = batch.pending_ids();
                 match batch.commit() {
                     Ok(done) => {
-                        let mut p = site.fetch.lock().expect("fetch lock");
-                        for id in &done {
-                            p.on_stored(id);
-                        }
+                        site.fetch_plan(|p| {
+                            for id in &done {
+                                p.on_stored(id);
+                            }
+                        });
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot store received chunks; asking for them again");
-                        let mut p = site.fetch.lock().expect("fetch lock");
-                        for id in ids.iter().filter(|id| !site.store.has(id)) {
-                            p.on_store_failed(id);
-                        }
+                        site.fetch_plan(|p| {
+                            for id in ids.iter().filter(|id| !site.store().has(id)) {
+                                p.on_store_failed(id);
+                            }
+                        });
                     }
                 }
-                site.content_grew.notify_waiters();
-                site.fetch_wake.notify_one();
+                site.wake(Wake::ContentGrew);
+                site.wake(Wake::FetchPlan);
             }
         });
-        let mut batch = site.store.batch();
+        let mut batch = site.store().batch();
         let mut oldest: Option<Instant> = None;
         fn hand_off<'s>(
             batch: &mut dist_point::Batch<'s>,
@@ -415,44 +409,44 @@ fn store_received(
                 match rx.recv_timeout(COMMIT_IDLE) {
                     Ok(x) => Some(x),
                     Err(RecvTimeoutError::Timeout) => {
-                        hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+                        hand_off(&mut batch, site.store(), &mut oldest, &commit_tx);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => None,
                 }
             };
             let Some((id, buf)) = item else {
-                hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+                hand_off(&mut batch, site.store(), &mut oldest, &commit_tx);
                 return;
             };
             match batch.put_encoded(&id, &buf) {
                 Ok(true) => {
                     oldest.get_or_insert_with(now);
-                    site.fetch.lock().expect("fetch lock").on_verified(&id);
+                    site.fetch_plan(|p| p.on_verified(&id));
                     // Its room in the window is free: the next request may go now.
-                    site.fetch_wake.notify_one();
+                    site.wake(Wake::FetchPlan);
                 }
                 Ok(false) => {
                     // Already here (or in this batch): nothing to wait for.
-                    site.fetch.lock().expect("fetch lock").on_stored(&id);
+                    site.fetch_plan(|p| p.on_stored(&id));
                 }
                 Err(
                     e @ (dist_point::StoreError::HashMismatch { .. }
                     | dist_point::StoreError::BadEncoding { .. }),
                 ) => {
-                    let n = site.fetch.lock().expect("fetch lock").on_bad(&id, now());
+                    let n = site.fetch_plan(|p| p.on_bad(&id, now()));
                     tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
                     let _ = site.raise(
                         40203,
                         vec![Attribute::DestinationSite(parent)],
                         vec![id.to_hex(), parent.to_string(), e.to_string()],
                     );
-                    site.fetch_wake.notify_one();
+                    site.wake(Wake::FetchPlan);
                 }
                 Err(e) => {
                     tracing::error!(chunk = %id, error = %e, "cannot write a received chunk");
-                    site.fetch.lock().expect("fetch lock").on_store_failed(&id);
-                    site.fetch_wake.notify_one();
+                    site.fetch_plan(|p| p.on_store_failed(&id));
+                    site.wake(Wake::FetchPlan);
                 }
             }
             let _ = pool.send(buf);
@@ -460,7 +454,7 @@ fn store_received(
                 || batch.is_full()
                 || oldest.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
             {
-                hand_off(&mut batch, &site.store, &mut oldest, &commit_tx);
+                hand_off(&mut batch, site.store(), &mut oldest, &commit_tx);
             }
         }
     });
@@ -477,7 +471,7 @@ pub(crate) fn read_for_child(
     verify: bool,
     buf: &mut Vec<u8>,
 ) -> Result<(), Option<String>> {
-    match site.store.read_encoded(id, buf) {
+    match site.store().read_encoded(id, buf) {
         Ok(()) => {}
         Err(dist_point::StoreError::Missing(_)) => return Err(None),
         Err(e) => return Err(Some(e.to_string())),

@@ -1,11 +1,11 @@
 //! Catalog sync sources: the plug-ins a top site reads its update catalog from, chosen by
-//! name with arguments in CAU's syntax (see [`crate::plugin_args`]).
+//! name with arguments in CAU's syntax (see [`crate::sansio::plugin_args`]).
 //!
 //! - `apt`: an apt `Packages` index, plain or compressed with gzip, xz or lz4 (told apart by
 //!   their magic bytes, as apt keeps them under `/var/lib/apt/lists/`).
 //!   `Path=FILE` (required), `Classification=Security` (default `Update`),
 //!   `Product="Debian 12"` (default: the source's name).
-//! - `json`: a catalog in this project's JSON format (see [`crate::catalog_sync::parse_json`]
+//! - `json`: a catalog in this project's JSON format (see [`crate::sansio::catalog_plan::parse_json`]
 //!   and the README). `Path=FILE` (required).
 //!
 //! Every plug-in also takes `StopOnFailure=True|False` (default `False`): when `True`, a
@@ -13,11 +13,11 @@
 //! `-StopOnPluginFailure`.
 //!
 //! Reading and parsing run on a blocking thread; what the updates mean between syncs is the
-//! [`Judge`] part of each plug-in, used by the pure [`crate::catalog_sync::plan`].
+//! [`Judge`] part of each plug-in, used by the pure [`crate::sansio::catalog_plan::plan`].
 
-use crate::catalog_sync::{self, AptSource, Judge};
 use crate::config::SyncSource;
-use crate::plugin_args::{self, PluginArgs};
+use crate::sansio::catalog_plan::{self, AptSource, Judge};
+use crate::sansio::plugin_args::{self, PluginArgs};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schema::catalog::{Classification, Update};
@@ -188,7 +188,7 @@ impl Judge for Apt {
         true
     }
     fn successors(&self, gone: &[&Update], listed: &[Update]) -> Vec<Option<String>> {
-        catalog_sync::apt_successors(gone, listed)
+        catalog_plan::apt_successors(gone, listed)
     }
 }
 
@@ -206,7 +206,7 @@ impl SourcePlugin for Apt {
         let path = self.path.clone();
         blocking(move || {
             let text = read_text(&path)?;
-            catalog_sync::parse_apt(&text, &src).map_err(|e| format!("{}: {e}", path.display()))
+            catalog_plan::parse_apt(&text, &src).map_err(|e| format!("{}: {e}", path.display()))
         })
         .await
     }
@@ -231,7 +231,7 @@ impl SourcePlugin for Json {
         let path = self.path.clone();
         blocking(move || {
             let text = read_text(&path)?;
-            catalog_sync::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+            catalog_plan::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))
         })
         .await
     }

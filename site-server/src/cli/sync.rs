@@ -2,13 +2,14 @@
 //! sync at the top site, its sources and schedule in `site.toml`, and what operators ask of
 //! the catalog.
 
+use crate::cli::client::AdminClient;
 use crate::cli::{human_bytes, parse_since, print_json, print_table, CliError, DataArg, Res};
-use crate::client::AdminClient;
 use chrono::Utc;
 use clap::Subcommand;
 use schema::catalog::Update;
+use site_server::catalog::sync::SyncOutcome;
 use site_server::config::{DataDir, SiteConfig, SyncSource};
-use site_server::sync::{CatalogEntry, CatalogQuery, CatalogState, SyncOutcome, SyncRow};
+use site_server::site::{CatalogEntry, CatalogQuery, CatalogState, SyncRow};
 use std::sync::Arc;
 
 #[derive(Subcommand)]
@@ -304,7 +305,7 @@ async fn now(dir: &DataDir, json: bool) -> Res {
     } else {
         let (lock, site) = site_server::daemon::open_site(dir, false)?;
         let site = Arc::new(site);
-        let r = site_server::sync::sync_now(site.clone()).await;
+        let r = site_server::catalog::sync::sync_now(site.clone()).await;
         drop(site);
         drop(lock);
         r.map_err(|e| match e {

@@ -1,8 +1,8 @@
 //! `site-server sender ...`, `status senders` and `package priority`: the operator's view of
 //! and hand on the sender.
 
+use crate::cli::client::AdminClient;
 use crate::cli::{human_bytes, CliError, DataArg, Res};
-use crate::client::AdminClient;
 use clap::Subcommand;
 use schema::{PackageId, SiteCode};
 use sender::scheduler::LinkView;

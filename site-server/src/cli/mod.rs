@@ -1,0 +1,217 @@
+//! The operator CLI (DESIGN §5). Offline commands (`init`, `identity`, `rebuild`,
+//! `store verify`) work on the data directory; the others talk to the running daemon.
+
+mod adv;
+pub mod client;
+mod common;
+mod courier;
+mod demo;
+mod dp;
+mod links;
+mod package;
+mod sender;
+mod site;
+mod status;
+mod sync;
+
+use adv::*;
+use clap::{Parser, Subcommand};
+pub use common::*;
+use links::*;
+use package::*;
+use site::*;
+use status::*;
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(
+    name = "site-server",
+    version,
+    about = "A site of the replication hierarchy: config log, reports, packages, admin API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a site: keys, certificate and site.toml in a new data directory.
+    Init {
+        /// Site code: 3 characters, A-Z or 0-9.
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// QUIC address children connect to.
+        #[arg(long, default_value = "127.0.0.1:4710")]
+        listen: SocketAddr,
+        /// Admin API address (loopback; port 0 picks a free port at each start).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api: SocketAddr,
+    },
+    /// Show the site's code, certificate fingerprint and public key.
+    Identity {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the site daemon in the foreground.
+    Run {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Children of this site: add, list.
+    #[command(subcommand)]
+    Child(ChildCmd),
+    /// The parent of this site.
+    #[command(subcommand)]
+    Parent(ParentCmd),
+    /// Packages: publish, list, show.
+    #[command(subcommand)]
+    Package(PackageCmd),
+    /// Advertisements: create, list.
+    #[command(subcommand)]
+    Adv(AdvCmd),
+    /// Show the config log.
+    Log {
+        #[command(flatten)]
+        data: DataArg,
+        /// First log position to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Status: messages, and the catalogue of message ids.
+    #[command(subcommand)]
+    Status(StatusCmd),
+    /// Distribution points of this site: add, list (with the daemon: every DP in the tree).
+    #[command(subcommand)]
+    Dp(crate::cli::dp::DpCmd),
+    /// The sender: emergency boost, retry of failed sendings.
+    #[command(subcommand)]
+    Sender(crate::cli::sender::SenderCmd),
+    /// Replay the config log into fresh projections (daemon stopped).
+    Rebuild {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// The content store: verify every chunk.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Start a site on loopback in a temporary directory, publish a sample package, show it.
+    Demo {
+        /// Leave the daemon running and print how to talk to it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Catalog sync (top site): sync now, sources and schedule, status of every site.
+    #[command(subcommand)]
+    Sync(crate::cli::sync::SyncCmd),
+    /// The update catalog: list (filters: product, classification, --since 7d), show.
+    #[command(subcommand)]
+    Catalog(crate::cli::sync::CatalogCmd),
+    /// Courier bundles for sites without a usable link: export, import, receipt.
+    #[command(subcommand)]
+    Courier(crate::cli::courier::CourierCmd),
+    /// The distribution point's own commands (the same as the `dist-point` binary):
+    /// `site-server dist-point init|run|status|validate ...`.
+    #[command(name = "dist-point", disable_help_flag = true)]
+    DistPoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+pub async fn run(cli: Cli) -> Res {
+    match cli.cmd {
+        Cmd::Init {
+            code,
+            data,
+            listen,
+            api,
+        } => init(&code, &data.dir(), listen, api),
+        Cmd::Identity { data, json } => identity(&data.dir(), json),
+        Cmd::Run { data } => Ok(site_server::daemon::run(data.dir()).await?),
+        Cmd::Child(ChildCmd::Add {
+            data,
+            code,
+            fingerprint,
+            pubkey,
+            courier,
+            policy,
+        }) => child_add(&data.dir(), &code, &fingerprint, &pubkey, courier, policy),
+        Cmd::Child(ChildCmd::Set { data, code, policy }) => {
+            child_set(&data.dir(), &code, policy).await
+        }
+        Cmd::Child(ChildCmd::List { data, json }) => child_list(&data.dir(), json),
+        Cmd::Parent(ParentCmd::Set {
+            data,
+            code,
+            addr,
+            courier: _,
+            fingerprint,
+            pubkey,
+        }) => parent_set(
+            &data.dir(),
+            &code,
+            addr.as_deref().unwrap_or(""),
+            &fingerprint,
+            &pubkey,
+        ),
+        Cmd::Package(p) => package(p).await,
+        Cmd::Adv(a) => adv(a).await,
+        Cmd::Log {
+            data,
+            from,
+            limit,
+            json,
+        } => log(&data.dir(), from, limit, json).await,
+        Cmd::Status(StatusCmd::Messages {
+            data,
+            since,
+            id,
+            json,
+        }) => messages(&data.dir(), since, id, json).await,
+        Cmd::Status(StatusCmd::Catalogue { json }) => catalogue(json),
+        Cmd::Status(StatusCmd::Sites { data, json }) => sites(&data.dir(), json).await,
+        Cmd::Status(StatusCmd::Senders { data, json }) => {
+            crate::cli::sender::status(data, json).await
+        }
+        Cmd::Sender(cmd) => crate::cli::sender::run(cmd).await,
+        Cmd::Dp(cmd) => crate::cli::dp::run(cmd).await,
+        Cmd::Status(StatusCmd::Packages { data, json }) => content(&data.dir(), json).await,
+        Cmd::Rebuild { data } => rebuild(&data.dir()),
+        Cmd::Store(StoreCmd::Verify { data, json }) => verify(&data.dir(), json),
+        Cmd::Demo { keep } => crate::cli::demo::run(keep).await,
+        Cmd::Courier(c) => crate::cli::courier::run(c).await,
+        Cmd::Sync(c) => crate::cli::sync::run(c).await,
+        Cmd::Catalog(c) => crate::cli::sync::catalog(c).await,
+        Cmd::Status(StatusCmd::Sync { data, json }) => {
+            crate::cli::sync::status(&data.dir(), json).await
+        }
+        Cmd::DistPoint { args } => {
+            use clap::Parser;
+            let cli = match dist_point::cli::Cli::try_parse_from(
+                std::iter::once("dist-point".to_string()).chain(args),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = e.print();
+                    return Err(CliError {
+                        code: if e.use_stderr() { 2 } else { 0 },
+                        message: String::new(),
+                    });
+                }
+            };
+            dist_point::cli::run(cli).await.map_err(|e| CliError {
+                code: e.exit_code() as u8,
+                message: e.to_string(),
+            })
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! `log` and `status messages|packages|sites|catalogue`: what an operator looks at.
+
+use super::common::*;
+use crate::cli::client::AdminClient;
+use chrono::Utc;
+use clap::Subcommand;
+use site_server::config::DataDir;
+use site_server::site::{LogEntry, MessageQuery, MessageRow};
+
+#[derive(Subcommand)]
+pub enum StatusCmd {
+    /// Status messages raised at this site (and, with replication, its subtree).
+    Messages {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only messages since a time (RFC 3339) or for a duration back (30m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only messages with this id.
+        #[arg(long)]
+        id: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Package versions this site holds or passes on: chunks and bytes present.
+    Packages {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this site sends to each child: window and rate in force, queues per priority,
+    /// the job sending now, bytes per second over the last minute.
+    Senders {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every link of this site (parent and children): state, last error, cursors, backlog.
+    Sites {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalog sync status of this site and every site below: version, when applied,
+    /// behind by, last error.
+    Sync {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The catalogue of every status-message id.
+    Catalogue {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn log(dir: &DataDir, from: u64, limit: usize, json: bool) -> Res {
+    let client = AdminClient::from_dir(dir)?;
+    let entries: Vec<LogEntry> = client
+        .get_query("/v1/log", &[("from", from as usize), ("limit", limit)])
+        .await?;
+    if json {
+        return print_json(&entries);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.position.to_string(),
+                format!("{}:{}", e.origin, e.origin_seq),
+                e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.kind.clone(),
+                e.summary.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["POS", "ORIGIN:SEQ", "TIME (UTC)", "EVENT", "SUMMARY"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub(super) async fn messages(
+    dir: &DataDir,
+    since: Option<String>,
+    id: Option<u32>,
+    json: bool,
+) -> Res {
+    let q = MessageQuery {
+        since: since
+            .as_deref()
+            .map(|s| parse_since(s, Utc::now()))
+            .transpose()?,
+        id,
+        limit: None,
+    };
+    let client = AdminClient::from_dir(dir)?;
+    let rows: Vec<MessageRow> = client.get_query("/v1/status/messages", &q).await?;
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|m| {
+            vec![
+                m.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                m.site.to_string(),
+                m.id.to_string(),
+                m.severity.to_string(),
+                m.component.clone(),
+                m.text.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "TIME (UTC)",
+            "SITE",
+            "ID",
+            "SEVERITY",
+            "COMPONENT",
+            "MESSAGE",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+pub(super) async fn content(dir: &DataDir, json: bool) -> Res {
+    let client = AdminClient::from_dir(dir)?;
+    let rows: Vec<site_server::site::ContentRow> = client.get("/v1/status/packages").await?;
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let pct = if r.bytes == 0 {
+                100.0
+            } else {
+                r.bytes_present as f64 * 100.0 / r.bytes as f64
+            };
+            let t: Vec<String> = r.targets.iter().map(|t| t.to_string()).collect();
+            vec![
+                r.package.to_string(),
+                r.name.clone(),
+                r.source_version.to_string(),
+                t.join(", "),
+                format!("{}/{}", r.chunks_present, r.chunks),
+                format!(
+                    "{} of {}",
+                    human_bytes(r.bytes_present),
+                    human_bytes(r.bytes)
+                ),
+                format!("{pct:.0}%"),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PACKAGE",
+            "NAME",
+            "VERSION",
+            "TARGETS",
+            "CHUNKS",
+            "BYTES HERE",
+            "HERE",
+        ],
+        &table,
+    );
+    let sent: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.sending.iter().map(move |s| {
+                vec![
+                    r.package.to_string(),
+                    r.source_version.to_string(),
+                    s.site.to_string(),
+                    s.from.to_string(),
+                    format!("{}%", s.pct),
+                    match &s.error {
+                        Some(e) => format!("{}: {e}", s.state),
+                        None => s.state.clone(),
+                    },
+                    s.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+        })
+        .collect();
+    if !sent.is_empty() {
+        println!();
+        print_table(
+            &[
+                "PACKAGE", "VERSION", "TO SITE", "SENDER", "SENT", "STATE", "AT (UTC)",
+            ],
+            &sent,
+        );
+    }
+    let dps: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.dps.iter().map(move |d| {
+                let states: Vec<String> = d
+                    .dps
+                    .iter()
+                    .map(|x| format!("{} {}", x.dp, x.state))
+                    .collect();
+                vec![
+                    r.package.to_string(),
+                    r.source_version.to_string(),
+                    d.site.to_string(),
+                    d.targeted.to_string(),
+                    d.installed.to_string(),
+                    format!("{}%", d.pct_installed),
+                    states.join(", "),
+                ]
+            })
+        })
+        .collect();
+    if !dps.is_empty() {
+        println!();
+        print_table(
+            &[
+                "PACKAGE",
+                "VERSION",
+                "SITE",
+                "DPS TARGETED",
+                "DPS INSTALLED",
+                "INSTALLED",
+                "DISTRIBUTION POINTS",
+            ],
+            &dps,
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn sites(dir: &DataDir, json: bool) -> Res {
+    let client = AdminClient::from_dir(dir)?;
+    let rows: Vec<site_server::site::SiteLinkRow> = client.get("/v1/status/sites").await?;
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.link.peer.to_string(),
+                format!("{:?}", r.link.role).to_lowercase(),
+                format!("{:?}", r.link.state).to_lowercase(),
+                r.link.since.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.config_cursor.to_string(),
+                r.reports_cursor.to_string(),
+                format!("{} ({})", r.backlog_events, human_bytes(r.backlog_bytes)),
+                r.link.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "SITE",
+            "ROLE",
+            "STATE",
+            "SINCE (UTC)",
+            "CONFIG",
+            "REPORTS",
+            "BACKLOG",
+            "LAST ERROR",
+        ],
+        &table,
+    );
+    let courier: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.courier.as_ref()?;
+            let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("never".to_string(), |t| {
+                    t.format("%Y-%m-%d %H:%M:%S").to_string()
+                })
+            };
+            Some(vec![
+                r.link.peer.to_string(),
+                when(c.last_export),
+                when(c.last_receipt),
+                c.receipt_applied.to_string(),
+                format!(
+                    "{} event(s), {} chunk(s) ({})",
+                    c.next_events,
+                    c.next_chunks,
+                    human_bytes(c.next_chunk_bytes)
+                ),
+            ])
+        })
+        .collect();
+    if !courier.is_empty() {
+        println!();
+        print_table(
+            &[
+                "COURIER SITE",
+                "LAST EXPORT (UTC)",
+                "LAST RECEIPT (UTC)",
+                "APPLIED (RECEIPT)",
+                "NEXT EXPORT CARRIES",
+            ],
+            &courier,
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn catalogue(json: bool) -> Res {
+    let rows: Vec<serde_json::Value> = schema::status::CATALOGUE
+        .iter()
+        .map(|d| {
+            serde_json::json!({"id": d.id, "severity": d.severity, "component": d.component, "text": d.text})
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = schema::status::CATALOGUE
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.severity.to_string(),
+                d.component.to_string(),
+                d.text.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "SEVERITY", "COMPONENT", "TEXT"], &table);
+    Ok(())
+}

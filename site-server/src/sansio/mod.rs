@@ -1,0 +1,19 @@
+//! The pure cores of the site: what the shells around them decide and compute, with time and
+//! input as arguments. Nothing here does I/O, reads the clock or names tokio, quinn, sled or
+//! the file system (a test in `tests/boundaries.rs` keeps it so).
+//!
+//! - [`projection`]: the state derived from the config log, over any [`projection::ProjectionStore`].
+//! - [`decide`]: operator requests turned into events (or refusals).
+//! - [`links`]: the state machine of one link's status.
+//! - [`fetch`]: what a site still has to fetch from its parent, in what order.
+//! - [`catalog_plan`]: catalog sources read into updates, and a sync's delta.
+//! - [`plugin_args`]: plug-in arguments in CAU's `Name=Value;...` syntax.
+//! - [`sync_schedule`]: when the next scheduled catalog sync is.
+
+pub mod catalog_plan;
+pub mod decide;
+pub mod fetch;
+pub mod links;
+pub mod plugin_args;
+pub mod projection;
+pub mod sync_schedule;
