@@ -4,7 +4,7 @@
 //! as [`Event`]s. A write that fails leaves nothing behind (the batch removes its temporary
 //! files), and a full disk is told apart from other failures so that the pull can wait.
 
-use crate::node::Event;
+use crate::node::{Event, Received};
 use crate::pull::{Outcome, Route};
 use crate::store::{ContentStore, StoreError};
 use schema::ChunkId;
@@ -19,13 +19,6 @@ use tokio::sync::mpsc::UnboundedSender;
 const COMMIT_BYTES: usize = 16 << 20;
 const COMMIT_AGE: Duration = Duration::from_millis(20);
 const COMMIT_IDLE: Duration = Duration::from_millis(3);
-
-/// One received chunk file.
-pub(crate) struct Received {
-    pub id: ChunkId,
-    pub route: Route,
-    pub file: Vec<u8>,
-}
 
 /// A full disk, for the end-to-end test of a DP that runs out of space: with the
 /// `fault-injection` feature, while the file named by `DP_FAULT_DISK_FULL` exists, every

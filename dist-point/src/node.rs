@@ -4,7 +4,6 @@
 //! deletes what nothing needs, and saves its state when it changes.
 
 use crate::config::DpConfig;
-use crate::intake::Received;
 use crate::plan::{Effect, Holdings, Phase};
 use crate::pull::{Outcome, Puller, Route};
 use crate::serve::Catalog;
@@ -131,6 +130,13 @@ impl State {
         }
         dropped
     }
+}
+
+/// One received chunk file, on its way to the intake thread that verifies and stores it.
+pub(crate) struct Received {
+    pub id: ChunkId,
+    pub route: Route,
+    pub file: Vec<u8>,
 }
 
 /// What the node task reacts to.

@@ -7,8 +7,7 @@
 //! second): `ChunkRequest` frames up, chunk replies down, as between sites; every reply goes
 //! to the storing thread, which verifies it before anything is stored.
 
-use crate::intake::Received;
-use crate::node::{Event, Node};
+use crate::node::{Event, Node, Received};
 use crate::pull::{Outcome, Route};
 use schema::wire::{ChunkReply, Frame, CHUNK_HEADER_LEN};
 use schema::ChunkId;

@@ -116,7 +116,7 @@ impl SyncConfig {
                     s.name
                 ));
             }
-            crate::catalog::sources::build(s)?;
+            crate::sansio::plugin_args::source_settings(&s.name, &s.plugin, &s.args)?;
         }
         Ok(())
     }

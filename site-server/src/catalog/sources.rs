@@ -17,7 +17,7 @@
 
 use crate::config::SyncSource;
 use crate::sansio::catalog_plan::{self, AptSource, Judge};
-use crate::sansio::plugin_args::{self, PluginArgs};
+use crate::sansio::plugin_args::{self, SourceKind};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schema::catalog::{Classification, Update};
@@ -61,58 +61,28 @@ pub struct Configured {
     pub stop_on_failure: bool,
 }
 
-/// The plug-ins this build knows.
-pub const PLUGINS: &[&str] = &["apt", "json"];
-
 /// Builds a source from its `site.toml` entry: a known plug-in, arguments it takes, the
-/// required ones given.
+/// required ones given (checked by the pure [`plugin_args::source_settings`]).
 pub fn build(src: &SyncSource) -> Result<Configured, String> {
-    let fail = |e: String| format!("sync source {}: {e}", src.name);
-    let args = plugin_args::parse(&src.args).map_err(|e| fail(format!("arguments: {e}")))?;
-    let stop_on_failure = match plugin_args::get(&args, "StopOnFailure") {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => return Err(fail(format!("StopOnFailure={v}: write True or False"))),
-    };
-    let path = |args: &PluginArgs| -> PathBuf {
-        PathBuf::from(plugin_args::get(args, "Path").unwrap_or_default())
-    };
-    let plugin: Box<dyn SourcePlugin> = match src.plugin.as_str() {
-        "apt" => {
-            plugin_args::check(
-                "apt",
-                &args,
-                &["Path", "Classification", "Product", "StopOnFailure"],
-                &["Path"],
-            )
-            .map_err(fail)?;
-            Box::new(Apt {
-                path: path(&args),
-                classification: plugin_args::get(&args, "Classification")
-                    .map(Classification::parse)
-                    .unwrap_or(Classification::Update),
-                product: plugin_args::get(&args, "Product")
-                    .unwrap_or(&src.name)
-                    .to_string(),
-            })
-        }
-        "json" => {
-            plugin_args::check("json", &args, &["Path", "StopOnFailure"], &["Path"])
-                .map_err(fail)?;
-            Box::new(Json { path: path(&args) })
-        }
-        other => {
-            return Err(fail(format!(
-                "no plug-in named {other:?}: use one of {}",
-                PLUGINS.join(", ")
-            )))
-        }
+    let settings = plugin_args::source_settings(&src.name, &src.plugin, &src.args)?;
+    let plugin: Box<dyn SourcePlugin> = match settings.kind {
+        SourceKind::Apt {
+            path,
+            classification,
+            product,
+        } => Box::new(Apt {
+            path: PathBuf::from(path),
+            classification,
+            product,
+        }),
+        SourceKind::Json { path } => Box::new(Json {
+            path: PathBuf::from(path),
+        }),
     };
     Ok(Configured {
         name: src.name.clone(),
         plugin,
-        stop_on_failure,
+        stop_on_failure: settings.stop_on_failure,
     })
 }
 

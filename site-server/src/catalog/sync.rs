@@ -31,8 +31,6 @@ struct LastSync {
     sources: Vec<(String, String)>,
 }
 
-const LAST_SYNC: &str = "catalog-last-sync";
-
 /// What a sync did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncOutcome {
@@ -106,7 +104,7 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
     }
     let prints: Option<Vec<(String, String)>> = prints.into_iter().collect();
     let version = site.db().meta()?.catalog_version;
-    let last: Option<LastSync> = site.db().record(LAST_SYNC)?;
+    let last: Option<LastSync> = site.db().record(&crate::db::catalog_last_sync())?;
     if let (Some(p), Some(l)) = (&prints, last) {
         if l.catalog_version == version && l.sources == *p {
             let total = site.db().catalog_len()?;
@@ -245,7 +243,7 @@ fn apply(
     // A clean sync: the next one may skip reading sources that are still the same.
     if let Some(sources) = prints.filter(|_| out.failures.is_empty()) {
         site.db().set_record(
-            LAST_SYNC,
+            &crate::db::catalog_last_sync(),
             &LastSync {
                 catalog_version: new_version,
                 sources,

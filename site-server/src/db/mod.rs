@@ -1,11 +1,6 @@
-//! All sled access of the site server lives in this module.
-//!
-//! Trees:
-//! - `config_log`: local position (u64 BE) -> encoded [`EventEnvelope`]
-//! - `report_log`: local position (u64 BE) -> encoded [`ReportEnvelope`]
-//! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
-//! - `cursors`: name -> u64 BE (log lengths, own sequence numbers, later link cursors)
-//! - `proj_*`: the projections of [`crate::sansio::projection`]
+//! All sled access of the site server lives in this folder (a test keeps it so). The trees
+//! and every key are in [`keys`]; callers name cursors and records with its typed functions
+//! ([`parent_applied`], [`child_config_acked`], [`courier_state`], ...).
 //!
 //! Every append writes the log entry, its dedupe key, the counters and the projection update
 //! in one sled transaction, then flushes before the caller is answered.
@@ -27,21 +22,16 @@ use sled::transaction::{
 use sled::{Transactional, Tree};
 use std::path::Path;
 
-const LOG: usize = 0;
-const REPORTS: usize = 1;
-const DEDUPE: usize = 2;
-const CURSORS: usize = 3;
-const PROJ: usize = 4;
+pub mod keys;
 
-const CONFIG_LEN: &[u8] = b"config_len";
-const REPORT_LEN: &[u8] = b"report_len";
-const OWN_CONFIG_SEQ: &[u8] = b"own_config_seq";
-const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
-const REBUILDING: &[u8] = b"rebuilding";
-/// The last position of the parent's config log applied here.
-pub const PARENT_APPLIED: &[u8] = b"parent_applied";
-/// The last position of this site's report log the parent acknowledged.
-pub const PARENT_REPORTS_ACKED: &[u8] = b"parent_reports_acked";
+pub use keys::{
+    catalog_last_sync, child_config_acked, child_reports_applied, content_complete, courier_state,
+    dp_reports_applied, parent_applied, parent_reports_acked, Cursor, Record,
+};
+use keys::{
+    CONFIG_LEN, CURSORS, DEDUPE, LOG, OWN_CONFIG_SEQ, OWN_REPORT_SEQ, PROJ, REBUILDING, REPORTS,
+    REPORT_LEN,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -141,14 +131,6 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
-fn dedupe_key(kind: u8, origin: SiteCode, seq: u64) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[0] = kind;
-    k[1..4].copy_from_slice(&origin.as_bytes());
-    k[4..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn tx_counter(t: &TransactionalTree, key: &[u8]) -> Result<u64, UnabortableTransactionError> {
     Ok(u64_of(t.get(key)?))
 }
@@ -177,7 +159,7 @@ impl Db {
     pub fn open(path: &Path, own: SiteCode, allow_rebuild_pending: bool) -> Result<Self, DbError> {
         let db = sled::Config::new().path(path).open()?;
         let mut trees = Vec::new();
-        for name in ["config_log", "report_log", "dedupe", "cursors"] {
+        for name in keys::TREES {
             trees.push(db.open_tree(name)?);
         }
         for t in Table::ALL {
@@ -289,7 +271,7 @@ impl Db {
         now: DateTime<Utc>,
         raise: impl Fn(&EventEnvelope) -> Option<Report>,
     ) -> Result<BatchOutcome, DbError> {
-        self.apply_batch(PARENT_APPLIED, first, events, |tx, env| {
+        self.apply_batch(&parent_applied(), first, events, |tx, env| {
             let new = append_config_tx(tx, self.own, env)?;
             if let Some(r) = raise(env).filter(|_| new) {
                 append_own_report_tx(tx, self.own, now, r)?;
@@ -307,12 +289,20 @@ impl Db {
         first: u64,
         reports: &[ReportEnvelope],
     ) -> Result<BatchOutcome, DbError> {
-        self.apply_batch(&child_reports_key(child), first, reports, append_report_tx)
+        self.apply_batch(
+            &child_reports_applied(child),
+            first,
+            reports,
+            append_report_tx,
+        )
     }
 
     /// A small record kept beside the cursors (courier state per child, ...), if set.
-    pub fn record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DbError> {
-        match self.trees[CURSORS].get(format!("record:{key}"))? {
+    pub fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &Record,
+    ) -> Result<Option<T>, DbError> {
+        match self.trees[CURSORS].get(key.bytes())? {
             None => Ok(None),
             Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
                 DbError::Log {
@@ -325,10 +315,10 @@ impl Db {
     }
 
     /// Sets a record (durable on return).
-    pub fn set_record<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), DbError> {
+    pub fn set_record<T: serde::Serialize>(&self, key: &Record, v: &T) -> Result<(), DbError> {
         let bytes = encoding::encode(v)
             .map_err(|e| DbError::Sled(sled::Error::Unsupported(e.to_string())))?;
-        self.trees[CURSORS].insert(format!("record:{key}"), bytes)?;
+        self.trees[CURSORS].insert(key.bytes(), bytes)?;
         self.db.flush()?;
         Ok(())
     }
@@ -344,31 +334,26 @@ impl Db {
         now: DateTime<Utc>,
     ) -> Result<BatchOutcome, DbError> {
         let own = self.own;
-        self.apply_batch(
-            format!("dp:{dp}:reports").as_bytes(),
-            first,
-            reports,
-            |tx, r| match r {
-                Some(r) => {
-                    append_own_report_tx(tx, own, now, r.clone())?;
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
-        )
+        self.apply_batch(&dp_reports_applied(dp), first, reports, |tx, r| match r {
+            Some(r) => {
+                append_own_report_tx(tx, own, now, r.clone())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        })
     }
 
     /// One batch received on a link: items at the peer's positions `first`.., each appended
     /// with `append` (which says whether it was new), and the cursor `key`, in one transaction.
     fn apply_batch<T>(
         &self,
-        key: &[u8],
+        key: &Cursor,
         first: u64,
         items: &[T],
         append: impl Fn(&[TransactionalTree], &T) -> TxResult<bool>,
     ) -> Result<BatchOutcome, DbError> {
         let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
-            let cursor = tx_counter(&tx[CURSORS], key)?;
+            let cursor = tx_counter(&tx[CURSORS], key.bytes())?;
             if first > cursor + 1 {
                 return Err(ConflictableTransactionError::Abort(DbError::Gap {
                     expected: cursor + 1,
@@ -393,7 +378,7 @@ impl Db {
                 }
                 o.cursor = pos;
             }
-            tx[CURSORS].insert(key, &o.cursor.to_be_bytes())?;
+            tx[CURSORS].insert(key.bytes(), &o.cursor.to_be_bytes())?;
             Ok(o)
         }))?;
         self.db.flush()?;
@@ -402,7 +387,7 @@ impl Db {
 
     /// The children `site` last reported (None if it never did).
     pub fn reported_children(&self, site: SiteCode) -> Result<Option<Vec<SiteCode>>, DbError> {
-        match self.trees[CURSORS].get(children_key(site))? {
+        match self.trees[CURSORS].get(keys::reported_children(site))? {
             None => Ok(None),
             Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
                 DbError::Log {
@@ -424,7 +409,7 @@ impl Db {
         &self,
         site: SiteCode,
     ) -> Result<Option<Vec<schema::report::DistributionPointInfo>>, DbError> {
-        match self.trees[CURSORS].get(dps_key(site))? {
+        match self.trees[CURSORS].get(keys::reported_dps(site))? {
             None => Ok(None),
             Some(v) => Ok(Some(encoding::decode(&v).map_err(|source| {
                 DbError::Log {
@@ -454,8 +439,8 @@ impl Db {
     }
 
     /// Sets a named cursor (link bookkeeping: what a child acknowledged, ...).
-    pub fn set_cursor(&self, name: &[u8], value: u64) -> Result<(), DbError> {
-        self.trees[CURSORS].insert(name, &value.to_be_bytes())?;
+    pub fn set_cursor(&self, name: &Cursor, value: u64) -> Result<(), DbError> {
+        self.trees[CURSORS].insert(name.bytes(), &value.to_be_bytes())?;
         Ok(())
     }
 
@@ -472,8 +457,8 @@ impl Db {
     }
 
     /// A named cursor (0 when never set).
-    pub fn cursor(&self, name: &[u8]) -> Result<u64, DbError> {
-        Ok(u64_of(self.trees[CURSORS].get(name)?))
+    pub fn cursor(&self, name: &Cursor) -> Result<u64, DbError> {
+        Ok(u64_of(self.trees[CURSORS].get(name.bytes())?))
     }
 
     pub fn counts(&self) -> Result<LogCounts, DbError> {
@@ -701,7 +686,7 @@ fn append_config_tx(
     own: SiteCode,
     env: &EventEnvelope,
 ) -> TxResult<bool> {
-    let dk = dedupe_key(b'c', env.origin, env.origin_seq);
+    let dk = keys::dedupe(b'c', env.origin, env.origin_seq);
     if tx[DEDUPE].get(dk)?.is_some() {
         return Ok(false);
     }
@@ -716,14 +701,9 @@ fn append_config_tx(
     Ok(true)
 }
 
-/// The cursor of the reports received from `child`.
-pub fn child_reports_key(child: SiteCode) -> Vec<u8> {
-    format!("child:{child}:reports_applied").into_bytes()
-}
-
 /// Appends a report another site raised, unless its (origin, seq) is known.
 fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<bool> {
-    let dk = dedupe_key(b'r', env.origin, env.origin_seq);
+    let dk = keys::dedupe(b'r', env.origin, env.origin_seq);
     if tx[DEDUPE].get(dk)?.is_some() {
         return Ok(false);
     }
@@ -738,25 +718,15 @@ fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<
         let v = encoding::encode(children).map_err(|e| {
             ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
         })?;
-        tx[CURSORS].insert(children_key(env.origin), v)?;
+        tx[CURSORS].insert(keys::reported_children(env.origin), v)?;
     }
     if let Report::SiteData(SiteData::DistributionPoints(dps)) = &env.body {
         let v = encoding::encode(dps).map_err(|e| {
             ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
         })?;
-        tx[CURSORS].insert(dps_key(env.origin), v)?;
+        tx[CURSORS].insert(keys::reported_dps(env.origin), v)?;
     }
     Ok(true)
-}
-
-/// Where the last reported distribution points of `site` are kept (derived from reports).
-fn dps_key(site: SiteCode) -> Vec<u8> {
-    format!("dps:{site}").into_bytes()
-}
-
-/// Where the last reported children of `site` are kept (derived from the report log).
-fn children_key(site: SiteCode) -> Vec<u8> {
-    format!("children:{site}").into_bytes()
 }
 
 fn append_own_report_tx(
@@ -1008,11 +978,11 @@ mod tests {
             before,
             (db.counts().unwrap(), db.projection_digest().unwrap())
         );
-        assert_eq!(db.cursor(PARENT_APPLIED).unwrap(), 5);
+        assert_eq!(db.cursor(&parent_applied()).unwrap(), 5);
         // The cursor and the events survive a reopen, in the parent's order, each once.
         drop(db);
         let db = Db::open(&path, code("S01"), false).unwrap();
-        assert_eq!(db.cursor(PARENT_APPLIED).unwrap(), 5);
+        assert_eq!(db.cursor(&parent_applied()).unwrap(), 5);
         let seqs: Vec<u64> = db
             .log(1, 100)
             .unwrap()

@@ -105,7 +105,7 @@ pub(super) async fn serve_child(
         }
     });
     let _content = AbortOnDrop(content);
-    let ack_key = format!("child:{child}:config_acked").into_bytes();
+    let ack_key = crate::db::child_config_acked(child_code);
 
     // Frames from the child (acks, reports) are read on their own task; what must be
     // answered goes to the sender, the only writer.
@@ -114,8 +114,14 @@ pub(super) async fn serve_child(
         loop {
             match r.recv().await {
                 Ok(Frame::EventsAck { upto }) => {
+                    // A cursor that cannot be stored ends the link: the child says where it
+                    // is when it reconnects, and nothing is lost or applied twice.
                     let key = ack_key.clone();
-                    let _ = blocking(&reader_site, move |s| s.db().set_cursor(&key, upto)).await;
+                    if let Err(e) =
+                        blocking(&reader_site, move |s| s.db().set_cursor(&key, upto)).await
+                    {
+                        return e;
+                    }
                 }
                 Ok(Frame::Reports { first, reports }) => {
                     let o = match blocking(&reader_site, move |s| {

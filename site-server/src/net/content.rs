@@ -73,10 +73,6 @@ struct Tracked {
     bytes: u64,
 }
 
-fn complete_key(p: &PackageId, v: u32) -> Vec<u8> {
-    format!("content_complete:{p}:{v}").into_bytes()
-}
-
 /// Keeps the fetch plan fed with what this site must hold; raises 40211 and 40210.
 pub async fn track_wants(site: Arc<Site>, parent: SiteCode) {
     let mut tracked: BTreeMap<(PackageId, u32), Tracked> = BTreeMap::new();
@@ -169,7 +165,10 @@ fn update_wants(
                     plan.need(p.id, v.source_version, missing);
                 }
             });
-            let done_before = site.db().cursor(&complete_key(&p.id, v.source_version))? > 0;
+            let done_before = site
+                .db()
+                .cursor(&crate::db::content_complete(&p.id, v.source_version))?
+                > 0;
             if !t.remaining.is_empty() {
                 site.raise(
                     40211,
@@ -210,7 +209,7 @@ fn update_wants(
     for key in done {
         let t = tracked.remove(&key).expect("listed");
         site.fetch_plan(|p| p.forget_need(t.package, t.version));
-        let k = complete_key(&t.package, t.version);
+        let k = crate::db::content_complete(&t.package, t.version);
         if site.db().cursor(&k)? == 0 {
             site.store()
                 .sync()

@@ -4,7 +4,7 @@
 
 use super::{blocking, ReplError, BATCH};
 use crate::config::ParentLink;
-use crate::db::{PARENT_APPLIED, PARENT_REPORTS_ACKED};
+use crate::db::{parent_applied, parent_reports_acked};
 use crate::sansio::links::Role;
 use crate::site::Site;
 use crate::site::Wake;
@@ -54,8 +54,8 @@ async fn run_parent_link(
     site.link_update(parent.code, Role::Parent, |l| l.on_connected(Utc::now()));
     let (send, recv) = conn.open_bi().await?;
     let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
-    let applied = blocking(site, |s| s.db().cursor(PARENT_APPLIED)).await?;
-    let acked = blocking(site, |s| s.db().cursor(PARENT_REPORTS_ACKED)).await?;
+    let applied = blocking(site, |s| s.db().cursor(&parent_applied())).await?;
+    let acked = blocking(site, |s| s.db().cursor(&parent_reports_acked())).await?;
     w.send(&Frame::Hello {
         site: site.cfg().code,
         config_applied: applied,
@@ -174,7 +174,10 @@ async fn control_loop(
                 }
             }
             Ok(Frame::ReportsAck { upto }) => {
-                blocking(site, move |s| s.db().set_cursor(PARENT_REPORTS_ACKED, upto)).await?;
+                blocking(site, move |s| {
+                    s.db().set_cursor(&parent_reports_acked(), upto)
+                })
+                .await?;
             }
             Ok(Frame::Refused { reason }) => {
                 return Err(ReplError::Protocol(format!(

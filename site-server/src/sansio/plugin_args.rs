@@ -9,6 +9,7 @@
 //! - a name given twice, a pair without `=`, an empty name or an unterminated quote is an
 //!   error that says where and how to fix it.
 
+use schema::catalog::Classification;
 use std::collections::BTreeMap;
 
 /// Parsed arguments, by name (as written).
@@ -175,6 +176,77 @@ pub fn get<'a>(args: &'a PluginArgs, name: &str) -> Option<&'a str> {
     args.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// The catalog source plug-ins this build knows.
+pub const PLUGINS: &[&str] = &["apt", "json"];
+
+/// A catalog source's settings, checked: which plug-in reads it, with what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// `StopOnFailure=True`: a failure of this source fails the whole sync.
+    pub stop_on_failure: bool,
+    /// The plug-in and its own settings.
+    pub kind: SourceKind,
+}
+
+/// A plug-in with its own settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An apt `Packages` index at `path`; its updates get `classification` and `product`.
+    Apt {
+        path: String,
+        classification: Classification,
+        product: String,
+    },
+    /// A catalog in this project's JSON format at `path`.
+    Json { path: String },
+}
+
+/// Checks a source of `site.toml` (its name, plug-in and argument string) and returns its
+/// settings, or what is wrong with it and how to fix it.
+pub fn source_settings(name: &str, plugin: &str, args: &str) -> Result<SourceSettings, String> {
+    let fail = |e: String| format!("sync source {name}: {e}");
+    let args = parse(args).map_err(|e| fail(format!("arguments: {e}")))?;
+    let stop_on_failure = match get(&args, "StopOnFailure") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => return Err(fail(format!("StopOnFailure={v}: write True or False"))),
+    };
+    let path = |args: &PluginArgs| get(args, "Path").unwrap_or_default().to_string();
+    let kind = match plugin {
+        "apt" => {
+            check(
+                "apt",
+                &args,
+                &["Path", "Classification", "Product", "StopOnFailure"],
+                &["Path"],
+            )
+            .map_err(fail)?;
+            SourceKind::Apt {
+                path: path(&args),
+                classification: get(&args, "Classification")
+                    .map(Classification::parse)
+                    .unwrap_or(Classification::Update),
+                product: get(&args, "Product").unwrap_or(name).to_string(),
+            }
+        }
+        "json" => {
+            check("json", &args, &["Path", "StopOnFailure"], &["Path"]).map_err(fail)?;
+            SourceKind::Json { path: path(&args) }
+        }
+        other => {
+            return Err(fail(format!(
+                "no plug-in named {other:?}: use one of {}",
+                PLUGINS.join(", ")
+            )))
+        }
+    };
+    Ok(SourceSettings {
+        stop_on_failure,
+        kind,
+    })
 }
 
 #[cfg(test)]

@@ -36,10 +36,6 @@ pub struct CourierState {
     pub receipt_last: u64,
 }
 
-fn state_key(child: SiteCode) -> String {
-    format!("courier:{child}")
-}
-
 /// The events section of a bundle.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BundleEvents {
@@ -120,16 +116,17 @@ impl Site {
     }
 
     pub fn courier_state(&self, child: SiteCode) -> Result<CourierState, OpError> {
-        Ok(self.db.record(&state_key(child))?.unwrap_or_default())
+        Ok(self
+            .db
+            .record(&crate::db::courier_state(child))?
+            .unwrap_or_default())
     }
 
     /// What the next export to `to` carries.
     pub fn courier_plan(&self, to: SiteCode, since_receipt: bool) -> Result<ExportPlan, OpError> {
         self.courier_child(to)?;
         let st = self.courier_state(to)?;
-        let net = self
-            .db
-            .cursor(format!("child:{to}:config_acked").as_bytes())?;
+        let net = self.db.cursor(&crate::db::child_config_acked(to))?;
         let from = if since_receipt {
             st.receipt_applied
         } else {
@@ -199,7 +196,7 @@ impl Site {
             first: from,
             last,
             events,
-            reports_acked: self.db.cursor(&crate::db::child_reports_key(to))?,
+            reports_acked: self.db.cursor(&crate::db::child_reports_applied(to))?,
             chunks,
             versions,
             not_yet_here: not_yet,
@@ -213,7 +210,7 @@ impl Site {
         st.exported = st.exported.max(plan.last);
         st.exported_versions.extend(plan.versions.iter().cloned());
         st.last_export = Some(Utc::now());
-        self.db.set_record(&state_key(to), &st)?;
+        self.db.set_record(&crate::db::courier_state(to), &st)?;
         self.raise(
             40300,
             vec![Attribute::DestinationSite(to)],
@@ -234,7 +231,7 @@ impl Site {
         header: &BundleHeader,
         ev: &BundleEvents,
     ) -> Result<ImportOutcome, OpError> {
-        let cursor = self.db.cursor(crate::db::PARENT_APPLIED)?;
+        let cursor = self.db.cursor(&crate::db::parent_applied())?;
         if header.first > cursor + 1 {
             return Err(OpError::Refused(crate::sansio::decide::Refusal::Invalid(format!(
                 "bundle {} starts at position {} but this site is at {cursor}: positions {}..{} are missing",
@@ -244,10 +241,10 @@ impl Site {
                 header.first - 1
             ))));
         }
-        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
+        let acked = self.db.cursor(&crate::db::parent_reports_acked())?;
         if ev.reports_acked > acked {
             self.db
-                .set_cursor(crate::db::PARENT_REPORTS_ACKED, ev.reports_acked)?;
+                .set_cursor(&crate::db::parent_reports_acked(), ev.reports_acked)?;
         }
         if (header.last < header.first || header.last <= cursor) && header.chunks == 0 {
             return Ok(ImportOutcome {
@@ -294,7 +291,7 @@ impl Site {
 
     /// The parent cursor a bundle's range is checked against.
     pub fn parent_applied(&self) -> Result<u64, OpError> {
-        Ok(self.db.cursor(crate::db::PARENT_APPLIED)?)
+        Ok(self.db.cursor(&crate::db::parent_applied())?)
     }
 
     /// What the next receipt carries.
@@ -307,7 +304,7 @@ impl Site {
                 self.cfg.code
             )))
         })?;
-        let acked = self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?;
+        let acked = self.db.cursor(&crate::db::parent_reports_acked())?;
         let reports: Vec<ReportEnvelope> = self
             .db
             .reports(acked + 1, usize::MAX, |_| true)?
@@ -342,7 +339,7 @@ impl Site {
             volumes: 1,
         };
         let state = ReceiptState {
-            applied: self.db.cursor(crate::db::PARENT_APPLIED)?,
+            applied: self.db.cursor(&crate::db::parent_applied())?,
             inventory,
             chunks,
             bytes,
@@ -361,7 +358,8 @@ impl Site {
             st.inventory = r.state.inventory.clone();
             st.exported_versions.retain(|v| !st.inventory.contains(v));
             st.last_receipt = Some(Utc::now());
-            self.db.set_record(&state_key(r.source), &st)?;
+            self.db
+                .set_record(&crate::db::courier_state(r.source), &st)?;
         }
         self.wake(Wake::ReportsGrew);
         self.raise(

@@ -402,8 +402,8 @@ impl Site {
         if let Some(p) = &self.cfg.parent {
             rows.push(SiteLinkRow {
                 link: status(p.code, Role::Parent),
-                config_cursor: self.db.cursor(crate::db::PARENT_APPLIED)?,
-                reports_cursor: self.db.cursor(crate::db::PARENT_REPORTS_ACKED)?,
+                config_cursor: self.db.cursor(&crate::db::parent_applied())?,
+                reports_cursor: self.db.cursor(&crate::db::parent_reports_acked())?,
                 backlog_events: 0,
                 backlog_bytes: 0,
                 courier: None,
@@ -411,9 +411,7 @@ impl Site {
         }
         let len = self.db.counts()?.config_events;
         for c in &self.cfg.children {
-            let acked = self
-                .db
-                .cursor(format!("child:{}:config_acked", c.code).as_bytes())?;
+            let acked = self.db.cursor(&crate::db::child_config_acked(c.code))?;
             let (events, bytes) = self.db.log_bytes(acked + 1)?;
             debug_assert!(events <= len);
             // A courier child: what the next export would carry, and when the last ones were.
@@ -434,7 +432,7 @@ impl Site {
             rows.push(SiteLinkRow {
                 link: status(c.code, Role::Child),
                 config_cursor: acked,
-                reports_cursor: self.db.cursor(&crate::db::child_reports_key(c.code))?,
+                reports_cursor: self.db.cursor(&crate::db::child_reports_applied(c.code))?,
                 backlog_events: events,
                 backlog_bytes: bytes,
                 courier,

@@ -1,0 +1,137 @@
+//! Every tree, cursor and record key of the site database, in one place. Nothing outside
+//! `db/` builds a key: callers name a cursor or record with the typed functions here.
+//!
+//! Trees (opened in this order; projections after them, in `Table::ALL` order):
+//! - `config_log`: local position (u64 BE) -> encoded `EventEnvelope`
+//! - `report_log`: local position (u64 BE) -> encoded `ReportEnvelope`
+//! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
+//! - `cursors`: the counters, cursors and records below
+//! - `proj_*`: the projections of [`crate::sansio::projection`]
+
+use schema::{PackageId, SiteCode};
+
+/// The trees before the projections, in the order of the index constants.
+pub(super) const TREES: [&str; 4] = ["config_log", "report_log", "dedupe", "cursors"];
+pub(super) const LOG: usize = 0;
+pub(super) const REPORTS: usize = 1;
+pub(super) const DEDUPE: usize = 2;
+pub(super) const CURSORS: usize = 3;
+pub(super) const PROJ: usize = 4;
+
+/// Counters of the `cursors` tree that only the database itself moves.
+pub(super) const CONFIG_LEN: &[u8] = b"config_len";
+pub(super) const REPORT_LEN: &[u8] = b"report_len";
+pub(super) const OWN_CONFIG_SEQ: &[u8] = b"own_config_seq";
+pub(super) const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
+/// Present while a rebuild of the projections runs (or was interrupted).
+pub(super) const REBUILDING: &[u8] = b"rebuilding";
+
+/// The dedupe key of an event (`b'c'`) or report (`b'r'`) by its origin and sequence.
+pub(super) fn dedupe(kind: u8, origin: SiteCode, seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[0] = kind;
+    k[1..4].copy_from_slice(&origin.as_bytes());
+    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Where the last reported distribution points of `site` are kept (derived from reports).
+pub(super) fn reported_dps(site: SiteCode) -> Vec<u8> {
+    format!("dps:{site}").into_bytes()
+}
+
+/// Where the last reported children of `site` are kept (derived from reports).
+pub(super) fn reported_children(site: SiteCode) -> Vec<u8> {
+    format!("children:{site}").into_bytes()
+}
+
+/// A named u64 in the `cursors` tree (0 until set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(Vec<u8>);
+
+impl Cursor {
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The last position of the parent's config log applied here.
+pub fn parent_applied() -> Cursor {
+    Cursor(b"parent_applied".to_vec())
+}
+
+/// The last position of this site's report log the parent acknowledged.
+pub fn parent_reports_acked() -> Cursor {
+    Cursor(b"parent_reports_acked".to_vec())
+}
+
+/// The last position of this site's config log `child` acknowledged.
+pub fn child_config_acked(child: SiteCode) -> Cursor {
+    Cursor(format!("child:{child}:config_acked").into_bytes())
+}
+
+/// The last position of `child`'s report log applied here.
+pub fn child_reports_applied(child: SiteCode) -> Cursor {
+    Cursor(format!("child:{child}:reports_applied").into_bytes())
+}
+
+/// The last position of distribution point `dp`'s outbox applied here.
+pub fn dp_reports_applied(dp: &str) -> Cursor {
+    Cursor(format!("dp:{dp}:reports").into_bytes())
+}
+
+/// 1 once version `version` of `package` was complete here (and its 40210 raised).
+pub fn content_complete(package: &PackageId, version: u32) -> Cursor {
+    Cursor(format!("content_complete:{package}:{version}").into_bytes())
+}
+
+/// A small encoded record beside the cursors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record(String);
+
+impl Record {
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        format!("record:{}", self.0).into_bytes()
+    }
+}
+
+/// The courier state of `child` (last export, last receipt).
+pub fn courier_state(child: SiteCode) -> Record {
+    Record(format!("courier:{child}"))
+}
+
+/// The last clean catalog sync (catalog version and each source's fingerprint).
+pub fn catalog_last_sync() -> Record {
+    Record("catalog-last-sync".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_ones_existing_databases_hold() {
+        let c = SiteCode::new("P01").unwrap();
+        let p: PackageId = "CEN00001".parse().unwrap();
+        assert_eq!(parent_applied().bytes(), b"parent_applied");
+        assert_eq!(parent_reports_acked().bytes(), b"parent_reports_acked");
+        assert_eq!(child_config_acked(c).bytes(), b"child:P01:config_acked");
+        assert_eq!(
+            child_reports_applied(c).bytes(),
+            b"child:P01:reports_applied"
+        );
+        assert_eq!(dp_reports_applied("DP1").bytes(), b"dp:DP1:reports");
+        assert_eq!(
+            content_complete(&p, 2).bytes(),
+            b"content_complete:CEN00001:2"
+        );
+        assert_eq!(courier_state(c).bytes(), b"record:courier:P01");
+        assert_eq!(catalog_last_sync().bytes(), b"record:catalog-last-sync");
+        assert_eq!(reported_dps(c), b"dps:P01");
+        assert_eq!(reported_children(c), b"children:P01");
+        assert_eq!(
+            dedupe(b'c', c, 7),
+            [b'c', b'P', b'0', b'1', 0, 0, 0, 0, 0, 0, 0, 7]
+        );
+    }
+}
