@@ -1,9 +1,14 @@
 //! The status-message catalogue: every id any component raises, in one table.
 //!
 //! SMS numbering is kept where the seed documents give it (3531-3533 sender, 2342/2330
-//! distribution manager, 11250-11270 advertisement status from clients). Ids this system adds
-//! 6701-6703 are ConfigMgr's software-update sync (WSUS synchronization started, done,
-//! failed). Ids this system adds live from 40000 up, grouped by component in blocks of 100.
+//! distribution manager, 11250-11270 advertisement status from clients); 6701-6703 are
+//! ConfigMgr's software-update sync (WSUS synchronization started, done, failed). Ids this
+//! system adds live from 40000 up, grouped by component in blocks of 100.
+//!
+//! Every id has a named constant (`status::SENDER_PROGRESS`, `status::CHUNK_CORRUPT_REMOVED`,
+//! ...), declared below in the order of [`CATALOGUE`] under a comment naming the component
+//! that raises it; the catalogue is built from those constants, so each number is written
+//! once. [`ALL_IDS`] lists them all.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -59,304 +64,534 @@ const fn def(
 
 use Severity::{Error, Info, Warning};
 
+// `distribution_manager`
+
+/// A distribution point holds a package version complete and verified (it is installed and served).
+pub const DP_DISTRIBUTION_COMPLETE: u32 = 2330;
+/// A distribution point started pulling a package version it is missing chunks of.
+pub const DP_DISTRIBUTION_STARTED: u32 = 2342;
+
+// `sender`
+
+/// A package version is being sent to a child site: raised at 0% and at least every 10% after.
+pub const SENDER_PROGRESS: u32 = 3531;
+/// Sending a package version to a child site failed after its retries (with the error).
+pub const SENDER_ERROR: u32 = 3532;
+/// A package version was sent to a child site in full.
+pub const SENDER_COMPLETE: u32 = 3533;
+
+// `catalog_sync`
+
+/// A software-update catalog sync started (how many sources, and which).
+pub const CATALOG_SYNC_STARTED: u32 = 6701;
+/// A catalog sync completed, with the resulting catalog version and its change counts.
+pub const CATALOG_SYNC_COMPLETED: u32 = 6702;
+/// A catalog sync failed at one source (one per failing source).
+pub const CATALOG_SYNC_FAILED: u32 = 6703;
+
+// `advertisement`
+
+/// Client: no installation window is scheduled (early start); the install waits to retry.
+pub const INSTALL_NO_WINDOW_EARLY_START: u32 = 11250;
+/// Client: no installation window is scheduled (late start); the install waits to retry.
+pub const INSTALL_NO_WINDOW_LATE_START: u32 = 11251;
+/// Client: the user changed the installation schedule.
+pub const INSTALL_RESCHEDULED_BY_USER: u32 = 11252;
+/// Client: the user postponed the installation.
+pub const INSTALL_POSTPONED_BY_USER: u32 = 11253;
+/// Client: the installation was postponed automatically.
+pub const INSTALL_POSTPONED_AUTOMATICALLY: u32 = 11254;
+/// Client: no installation window is scheduled (expiry limit); the install waits to retry.
+pub const INSTALL_NO_WINDOW_EXPIRY_LIMIT: u32 = 11256;
+/// Client: the user changed the schedule of the restart needed before updates can install.
+pub const PRE_INSTALL_RESTART_RESCHEDULED_BY_USER: u32 = 11257;
+/// Client: the user postponed the restart needed before updates can install.
+pub const PRE_INSTALL_RESTART_POSTPONED_BY_USER: u32 = 11258;
+/// Client: the restart needed before updates can install was postponed automatically.
+pub const PRE_INSTALL_RESTART_POSTPONED_AUTOMATICALLY: u32 = 11259;
+/// Client: installation complete, and the user changed the restart schedule.
+pub const POST_INSTALL_RESTART_RESCHEDULED_BY_USER: u32 = 11261;
+/// Client: installation complete, and the user postponed the restart.
+pub const POST_INSTALL_RESTART_POSTPONED_BY_USER: u32 = 11262;
+/// Client: installation complete, and the restart was postponed automatically.
+pub const POST_INSTALL_RESTART_POSTPONED_AUTOMATICALLY: u32 = 11263;
+/// Client: a mandatory restart started.
+pub const MANDATORY_RESTART_STARTED: u32 = 11264;
+/// Client: a forced mandatory restart started.
+pub const FORCED_MANDATORY_RESTART_STARTED: u32 = 11265;
+/// Client: installation complete; the restart was skipped because of the workstation role.
+pub const POST_INSTALL_RESTART_SKIPPED_WORKSTATION: u32 = 11266;
+/// Client: installation complete; the restart was skipped because of the server role.
+pub const POST_INSTALL_RESTART_SKIPPED_SERVER: u32 = 11267;
+/// Client: installation complete, and no restart is needed.
+pub const POST_INSTALL_NO_RESTART_NEEDED: u32 = 11268;
+/// Client: the computer must be restarted.
+pub const RESTART_REQUIRED: u32 = 11270;
+
+// `site_server`
+
+/// The site server daemon started (with the lengths of its config and report logs).
+pub const SITE_SERVER_STARTED: u32 = 40001;
+/// The site server daemon is stopping.
+pub const SITE_SERVER_STOPPING: u32 = 40002;
+
+// `publisher`
+
+/// A package version was published (its files, bytes and new chunks).
+pub const PACKAGE_PUBLISHED: u32 = 40100;
+/// A package version was retired (withdrawn everywhere).
+pub const PACKAGE_VERSION_RETIRED: u32 = 40101;
+/// A package's priority changed, said by the publisher. Not raised today: `package priority`
+/// raises [`SENDER_PRIORITY_CHANGED`].
+pub const PUBLISHER_PRIORITY_CHANGED: u32 = 40102;
+
+// `offer_manager`
+
+/// An advertisement was created (package, program, collection).
+pub const ADVERTISEMENT_CREATED: u32 = 40110;
+/// An advertisement was changed.
+pub const ADVERTISEMENT_CHANGED: u32 = 40111;
+/// An advertisement was disabled.
+pub const ADVERTISEMENT_DISABLED: u32 = 40112;
+
+// `distribution_manager`
+
+/// A package was targeted at a site, distribution point or group (one per target added).
+pub const PACKAGE_TARGETED: u32 = 40120;
+/// A package is no longer targeted at a site, distribution point or group (one per target removed).
+pub const PACKAGE_UNTARGETED: u32 = 40121;
+
+// `sender`
+
+/// Emergency: a package ignores every link's schedule and rate limit until the given time.
+pub const SENDER_EMERGENCY_BOOST: u32 = 40130;
+/// A package's sending priority changed on every link (`package priority`).
+pub const SENDER_PRIORITY_CHANGED: u32 = 40131;
+
+// `distribution_manager`
+
+/// A distribution point group was created.
+pub const DP_GROUP_CREATED: u32 = 40140;
+/// A distribution point joined a group and takes the packages targeted at the group.
+pub const DP_JOINED_GROUP: u32 = 40141;
+/// A distribution point left a group.
+pub const DP_LEFT_GROUP: u32 = 40142;
+/// Distributing a package version to a distribution point failed (disk full, content missing, ...).
+pub const DP_DISTRIBUTION_FAILED: u32 = 40150;
+/// Validation found a package version on a distribution point damaged; it is fetched again.
+pub const DP_PACKAGE_DAMAGED: u32 = 40151;
+/// A package version was removed from a distribution point (with how many chunks were deleted).
+pub const DP_PACKAGE_REMOVED: u32 = 40152;
+/// A distribution point's validation finished: chunks re-hashed, damaged and missing.
+pub const DP_VALIDATION_SUMMARY: u32 = 40153;
+
+// `link`
+
+/// The link from a child site came up (with the position it had applied up to).
+pub const CHILD_LINK_UP: u32 = 40200;
+/// The link from a child site went down (with why).
+pub const CHILD_LINK_DOWN: u32 = 40201;
+/// An incoming connection was refused (bad handshake, wrong site code or pin, ...).
+pub const CONNECTION_REFUSED: u32 = 40202;
+
+// `content`
+
+/// A chunk received from a peer failed verification; it was not stored and is asked for again.
+pub const CHUNK_VERIFICATION_FAILED: u32 = 40203;
+/// A chunk in this site's content store was found corrupt and removed; it is fetched again.
+pub const CHUNK_CORRUPT_REMOVED: u32 = 40204;
+
+// `link`
+
+/// A distribution point attached to this site (with how many package versions are assigned to it).
+pub const DP_ATTACHED: u32 = 40205;
+/// A distribution point's link to this site ended (with why).
+pub const DP_DETACHED: u32 = 40206;
+
+// `content`
+
+/// A package version is complete in this site's content store.
+pub const PACKAGE_CONTENT_COMPLETE: u32 = 40210;
+/// This site started fetching the missing chunks of a package version.
+pub const PACKAGE_CONTENT_FETCHING: u32 = 40211;
+
+// `courier`
+
+/// A courier bundle was exported for a site.
+pub const COURIER_BUNDLE_EXPORTED: u32 = 40300;
+/// A courier bundle was imported (events applied, chunks stored).
+pub const COURIER_BUNDLE_IMPORTED: u32 = 40301;
+/// A courier bundle or receipt file was refused (with why).
+pub const COURIER_FILE_REFUSED: u32 = 40302;
+/// A courier receipt from a child was imported (its reports, position and holdings).
+pub const COURIER_RECEIPT_IMPORTED: u32 = 40303;
+
+// `catalog_sync`
+
+/// A site below the top applied a new software-update catalog version from its parent.
+pub const CATALOG_VERSION_APPLIED: u32 = 40400;
+
+/// Every id of [`CATALOGUE`], by its constant, in the same order.
+pub const ALL_IDS: &[u32] = &[
+    DP_DISTRIBUTION_COMPLETE,
+    DP_DISTRIBUTION_STARTED,
+    SENDER_PROGRESS,
+    SENDER_ERROR,
+    SENDER_COMPLETE,
+    CATALOG_SYNC_STARTED,
+    CATALOG_SYNC_COMPLETED,
+    CATALOG_SYNC_FAILED,
+    INSTALL_NO_WINDOW_EARLY_START,
+    INSTALL_NO_WINDOW_LATE_START,
+    INSTALL_RESCHEDULED_BY_USER,
+    INSTALL_POSTPONED_BY_USER,
+    INSTALL_POSTPONED_AUTOMATICALLY,
+    INSTALL_NO_WINDOW_EXPIRY_LIMIT,
+    PRE_INSTALL_RESTART_RESCHEDULED_BY_USER,
+    PRE_INSTALL_RESTART_POSTPONED_BY_USER,
+    PRE_INSTALL_RESTART_POSTPONED_AUTOMATICALLY,
+    POST_INSTALL_RESTART_RESCHEDULED_BY_USER,
+    POST_INSTALL_RESTART_POSTPONED_BY_USER,
+    POST_INSTALL_RESTART_POSTPONED_AUTOMATICALLY,
+    MANDATORY_RESTART_STARTED,
+    FORCED_MANDATORY_RESTART_STARTED,
+    POST_INSTALL_RESTART_SKIPPED_WORKSTATION,
+    POST_INSTALL_RESTART_SKIPPED_SERVER,
+    POST_INSTALL_NO_RESTART_NEEDED,
+    RESTART_REQUIRED,
+    SITE_SERVER_STARTED,
+    SITE_SERVER_STOPPING,
+    PACKAGE_PUBLISHED,
+    PACKAGE_VERSION_RETIRED,
+    PUBLISHER_PRIORITY_CHANGED,
+    ADVERTISEMENT_CREATED,
+    ADVERTISEMENT_CHANGED,
+    ADVERTISEMENT_DISABLED,
+    PACKAGE_TARGETED,
+    PACKAGE_UNTARGETED,
+    SENDER_EMERGENCY_BOOST,
+    SENDER_PRIORITY_CHANGED,
+    DP_GROUP_CREATED,
+    DP_JOINED_GROUP,
+    DP_LEFT_GROUP,
+    DP_DISTRIBUTION_FAILED,
+    DP_PACKAGE_DAMAGED,
+    DP_PACKAGE_REMOVED,
+    DP_VALIDATION_SUMMARY,
+    CHILD_LINK_UP,
+    CHILD_LINK_DOWN,
+    CONNECTION_REFUSED,
+    CHUNK_VERIFICATION_FAILED,
+    CHUNK_CORRUPT_REMOVED,
+    DP_ATTACHED,
+    DP_DETACHED,
+    PACKAGE_CONTENT_COMPLETE,
+    PACKAGE_CONTENT_FETCHING,
+    COURIER_BUNDLE_EXPORTED,
+    COURIER_BUNDLE_IMPORTED,
+    COURIER_FILE_REFUSED,
+    COURIER_RECEIPT_IMPORTED,
+    CATALOG_VERSION_APPLIED,
+];
+
 /// The whole catalogue, sorted by id. The README's table is generated from this one
 /// (`site-server status catalogue`); a test keeps it sorted and free of duplicates.
 pub const CATALOGUE: &[MessageDef] = &[
     def(
-        2330,
+        DP_DISTRIBUTION_COMPLETE,
         Info,
         "distribution_manager",
         "Distribution of package %1 version %2 to distribution point %3 is complete and verified.",
     ),
     def(
-        2342,
+        DP_DISTRIBUTION_STARTED,
         Info,
         "distribution_manager",
         "Started distributing package %1 version %2 to distribution point %3.",
     ),
     def(
-        3531,
+        SENDER_PROGRESS,
         Info,
         "sender",
         "Sending package %1 version %2 to site %3: %4% complete.",
     ),
     def(
-        3532,
+        SENDER_ERROR,
         Error,
         "sender",
         "Error sending package %1 version %2 to site %3: %4",
     ),
     def(
-        3533,
+        SENDER_COMPLETE,
         Info,
         "sender",
         "Sent package %1 version %2 to site %3.",
     ),
     def(
-        6701,
+        CATALOG_SYNC_STARTED,
         Info,
         "catalog_sync",
         "Catalog sync started from %1 source(s): %2.",
     ),
     def(
-        6702,
+        CATALOG_SYNC_COMPLETED,
         Info,
         "catalog_sync",
         "Catalog sync completed: catalog version %1 (%2 added, %3 revised, %4 expired, %5 superseded; %6 update(s) in all).",
     ),
-    def(6703, Error, "catalog_sync", "Catalog sync failed at source %1: %2"),
+    def(CATALOG_SYNC_FAILED, Error, "catalog_sync", "Catalog sync failed at source %1: %2"),
     def(
-        11250,
+        INSTALL_NO_WINDOW_EARLY_START,
         Warning,
         "advertisement",
         "No scheduled installation window (early start); waiting to retry.",
     ),
     def(
-        11251,
+        INSTALL_NO_WINDOW_LATE_START,
         Warning,
         "advertisement",
         "No scheduled installation window (late start); waiting to retry.",
     ),
     def(
-        11252,
+        INSTALL_RESCHEDULED_BY_USER,
         Info,
         "advertisement",
         "The user changed the installation schedule.",
     ),
     def(
-        11253,
+        INSTALL_POSTPONED_BY_USER,
         Info,
         "advertisement",
         "The user postponed the installation.",
     ),
     def(
-        11254,
+        INSTALL_POSTPONED_AUTOMATICALLY,
         Info,
         "advertisement",
         "The installation was postponed automatically.",
     ),
     def(
-        11256,
+        INSTALL_NO_WINDOW_EXPIRY_LIMIT,
         Warning,
         "advertisement",
         "No scheduled installation window (expiry limit); waiting to retry.",
     ),
     def(
-        11257,
+        PRE_INSTALL_RESTART_RESCHEDULED_BY_USER,
         Info,
         "advertisement",
         "The user changed the restart schedule required to install updates.",
     ),
     def(
-        11258,
+        PRE_INSTALL_RESTART_POSTPONED_BY_USER,
         Info,
         "advertisement",
         "The user postponed the restart required to install updates.",
     ),
     def(
-        11259,
+        PRE_INSTALL_RESTART_POSTPONED_AUTOMATICALLY,
         Info,
         "advertisement",
         "The restart required to install updates was postponed automatically.",
     ),
     def(
-        11261,
+        POST_INSTALL_RESTART_RESCHEDULED_BY_USER,
         Info,
         "advertisement",
         "Installation complete; the user changed the restart schedule.",
     ),
     def(
-        11262,
+        POST_INSTALL_RESTART_POSTPONED_BY_USER,
         Info,
         "advertisement",
         "Installation complete; the user postponed the restart.",
     ),
     def(
-        11263,
+        POST_INSTALL_RESTART_POSTPONED_AUTOMATICALLY,
         Info,
         "advertisement",
         "Installation complete; the restart was postponed automatically.",
     ),
-    def(11264, Info, "advertisement", "Started a mandatory restart."),
+    def(MANDATORY_RESTART_STARTED, Info, "advertisement", "Started a mandatory restart."),
     def(
-        11265,
+        FORCED_MANDATORY_RESTART_STARTED,
         Info,
         "advertisement",
         "Started a forced mandatory restart.",
     ),
     def(
-        11266,
+        POST_INSTALL_RESTART_SKIPPED_WORKSTATION,
         Info,
         "advertisement",
         "Installation complete; restart skipped because of the workstation role.",
     ),
     def(
-        11267,
+        POST_INSTALL_RESTART_SKIPPED_SERVER,
         Info,
         "advertisement",
         "Installation complete; restart skipped because of the server role.",
     ),
     def(
-        11268,
+        POST_INSTALL_NO_RESTART_NEEDED,
         Info,
         "advertisement",
         "Installation complete; no restart needed.",
     ),
     def(
-        11270,
+        RESTART_REQUIRED,
         Warning,
         "advertisement",
         "The computer must be restarted.",
     ),
     def(
-        40001,
+        SITE_SERVER_STARTED,
         Info,
         "site_server",
         "Site server %1 started (config log at %2 events, report log at %3).",
     ),
-    def(40002, Info, "site_server", "Site server %1 is stopping."),
+    def(SITE_SERVER_STOPPING, Info, "site_server", "Site server %1 is stopping."),
     def(
-        40100,
+        PACKAGE_PUBLISHED,
         Info,
         "publisher",
         "Package %1 (%2) version %3 published: %4 files, %5 bytes, %6 new chunks.",
     ),
-    def(40101, Info, "publisher", "Package %1 version %2 retired."),
+    def(PACKAGE_VERSION_RETIRED, Info, "publisher", "Package %1 version %2 retired."),
     def(
-        40102,
+        PUBLISHER_PRIORITY_CHANGED,
         Info,
         "publisher",
         "Package %1 priority changed to %2.",
     ),
     def(
-        40110,
+        ADVERTISEMENT_CREATED,
         Info,
         "offer_manager",
         "Advertisement %1 created: package %2 program %3 to collection %4.",
     ),
-    def(40111, Info, "offer_manager", "Advertisement %1 changed."),
-    def(40112, Info, "offer_manager", "Advertisement %1 disabled."),
+    def(ADVERTISEMENT_CHANGED, Info, "offer_manager", "Advertisement %1 changed."),
+    def(ADVERTISEMENT_DISABLED, Info, "offer_manager", "Advertisement %1 disabled."),
     def(
-        40120,
+        PACKAGE_TARGETED,
         Info,
         "distribution_manager",
         "Package %1 targeted at %2.",
     ),
     def(
-        40121,
+        PACKAGE_UNTARGETED,
         Info,
         "distribution_manager",
         "Package %1 no longer targeted at %2.",
     ),
     def(
-        40130,
+        SENDER_EMERGENCY_BOOST,
         Warning,
         "sender",
         "Emergency: package %1 ignores the schedules and rate limits of every link until %2.",
     ),
-    def(40131, Info, "sender", "Package %1 priority changed to %2."),
+    def(SENDER_PRIORITY_CHANGED, Info, "sender", "Package %1 priority changed to %2."),
     def(
-        40140,
+        DP_GROUP_CREATED,
         Info,
         "distribution_manager",
         "Distribution point group %1 created.",
     ),
     def(
-        40141,
+        DP_JOINED_GROUP,
         Info,
         "distribution_manager",
         "Distribution point %2 joined group %1; the %3 package(s) targeted at the group go to it too.",
     ),
     def(
-        40142,
+        DP_LEFT_GROUP,
         Info,
         "distribution_manager",
         "Distribution point %2 left group %1.",
     ),
     def(
-        40150,
+        DP_DISTRIBUTION_FAILED,
         Error,
         "distribution_manager",
         "Distribution of package %1 version %2 to distribution point %3 failed: %4",
     ),
     def(
-        40151,
+        DP_PACKAGE_DAMAGED,
         Warning,
         "distribution_manager",
         "Validation of distribution point %3 found package %1 version %2 damaged: %4 corrupt and %5 missing chunk(s); they are fetched again.",
     ),
     def(
-        40152,
+        DP_PACKAGE_REMOVED,
         Info,
         "distribution_manager",
         "Package %1 version %2 removed from distribution point %3 (%4 chunk(s) no other version needs deleted).",
     ),
     def(
-        40153,
+        DP_VALIDATION_SUMMARY,
         Info,
         "distribution_manager",
         "Validation of distribution point %1: %2 chunk(s) re-hashed, %3 damaged, %4 missing.",
     ),
     def(
-        40200,
+        CHILD_LINK_UP,
         Info,
         "link",
         "Link from child %1 is up (it had applied up to position %2).",
     ),
-    def(40201, Info, "link", "Link from child %1 is down: %2"),
-    def(40202, Warning, "link", "Refused a connection from %1: %2"),
+    def(CHILD_LINK_DOWN, Info, "link", "Link from child %1 is down: %2"),
+    def(CONNECTION_REFUSED, Warning, "link", "Refused a connection from %1: %2"),
     def(
-        40203,
+        CHUNK_VERIFICATION_FAILED,
         Warning,
         "content",
         "Chunk %1 from %2 failed verification (%3); it was not stored and is asked for again.",
     ),
     def(
-        40204,
+        CHUNK_CORRUPT_REMOVED,
         Error,
         "content",
         "Chunk %1 in this site's content store is corrupt (%2); removed, it will be fetched again.",
     ),
     def(
-        40205,
+        DP_ATTACHED,
         Info,
         "link",
         "Distribution point %1 attached from %2 (%3 package version(s) assigned to it).",
     ),
-    def(40206, Info, "link", "Distribution point %1 detached: %2"),
+    def(DP_DETACHED, Info, "link", "Distribution point %1 detached: %2"),
     def(
-        40210,
+        PACKAGE_CONTENT_COMPLETE,
         Info,
         "content",
         "Package %1 version %2 is complete in this site's content store (%3 chunks, %4 bytes).",
     ),
     def(
-        40211,
+        PACKAGE_CONTENT_FETCHING,
         Info,
         "content",
         "Fetching package %1 version %2 from %3: %4 of %5 chunks missing (%6 bytes).",
     ),
     def(
-        40300,
+        COURIER_BUNDLE_EXPORTED,
         Info,
         "courier",
         "Bundle %1 exported for site %2: config positions %3, %4 chunk(s), %5 volume(s).",
     ),
     def(
-        40301,
+        COURIER_BUNDLE_IMPORTED,
         Info,
         "courier",
         "Bundle %1 from %2 imported: %3 event(s) applied, %4 chunk(s); applied up to position %5.",
     ),
-    def(40302, Warning, "courier", "Courier file %1 refused: %2"),
+    def(COURIER_FILE_REFUSED, Warning, "courier", "Courier file %1 refused: %2"),
     def(
-        40303,
+        COURIER_RECEIPT_IMPORTED,
         Info,
         "courier",
         "Receipt from %1 imported: %2 report(s); it has applied up to position %3 and holds %4 package version(s).",
     ),
     def(
-        40400,
+        CATALOG_VERSION_APPLIED,
         Info,
         "catalog_sync",
         "Catalog version %1 applied (%2 change(s) from %3's sync).",
@@ -425,17 +660,70 @@ mod tests {
         }
     }
 
+    /// `(name, value)` of every `pub const NAME: u32 = VALUE;` declared in this file.
+    fn declared_constants() -> Vec<(&'static str, u32)> {
+        include_str!("status.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": u32 = "))
+            .map(|(name, v)| {
+                let v = v
+                    .trim_end_matches(';')
+                    .parse()
+                    .unwrap_or_else(|e| panic!("constant {name} is not a plain number ({v}): {e}"));
+                (name, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_id_has_one_constant_and_every_constant_is_catalogued() {
+        let declared = declared_constants();
+        assert_eq!(declared.len(), CATALOGUE.len(), "{declared:?}");
+        let mut seen = std::collections::HashMap::new();
+        for (name, id) in &declared {
+            if let Some(other) = seen.insert(*id, *name) {
+                panic!("{other} and {name} are both {id}");
+            }
+            assert!(lookup(*id).is_some(), "{name} = {id} is not in CATALOGUE");
+            assert!(ALL_IDS.contains(id), "{name} = {id} is not in ALL_IDS");
+        }
+        let catalogued: Vec<u32> = CATALOGUE.iter().map(|d| d.id).collect();
+        assert_eq!(
+            ALL_IDS,
+            catalogued.as_slice(),
+            "ALL_IDS is not CATALOGUE's ids in order"
+        );
+    }
+
+    #[test]
+    fn the_catalogue_names_its_ids_by_constant() {
+        let src = include_str!("status.rs");
+        let start = src.find("pub const CATALOGUE").unwrap();
+        let end = start + src[start..].find("\n];").unwrap();
+        let rows: Vec<&str> = src[start..end].split("def(").skip(1).collect();
+        assert_eq!(rows.len(), CATALOGUE.len());
+        let names: Vec<&str> = declared_constants().iter().map(|(n, _)| *n).collect();
+        for (row, d) in rows.iter().zip(CATALOGUE) {
+            let name = row.trim_start().split(',').next().unwrap();
+            assert!(
+                names.contains(&name),
+                "CATALOGUE writes id {} as `{name}`, not by its constant",
+                d.id
+            );
+        }
+    }
+
     #[test]
     fn renders_insertion_strings() {
         let s = render(
-            3531,
+            SENDER_PROGRESS,
             &["CEN00001".into(), "2".into(), "S01".into(), "40".into()],
         );
         assert_eq!(
             s,
             "Sending package CEN00001 version 2 to site S01: 40% complete."
         );
-        assert!(render(3533, &[]).contains("<%1 missing>"));
+        assert!(render(SENDER_COMPLETE, &[]).contains("<%1 missing>"));
         assert!(render(1, &[]).contains("unknown message id 1"));
     }
 }
