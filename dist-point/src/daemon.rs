@@ -305,7 +305,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
         .await;
     endpoint.close(0u32.into(), b"distribution point stopping");
     let st = node.core.lock().expect("core lock").state.clone();
-    let _ = st.save(&dir);
+    if let Err(e) = st.save(&dir) {
+        tracing::error!(error = %e, "cannot save the DP's state at shutdown; it is rebuilt from the store at the next start");
+    }
     let _ = std::fs::remove_file(dir.join(ADMIN_FILE));
     tracing::info!(dp = %cfg.id, "distribution point stopped");
     served.map_err(|e| DpError::Failed(format!("HTTP server failed: {e}")))

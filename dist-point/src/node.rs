@@ -10,6 +10,7 @@ use crate::serve::Catalog;
 use crate::store::ContentStore;
 use chrono::Utc;
 use schema::manifest::Manifest;
+use schema::status;
 use schema::wire::{DpAssignment, DpMessage, DpSource};
 use schema::{ChunkId, PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,7 @@ impl State {
         missing: usize,
     ) {
         self.raise(
-            40151,
+            status::DP_PACKAGE_DAMAGED,
             Effect::attributes(package, version, dp),
             vec![
                 package.to_string(),
@@ -395,7 +396,7 @@ impl Node {
         }
         let name = self.name(&c.state);
         c.state.raise(
-            40152,
+            status::DP_PACKAGE_REMOVED,
             Effect::attributes(package, version, &name),
             vec![
                 package.to_string(),
@@ -502,7 +503,9 @@ impl Node {
             }
             Event::Corrupt(id, reason) => {
                 tracing::warn!(chunk = %id, %reason, "a chunk failed verification while served; removing it");
-                let _ = self.store.remove(&id);
+                if let Err(e) = self.store.remove(&id) {
+                    tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
+                }
                 let hit = c.state.holdings.on_damaged(&[id].into(), &HashSet::new());
                 for (p, v, corrupt, missing) in hit {
                     c.state.raise_damaged(p, v, &name, corrupt, missing);
@@ -538,7 +541,7 @@ impl Node {
                     report.versions.push((p.to_string(), v, nc, nm));
                 }
                 c.state.raise(
-                    40153,
+                    status::DP_VALIDATION_SUMMARY,
                     vec![schema::report::Attribute::DistributionPoint(name.clone())],
                     vec![
                         name.clone(),
@@ -688,7 +691,9 @@ pub fn scrub(store: &ContentStore) -> Result<(u64, HashSet<ChunkId>), String> {
         tracing::warn!(path = %p.path.display(), reason = %p.reason, "damaged chunk file");
         match p.id {
             Some(id) => {
-                let _ = store.remove(&id);
+                if let Err(e) = store.remove(&id) {
+                    tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
+                }
                 corrupt.insert(id);
             }
             None => {

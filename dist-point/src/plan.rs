@@ -17,6 +17,7 @@
 use schema::event::Priority;
 use schema::manifest::Manifest;
 use schema::report::Attribute;
+use schema::status;
 use schema::wire::DpAssignment;
 use schema::{ChunkId, ManifestId, PackageId};
 use serde::{Deserialize, Serialize};
@@ -149,7 +150,7 @@ impl Holdings {
             if h.missing.is_empty() && h.phase != Phase::Installed {
                 h.phase = Phase::Installed;
                 let h = h.clone();
-                out.push(self.msg(2330, &h, None));
+                out.push(self.msg(status::DP_DISTRIBUTION_COMPLETE, &h, None));
             } else if !h.missing.is_empty() && h.phase == Phase::Installed {
                 h.phase = Phase::Pulling;
             }
@@ -190,9 +191,9 @@ impl Holdings {
             };
             let missing = h.missing.len();
             let bytes = h.total_bytes();
-            out.push(self.msg(2342, &h, None));
+            out.push(self.msg(status::DP_DISTRIBUTION_STARTED, &h, None));
             if h.phase == Phase::Installed {
-                out.push(self.msg(2330, &h, None));
+                out.push(self.msg(status::DP_DISTRIBUTION_COMPLETE, &h, None));
             }
             tracing::debug!(package = %a.package, version = a.version, missing, bytes, "assigned");
             self.versions.insert(key, h);
@@ -250,7 +251,10 @@ impl Holdings {
         if done.is_empty() {
             return Vec::new();
         }
-        let mut out: Vec<Effect> = done.iter().map(|h| self.msg(2330, h, None)).collect();
+        let mut out: Vec<Effect> = done
+            .iter()
+            .map(|h| self.msg(status::DP_DISTRIBUTION_COMPLETE, h, None))
+            .collect();
         out.extend(self.drop_unneeded());
         out
     }
@@ -298,7 +302,7 @@ impl Holdings {
             hit.push(h.clone());
         }
         hit.iter()
-            .map(|h| self.msg(40150, h, Some(reason.to_string())))
+            .map(|h| self.msg(status::DP_DISTRIBUTION_FAILED, h, Some(reason.to_string())))
             .collect()
     }
 
@@ -405,21 +409,24 @@ mod tests {
         let mut h = Holdings::new("S01/DP1");
         let none = |_: &ChunkId| false;
         let e = h.assign(&[assignment(&pkg, 1, &[b"a", b"b"], vec![])], &none);
-        assert_eq!(ids(&e), vec![2342]);
+        assert_eq!(ids(&e), vec![status::DP_DISTRIBUTION_STARTED]);
         assert!(h.installed(&pkg).is_empty());
         assert_eq!(h.wanted().len(), 2);
         assert!(h.on_stored(&ChunkId::of(b"a")).is_empty());
-        assert_eq!(ids(&h.on_stored(&ChunkId::of(b"b"))), vec![2330]);
+        assert_eq!(
+            ids(&h.on_stored(&ChunkId::of(b"b"))),
+            vec![status::DP_DISTRIBUTION_COMPLETE]
+        );
         assert_eq!(h.installed(&pkg).len(), 1);
 
         // v2 shares "b": only "c" is wanted; v1 is kept and served until v2 is in.
         let have = |id: &ChunkId| *id == ChunkId::of(b"a") || *id == ChunkId::of(b"b");
         let e = h.assign(&[assignment(&pkg, 2, &[b"b", b"c"], vec![1])], &have);
-        assert_eq!(ids(&e), vec![2342]);
+        assert_eq!(ids(&e), vec![status::DP_DISTRIBUTION_STARTED]);
         assert_eq!(h.wanted(), vec![ChunkId::of(b"c")]);
         assert_eq!(h.installed(&pkg)[0].0, 1);
         let e = h.on_stored(&ChunkId::of(b"c"));
-        assert_eq!(ids(&e), vec![2330, 0]);
+        assert_eq!(ids(&e), vec![status::DP_DISTRIBUTION_COMPLETE, 0]);
         assert_eq!(
             h.installed(&pkg).iter().map(|v| v.0).collect::<Vec<_>>(),
             vec![2]
@@ -442,7 +449,7 @@ mod tests {
         let e = h.assign(&[assignment(&pkg, 2, &[b"c"], vec![])], &|id| {
             *id == ChunkId::of(b"a")
         });
-        assert_eq!(ids(&e), vec![2342, 0]);
+        assert_eq!(ids(&e), vec![status::DP_DISTRIBUTION_STARTED, 0]);
         assert!(h.installed(&pkg).is_empty());
     }
 
@@ -455,9 +462,15 @@ mod tests {
         let hit = h.on_damaged(&[ChunkId::of(b"a")].into(), &HashSet::new());
         assert_eq!(hit, vec![(pkg, 1, 1, 0)]);
         assert!(h.installed(&pkg).is_empty());
-        assert_eq!(ids(&h.on_failure("disk full")), vec![40150]);
+        assert_eq!(
+            ids(&h.on_failure("disk full")),
+            vec![status::DP_DISTRIBUTION_FAILED]
+        );
         assert!(h.on_failure("disk full").is_empty());
-        assert_eq!(ids(&h.on_stored(&ChunkId::of(b"a"))), vec![2330]);
+        assert_eq!(
+            ids(&h.on_stored(&ChunkId::of(b"a"))),
+            vec![status::DP_DISTRIBUTION_COMPLETE]
+        );
         assert_eq!(h.installed(&pkg).len(), 1);
     }
 

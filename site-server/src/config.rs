@@ -503,6 +503,7 @@ pub fn is_initialized(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use schema::status;
 
     #[test]
     fn reports_with_an_error_go_up_at_the_error_priority() {
@@ -524,11 +525,17 @@ mod tests {
         };
         let limits = SenderLimits::default();
         assert_eq!(
-            limits.report_priority(&[env(40210), env(3531)]),
+            limits.report_priority(&[
+                env(status::PACKAGE_CONTENT_COMPLETE),
+                env(status::SENDER_PROGRESS)
+            ]),
             Priority::Medium
         );
         assert_eq!(
-            limits.report_priority(&[env(40210), env(3532)]),
+            limits.report_priority(&[
+                env(status::PACKAGE_CONTENT_COMPLETE),
+                env(status::SENDER_ERROR)
+            ]),
             Priority::High
         );
         let quiet = SenderLimits {
@@ -536,8 +543,14 @@ mod tests {
             other_reports: Priority::Low,
             ..SenderLimits::default()
         };
-        assert_eq!(quiet.report_priority(&[env(40210)]), Priority::Low);
-        assert_eq!(quiet.report_priority(&[env(40204)]), Priority::Medium);
+        assert_eq!(
+            quiet.report_priority(&[env(status::PACKAGE_CONTENT_COMPLETE)]),
+            Priority::Low
+        );
+        assert_eq!(
+            quiet.report_priority(&[env(status::CHUNK_CORRUPT_REMOVED)]),
+            Priority::Medium
+        );
     }
 
     use super::*;

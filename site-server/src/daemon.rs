@@ -7,6 +7,7 @@ use crate::db::Db;
 use crate::site::Site;
 use anyhow::Context;
 use ring::rand::SecureRandom;
+use schema::status;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::sync::Arc;
@@ -54,9 +55,14 @@ pub fn lock_data_dir(dir: &DataDir) -> Result<DirLock, StartError> {
             )))
         }
     }
-    let _ = f.set_len(0);
-    let _ = f.rewind();
-    let _ = writeln!(f, "{}", std::process::id());
+    // The pid is a courtesy for the message above; the lock itself is what protects.
+    if let Err(e) = f
+        .set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| writeln!(f, "{}", std::process::id()))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the pid into the lock file");
+    }
     Ok(DirLock { _file: f })
 }
 
@@ -169,7 +175,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let code = site.cfg().code;
     site.raise(
-        40001,
+        status::SITE_SERVER_STARTED,
         vec![],
         vec![
             code.to_string(),
@@ -207,7 +213,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     endpoint.close(0u32.into(), b"site server stopping");
-    let _ = site.raise(40002, vec![], vec![code.to_string()]);
+    site.note(status::SITE_SERVER_STOPPING, vec![], vec![code.to_string()]);
     let _ = std::fs::remove_file(dir.admin());
     tracing::info!(site = %code, "site server stopped");
     drop(lock);

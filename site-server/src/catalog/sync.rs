@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use schema::catalog::{CatalogDelta, Update};
 use schema::event::ConfigEvent;
 use schema::report::{Attribute, Report};
+use schema::status;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,14 +86,18 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
         match sources::build(s) {
             Ok(c) => sources.push(c),
             Err(e) => {
-                site.raise(6703, vec![], vec![s.name.clone(), e.clone()])?;
+                site.raise(
+                    status::CATALOG_SYNC_FAILED,
+                    vec![],
+                    vec![s.name.clone(), e.clone()],
+                )?;
                 return Err(Refusal::Invalid(format!("{e} (in {})", path.display())).into());
             }
         }
     }
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     site.raise(
-        6701,
+        status::CATALOG_SYNC_STARTED,
         vec![],
         vec![names.len().to_string(), names.join(", ")],
     )?;
@@ -109,7 +114,7 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
         if l.catalog_version == version && l.sources == *p {
             let total = site.db().catalog_len()?;
             site.raise(
-                6702,
+                status::CATALOG_SYNC_COMPLETED,
                 vec![Attribute::CatalogVersion(version)],
                 vec![
                     version.to_string(),
@@ -179,7 +184,13 @@ fn apply(
     let failed: Vec<Report> = plan
         .failures
         .iter()
-        .map(|(name, why)| ctx.status(6703, vec![], vec![name.clone(), why.clone()]))
+        .map(|(name, why)| {
+            ctx.status(
+                status::CATALOG_SYNC_FAILED,
+                vec![],
+                vec![name.clone(), why.clone()],
+            )
+        })
         .collect();
     let mut out = SyncOutcome {
         counts: ChangeCounts::of(&plan.changes),
@@ -214,7 +225,7 @@ fn apply(
         let v = if changes.is_empty() { v } else { v + 1 };
         let mut reports = failed.clone();
         reports.push(ctx.status(
-            6702,
+            status::CATALOG_SYNC_COMPLETED,
             vec![Attribute::CatalogVersion(v)],
             vec![
                 v.to_string(),

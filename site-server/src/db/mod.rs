@@ -756,6 +756,7 @@ mod tests {
     use schema::catalog::{CatalogChange, CatalogDelta, Classification, Update};
     use schema::event::{ConfigEvent, DistributionTarget};
     use schema::manifest::{ChunkRef, EntryKind, FileEntry};
+    use schema::status;
     use schema::ChunkId;
 
     fn code(s: &str) -> SiteCode {
@@ -1004,7 +1005,7 @@ mod tests {
             origin_seq: seq,
             time: t0,
             body: Report::Status(schema::report::StatusMessage::new(
-                40001,
+                status::SITE_SERVER_STARTED,
                 code(origin),
                 "m",
                 t0,

@@ -6,6 +6,7 @@ use crate::sansio::links::Role;
 use crate::site::Site;
 use chrono::Utc;
 use schema::report::Attribute;
+use schema::status;
 use sender::tls::{self, Pins};
 use std::sync::Arc;
 
@@ -19,7 +20,11 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(%remote, error = %e, "connection refused");
-                    let _ = site.raise(40202, vec![], vec![remote.to_string(), e.to_string()]);
+                    site.note(
+                        status::CONNECTION_REFUSED,
+                        vec![],
+                        vec![remote.to_string(), e.to_string()],
+                    );
                     return;
                 }
             };
@@ -36,8 +41,8 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
                     Err(e) => e.to_string(),
                 };
                 tracing::info!(reason = %why, "distribution point link down");
-                let _ = site.raise(
-                    40206,
+                site.note(
+                    status::DP_DETACHED,
                     vec![Attribute::DistributionPoint(dp.to_string())],
                     vec![format!("{}/{dp}", site.cfg().code), why],
                 );
@@ -62,7 +67,7 @@ pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Ar
                 crate::net::sending::raise_notices(&site);
             }
             tracing::info!(reason = %why, "child link down");
-            let _ = site.raise(40201, vec![], vec![child.clone(), why]);
+            site.note(status::CHILD_LINK_DOWN, vec![], vec![child.clone(), why]);
         });
     }
 }

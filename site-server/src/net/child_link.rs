@@ -9,6 +9,7 @@ use crate::site::Site;
 use crate::site::Wake;
 use chrono::Utc;
 use schema::report::Attribute;
+use schema::status;
 use schema::wire::Frame;
 use sender::link::{FrameReader, FrameWriter, LinkError};
 use std::sync::Arc;
@@ -45,8 +46,8 @@ pub(super) async fn serve_child(
                         reason: reason.clone(),
                     })
                     .await;
-                let _ = site.raise(
-                    40202,
+                site.note(
+                    status::CONNECTION_REFUSED,
                     vec![Attribute::DestinationSite(code)],
                     vec![conn.remote_address().to_string(), reason.clone()],
                 );
@@ -63,7 +64,11 @@ pub(super) async fn serve_child(
     };
     site.link_update(child_code, Role::Child, |l| l.on_connected(Utc::now()));
     site.sender(|s| s.on_connect(&child_code));
-    let _ = site.raise(40200, vec![], vec![child.to_string(), applied.to_string()]);
+    site.note(
+        status::CHILD_LINK_UP,
+        vec![],
+        vec![child.to_string(), applied.to_string()],
+    );
     let (input_tx, inputs) = tokio::sync::mpsc::unbounded_channel::<Input>();
     // Further streams the child opens are content streams: their requests go to the sender.
     let content_conn = conn.clone();

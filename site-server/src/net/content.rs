@@ -16,6 +16,7 @@
 
 use super::ReplError;
 use crate::site::Wake;
+use schema::status;
 
 use crate::site::Site;
 use schema::report::Attribute;
@@ -171,7 +172,7 @@ fn update_wants(
                 > 0;
             if !t.remaining.is_empty() {
                 site.raise(
-                    40211,
+                    status::PACKAGE_CONTENT_FETCHING,
                     vec![
                         Attribute::Package(p.id),
                         Attribute::SourceVersion(v.source_version),
@@ -216,7 +217,7 @@ fn update_wants(
                 .map_err(|e| crate::site::OpError::Failed(e.to_string()))?;
             site.db().set_cursor(&k, 1)?;
             site.raise(
-                40210,
+                status::PACKAGE_CONTENT_COMPLETE,
                 vec![
                     Attribute::Package(t.package),
                     Attribute::SourceVersion(t.version),
@@ -435,8 +436,8 @@ fn store_received(
                 ) => {
                     let n = site.fetch_plan(|p| p.on_bad(&id, now()));
                     tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
-                    let _ = site.raise(
-                        40203,
+                    site.note(
+                        status::CHUNK_VERIFICATION_FAILED,
                         vec![Attribute::DestinationSite(parent)],
                         vec![id.to_hex(), parent.to_string(), e.to_string()],
                     );

@@ -11,6 +11,7 @@
 
 use super::{blocking, ReplError};
 use crate::site::Wake;
+use schema::status;
 
 use crate::site::Site;
 use chrono::Utc;
@@ -66,8 +67,8 @@ pub async fn serve_dp(
         sources,
     })
     .await?;
-    let _ = site.raise(
-        40205,
+    site.note(
+        status::DP_ATTACHED,
         vec![schema::report::Attribute::DistributionPoint(dp.to_string())],
         vec![
             format!("{}/{dp}", site.cfg().code),
@@ -248,8 +249,14 @@ async fn serve_chunks(
                 Err(why) => {
                     if let Some(why) = why {
                         tracing::warn!(chunk = %id, reason = %why, "a chunk asked for by a DP is damaged here");
-                        let _ = site.store().remove(&id);
-                        let _ = site.raise(40204, vec![], vec![id.to_hex(), why]);
+                        if let Err(e) = site.store().remove(&id) {
+                            tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
+                        }
+                        site.note(
+                            status::CHUNK_CORRUPT_REMOVED,
+                            vec![],
+                            vec![id.to_hex(), why],
+                        );
                         site.wake(Wake::ContentGrew);
                     }
                     ChunkReply::Missing { id }

@@ -16,6 +16,7 @@
 
 use super::{blocking, ReplError, BATCH};
 use crate::site::Wake;
+use schema::status;
 
 /// The stored bytes of events one frame carries at most (one event always goes): far below
 /// the frame and decode limits even for events that compress well (catalog deltas).
@@ -72,7 +73,13 @@ pub fn raise_notices(site: &Site) {
                 package,
                 version,
                 pct,
-            } => (3531, dest, package, version, Some(pct.to_string())),
+            } => (
+                status::SENDER_PROGRESS,
+                dest,
+                package,
+                version,
+                Some(pct.to_string()),
+            ),
             Notice::Error {
                 dest,
                 package,
@@ -86,17 +93,17 @@ pub fn raise_notices(site: &Site) {
                         "{error}; no retry left: it goes again when the link changes state or with `site-server sender retry`"
                     ),
                 };
-                (3532, dest, package, version, Some(text))
+                (status::SENDER_ERROR, dest, package, version, Some(text))
             }
             Notice::Sent {
                 dest,
                 package,
                 version,
-            } => (3533, dest, package, version, None),
+            } => (status::SENDER_COMPLETE, dest, package, version, None),
         };
         let mut ins = vec![package.to_string(), version.to_string(), dest.to_string()];
         ins.extend(extra);
-        let _ = site.raise(
+        site.note(
             id,
             vec![
                 Attribute::Package(package),
@@ -432,8 +439,14 @@ impl Link {
             Err(None) => {}
             Err(Some(reason)) => {
                 tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
-                let _ = self.site.store().remove(&id);
-                let _ = self.site.raise(40204, vec![], vec![id.to_hex(), reason]);
+                if let Err(e) = self.site.store().remove(&id) {
+                    tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
+                }
+                self.site.note(
+                    status::CHUNK_CORRUPT_REMOVED,
+                    vec![],
+                    vec![id.to_hex(), reason],
+                );
             }
         }
         let no_source = self.site.cfg().parent.is_none()

@@ -12,6 +12,7 @@ use schema::advert::{Advertisement, Program, TimeBasis};
 use schema::event::{ConfigEvent, DistributionTarget, DpRef, PackageVersion, Priority};
 use schema::manifest::Manifest;
 use schema::report::{Attribute, Report, StatusMessage};
+use schema::status;
 use schema::{AdvertisementId, ManifestId, PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +142,7 @@ pub fn publish<S: ProjectionStore>(
     };
     let out = outcome(package, &name, source_version, req, false);
     let report = ctx.status(
-        40100,
+        status::PACKAGE_PUBLISHED,
         vec![
             Attribute::Package(package),
             Attribute::SourceVersion(source_version),
@@ -269,7 +270,7 @@ pub fn create_advert<S: ProjectionStore>(
         enabled: true,
     };
     let report = ctx.status(
-        40110,
+        status::ADVERTISEMENT_CREATED,
         vec![
             Attribute::Advertisement(id),
             Attribute::Package(req.package),
@@ -375,7 +376,11 @@ pub fn distribute<S: ProjectionStore>(
             if let DistributionTarget::Site(site) = t {
                 attrs.push(Attribute::DestinationSite(*site));
             }
-            ctx.status(40120, attrs, vec![req.package.to_string(), t.to_string()])
+            ctx.status(
+                status::PACKAGE_TARGETED,
+                attrs,
+                vec![req.package.to_string(), t.to_string()],
+            )
         })
         .collect();
     Ok(Decided {
@@ -429,7 +434,7 @@ pub fn undistribute<S: ProjectionStore>(
         .iter()
         .map(|t| {
             ctx.status(
-                40121,
+                status::PACKAGE_UNTARGETED,
                 vec![Attribute::Package(req.package)],
                 vec![req.package.to_string(), t.to_string()],
             )
@@ -478,7 +483,7 @@ pub fn retire<S: ProjectionStore>(
             source_version: version,
         }),
         reports: vec![ctx.status(
-            40101,
+            status::PACKAGE_VERSION_RETIRED,
             vec![
                 Attribute::Package(package),
                 Attribute::SourceVersion(version),
@@ -503,7 +508,7 @@ pub fn boost<S: ProjectionStore>(
     Ok(Decided {
         event: Some(ConfigEvent::SenderBoost { package, until }),
         reports: vec![ctx.status(
-            40130,
+            status::SENDER_EMERGENCY_BOOST,
             vec![Attribute::Package(package)],
             vec![package.to_string(), when],
         )],
@@ -531,7 +536,7 @@ pub fn set_priority<S: ProjectionStore>(
     Ok(Decided {
         event: Some(ConfigEvent::PackagePriorityChanged { package, priority }),
         reports: vec![ctx.status(
-            40131,
+            status::SENDER_PRIORITY_CHANGED,
             vec![Attribute::Package(package)],
             vec![package.to_string(), priority.to_string()],
         )],
@@ -571,7 +576,7 @@ pub fn dp_group_create<S: ProjectionStore>(
         event: Some(ConfigEvent::DpGroupCreated {
             group: group.to_string(),
         }),
-        reports: vec![ctx.status(40140, vec![], vec![group.to_string()])],
+        reports: vec![ctx.status(status::DP_GROUP_CREATED, vec![], vec![group.to_string()])],
         out: (),
     })
 }
@@ -618,7 +623,7 @@ pub fn dp_group_change<S: ProjectionStore>(
     let mut reports = Vec::new();
     for d in &added {
         reports.push(ctx.status(
-            40141,
+            status::DP_JOINED_GROUP,
             vec![],
             vec![
                 group.to_string(),
@@ -628,7 +633,11 @@ pub fn dp_group_change<S: ProjectionStore>(
         ));
     }
     for d in &removed {
-        reports.push(ctx.status(40142, vec![], vec![group.to_string(), d.to_string()]));
+        reports.push(ctx.status(
+            status::DP_LEFT_GROUP,
+            vec![],
+            vec![group.to_string(), d.to_string()],
+        ));
     }
     Ok(Decided {
         event: (!added.is_empty() || !removed.is_empty()).then(|| {

@@ -4,6 +4,7 @@
 //! Called by the admin API on a blocking thread. No lock of the site is taken.
 
 use crate::sansio::decide::Refusal;
+use schema::status;
 
 use chrono::{DateTime, Utc};
 use schema::catalog::{Classification, Update};
@@ -53,18 +54,24 @@ pub fn sync_status(sites: &[SiteCode], own: u64, reports: &[ReportEnvelope]) -> 
         let Report::Status(m) = &env.body else {
             continue;
         };
-        if !matches!(m.id, 6701 | 6702 | 6703 | 40400) {
+        if !matches!(
+            m.id,
+            status::CATALOG_SYNC_STARTED
+                | status::CATALOG_SYNC_COMPLETED
+                | status::CATALOG_SYNC_FAILED
+                | status::CATALOG_VERSION_APPLIED
+        ) {
             continue;
         }
         let Some(r) = rows.get_mut(&m.site) else {
             continue;
         };
         match m.id {
-            6701 => {
+            status::CATALOG_SYNC_STARTED => {
                 r.last_sync = Some(m.time);
                 r.last_error = None;
             }
-            6703 => {
+            status::CATALOG_SYNC_FAILED => {
                 let e = m.text();
                 r.last_error = Some(match r.last_error.take() {
                     Some(prev) => format!("{prev}; {e}"),
@@ -107,7 +114,7 @@ impl Site {
         let reports: Vec<ReportEnvelope> = self
             .db
             .reports(1, usize::MAX, |e| {
-                matches!(&e.body, Report::Status(m) if matches!(m.id, 6701 | 6702 | 6703 | 40400))
+                matches!(&e.body, Report::Status(m) if matches!(m.id, status::CATALOG_SYNC_STARTED | status::CATALOG_SYNC_COMPLETED | status::CATALOG_SYNC_FAILED | status::CATALOG_VERSION_APPLIED))
             })?
             .into_iter()
             .map(|(_, e)| e)
@@ -227,13 +234,37 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         let reports = vec![
-            msg("CEN", 6701, 1, None, &["1", "deb"]),
-            msg("CEN", 6702, 2, Some(1), &["1"]),
-            msg("P01", 40400, 3, Some(1), &["1", "5", "CEN"]),
-            msg("CEN", 6701, 10, None, &["2", "deb, ms"]),
-            msg("CEN", 6703, 11, None, &["ms", "no such file"]),
-            msg("CEN", 6702, 12, Some(2), &["2"]),
-            msg("P01", 40400, 13, Some(2), &["2", "1", "CEN"]),
+            msg("CEN", status::CATALOG_SYNC_STARTED, 1, None, &["1", "deb"]),
+            msg("CEN", status::CATALOG_SYNC_COMPLETED, 2, Some(1), &["1"]),
+            msg(
+                "P01",
+                status::CATALOG_VERSION_APPLIED,
+                3,
+                Some(1),
+                &["1", "5", "CEN"],
+            ),
+            msg(
+                "CEN",
+                status::CATALOG_SYNC_STARTED,
+                10,
+                None,
+                &["2", "deb, ms"],
+            ),
+            msg(
+                "CEN",
+                status::CATALOG_SYNC_FAILED,
+                11,
+                None,
+                &["ms", "no such file"],
+            ),
+            msg("CEN", status::CATALOG_SYNC_COMPLETED, 12, Some(2), &["2"]),
+            msg(
+                "P01",
+                status::CATALOG_VERSION_APPLIED,
+                13,
+                Some(2),
+                &["2", "1", "CEN"],
+            ),
         ];
         let rows = sync_status(&sites, 2, &reports);
         let view: Vec<(String, u64, u64, bool)> = rows
@@ -262,8 +293,20 @@ mod tests {
             .contains("no such file"));
         // A later clean attempt clears the error.
         let mut more = reports.clone();
-        more.push(msg("CEN", 6701, 20, None, &["1", "deb"]));
-        more.push(msg("CEN", 6702, 21, Some(2), &["2"]));
+        more.push(msg(
+            "CEN",
+            status::CATALOG_SYNC_STARTED,
+            20,
+            None,
+            &["1", "deb"],
+        ));
+        more.push(msg(
+            "CEN",
+            status::CATALOG_SYNC_COMPLETED,
+            21,
+            Some(2),
+            &["2"],
+        ));
         let rows = sync_status(&sites, 2, &more);
         assert_eq!(rows[0].last_error, None);
         assert_eq!(rows[0].applied.unwrap().timestamp(), 1_800_000_012);

@@ -11,6 +11,7 @@ use ::courier::format::BundleHeader;
 use chrono::{DateTime, Utc};
 use schema::event::EventEnvelope;
 use schema::report::{Attribute, ReportEnvelope};
+use schema::status;
 use schema::{ChunkId, PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -212,7 +213,7 @@ impl Site {
         st.last_export = Some(Utc::now());
         self.db.set_record(&crate::db::courier_state(to), &st)?;
         self.raise(
-            40300,
+            status::COURIER_BUNDLE_EXPORTED,
             vec![Attribute::DestinationSite(to)],
             vec![
                 out.bundle_id.clone(),
@@ -266,7 +267,7 @@ impl Site {
         self.wake(Wake::LogGrew);
         self.wake(Wake::ContentGrew);
         self.raise(
-            40301,
+            status::COURIER_BUNDLE_IMPORTED,
             vec![Attribute::DestinationSite(header.source)],
             vec![
                 header.id_hex(),
@@ -286,7 +287,11 @@ impl Site {
 
     /// The refusal of a bundle or receipt, said in the report log (40302).
     pub fn courier_refused(&self, what: &str, reason: &str) -> Result<(), OpError> {
-        self.raise(40302, vec![], vec![what.to_string(), reason.to_string()])
+        self.raise(
+            status::COURIER_FILE_REFUSED,
+            vec![],
+            vec![what.to_string(), reason.to_string()],
+        )
     }
 
     /// The parent cursor a bundle's range is checked against.
@@ -363,7 +368,7 @@ impl Site {
         }
         self.wake(Wake::ReportsGrew);
         self.raise(
-            40303,
+            status::COURIER_RECEIPT_IMPORTED,
             vec![Attribute::DestinationSite(r.source)],
             vec![
                 r.source.to_string(),

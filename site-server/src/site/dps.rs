@@ -9,6 +9,7 @@ use crate::sansio::decide::{self};
 use chrono::{DateTime, Utc};
 use schema::event::DistributionTarget;
 use schema::report::{Attribute, Report, ReportEnvelope, SiteData};
+use schema::status;
 use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
 
@@ -238,7 +239,7 @@ impl Site {
     /// The last distribution word (2342, 2330, 40150-40152) per (package, version, site, DP),
     /// from the report log.
     pub(super) fn dp_progress(&self) -> Result<DpProgress, OpError> {
-        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if matches!(m.id, 2330 | 2342 | 40150..=40152));
+        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if matches!(m.id, status::DP_DISTRIBUTION_COMPLETE | status::DP_DISTRIBUTION_STARTED | status::DP_DISTRIBUTION_FAILED..=status::DP_PACKAGE_REMOVED));
         let mut out: DpProgress = Default::default();
         for (_, e) in self.db.reports(1, usize::MAX, keep)? {
             let Report::Status(m) = e.body else { continue };
@@ -257,13 +258,13 @@ impl Site {
             // A DP names itself SITE/ID in its messages; the machine is its id at its site.
             let dp = dp.rsplit('/').next().unwrap_or(&dp).to_string();
             let state = match m.id {
-                2342 => "pulling".to_string(),
-                2330 => "installed".to_string(),
-                40150 => format!(
+                status::DP_DISTRIBUTION_STARTED => "pulling".to_string(),
+                status::DP_DISTRIBUTION_COMPLETE => "installed".to_string(),
+                status::DP_DISTRIBUTION_FAILED => format!(
                     "failed: {}",
                     m.insertion.get(3).cloned().unwrap_or_default()
                 ),
-                40151 => "damaged, fetching again".to_string(),
+                status::DP_PACKAGE_DAMAGED => "damaged, fetching again".to_string(),
                 _ => "removed".to_string(),
             };
             let slot = out

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use schema::advert::Advertisement;
 use schema::event::{ConfigEvent, DistributionTarget, Priority};
 use schema::report::Attribute;
+use schema::status;
 use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
 
@@ -237,7 +238,7 @@ impl Site {
             .db
             .apply_parent_batch(first, events, ctx.now, |env| match &env.body {
                 ConfigEvent::CatalogDelta(d) => Some(ctx.status(
-                    40400,
+                    status::CATALOG_VERSION_APPLIED,
                     vec![Attribute::CatalogVersion(d.catalog_version)],
                     vec![
                         d.catalog_version.to_string(),

@@ -13,6 +13,7 @@ use schema::advert::Advertisement;
 use schema::event::{ConfigEvent, DistributionTarget, Priority};
 use schema::manifest::Manifest;
 use schema::report::{Attribute, Report, ReportEnvelope};
+use schema::status;
 use schema::status::Severity;
 use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
@@ -209,7 +210,7 @@ impl Site {
     /// The last sender message per (package, version, destination), from the report log
     /// (this site's and its subtree's).
     fn sending_progress(&self) -> Result<SendingProgress, OpError> {
-        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if (3531..=3533).contains(&m.id));
+        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if (status::SENDER_PROGRESS..=status::SENDER_COMPLETE).contains(&m.id));
         let mut out: std::collections::HashMap<_, std::collections::BTreeMap<_, SiteSending>> =
             Default::default();
         for (_, e) in self.db.reports(1, usize::MAX, keep)? {
@@ -232,7 +233,7 @@ impl Site {
                 continue;
             }
             let (pct, state, error) = match m.id {
-                3531 => (
+                status::SENDER_PROGRESS => (
                     m.insertion
                         .get(3)
                         .and_then(|p| p.parse().ok())
@@ -240,7 +241,7 @@ impl Site {
                     "sending",
                     None,
                 ),
-                3532 => (prev, "error", m.insertion.get(3).cloned()),
+                status::SENDER_ERROR => (prev, "error", m.insertion.get(3).cloned()),
                 _ => (100, "sent", None),
             };
             per.insert(
