@@ -49,7 +49,10 @@ impl From<OpError> for ApiError {
                 ApiError(StatusCode::NOT_FOUND, r.to_string())
             }
             OpError::Refused(r) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, r.to_string()),
-            OpError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+            other => {
+                tracing::error!(error = %other, "request failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
         }
     }
 }

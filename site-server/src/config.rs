@@ -336,6 +336,14 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// A change that would make `site.toml` invalid (nothing is written).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl SiteConfig {
@@ -468,12 +476,15 @@ impl SiteConfig {
     }
 
     /// Writes `site.toml` atomically (temp file, rename) after validating.
-    pub fn save(&self, dir: &DataDir) -> Result<(), String> {
-        self.validate()?;
+    pub fn save(&self, dir: &DataDir) -> Result<(), ConfigError> {
+        self.validate().map_err(ConfigError::Invalid)?;
         let tmp = dir.root.join("site.toml.tmp");
         std::fs::write(&tmp, self.to_toml())
             .and_then(|_| std::fs::rename(&tmp, dir.config()))
-            .map_err(|e| format!("cannot write {}: {e}", dir.config().display()))
+            .map_err(|source| ConfigError::Write {
+                path: dir.config().display().to_string(),
+                source,
+            })
     }
 
     pub fn to_toml(&self) -> String {

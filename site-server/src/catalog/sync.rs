@@ -148,7 +148,7 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
     let site2 = site.clone();
     let out = tokio::task::spawn_blocking(move || apply(&site2, &sources, listed, read_ms, prints))
         .await
-        .map_err(|e| OpError::Failed(format!("the sync thread failed: {e}")))??;
+??;
     site.wake(Wake::LogGrew);
     site.wake(Wake::ReportsGrew);
     Ok(out)

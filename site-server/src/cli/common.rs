@@ -45,6 +45,24 @@ impl From<site_server::daemon::StartError> for CliError {
     }
 }
 
+/// A refused request is the operator's to fix (exit 2); anything else failed (exit 1).
+impl From<site_server::site::OpError> for CliError {
+    fn from(e: site_server::site::OpError) -> Self {
+        match e {
+            site_server::site::OpError::Refused(r) => CliError::usage(r.to_string()),
+            other => CliError::failed(other.to_string()),
+        }
+    }
+}
+
+/// `site.toml` refused a change (exit 2), or could not be read or written (exit 1).
+pub fn config_error(e: site_server::config::ConfigError) -> CliError {
+    match e {
+        site_server::config::ConfigError::Invalid(m) => CliError::usage(m),
+        other => CliError::failed(other.to_string()),
+    }
+}
+
 pub type Res = Result<(), CliError>;
 
 #[derive(Args, Clone)]

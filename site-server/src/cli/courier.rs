@@ -72,10 +72,7 @@ impl Access {
 }
 
 fn op<T>(r: Result<T, site_server::site::OpError>) -> Result<T, CliError> {
-    r.map_err(|e| match e {
-        site_server::site::OpError::Refused(r) => CliError::usage(r.to_string()),
-        site_server::site::OpError::Failed(m) => CliError::failed(m),
-    })
+    r.map_err(CliError::from)
 }
 
 fn progress(total: u64, what: &str) -> indicatif::ProgressBar {

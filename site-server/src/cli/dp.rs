@@ -234,7 +234,7 @@ pub async fn run(cmd: DpCmd) -> Res {
                 sources,
             });
             check_dp_sources(&cfg.dps).map_err(CliError::usage)?;
-            cfg.save(&dir).map_err(CliError::usage)?;
+            cfg.save(&dir).map_err(crate::cli::config_error)?;
             println!(
                 "distribution point {}/{id} added; its certificate is pinned",
                 cfg.code
@@ -272,7 +272,7 @@ pub async fn run(cmd: DpCmd) -> Res {
                 d.sources = source_ids(code, &sources)?;
             }
             check_dp_sources(&cfg.dps).map_err(CliError::usage)?;
-            cfg.save(&dir).map_err(CliError::usage)?;
+            cfg.save(&dir).map_err(crate::cli::config_error)?;
             println!("distribution point {code}/{id} changed");
             if dir.admin().exists() {
                 println!("restart the site server for the change to take effect");

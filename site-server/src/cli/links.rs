@@ -126,7 +126,7 @@ pub(super) fn child_add(
     };
     child.policy().map_err(CliError::usage)?;
     cfg.children.push(child);
-    cfg.save(dir).map_err(CliError::usage)?;
+    cfg.save(dir).map_err(config_error)?;
     println!(
         "child {code} added to {} ({}); its certificate is pinned",
         cfg.code,
@@ -217,7 +217,7 @@ pub(super) fn parent_set(
         fingerprint,
         public_key,
     });
-    cfg.save(dir).map_err(CliError::usage)?;
+    cfg.save(dir).map_err(config_error)?;
     if addr.is_empty() {
         println!(
             "parent of {} set to {code}, reached by courier bundles only; its key checks them",

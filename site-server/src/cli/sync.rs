@@ -287,7 +287,7 @@ fn edit(
     }
     f(&mut cfg.sync).map_err(CliError::usage)?;
     cfg.sync.check().map_err(CliError::usage)?;
-    cfg.save(dir).map_err(CliError::failed)?;
+    cfg.save(dir).map_err(crate::cli::config_error)?;
     println!(
         "{}: {} source(s), schedule {}; the next sync reads it",
         dir.config().display(),
@@ -308,10 +308,7 @@ async fn now(dir: &DataDir, json: bool) -> Res {
         let r = site_server::catalog::sync::sync_now(site.clone()).await;
         drop(site);
         drop(lock);
-        r.map_err(|e| match e {
-            site_server::site::OpError::Refused(r) => CliError::usage(r.to_string()),
-            site_server::site::OpError::Failed(m) => CliError::failed(m),
-        })?
+        r.map_err(CliError::from)?
     };
     if json {
         print_json(&out)?;

@@ -212,9 +212,7 @@ fn update_wants(
         site.fetch_plan(|p| p.forget_need(t.package, t.version));
         let k = crate::db::content_complete(&t.package, t.version);
         if site.db().cursor(&k)? == 0 {
-            site.store()
-                .sync()
-                .map_err(|e| crate::site::OpError::Failed(e.to_string()))?;
+            site.store().sync()?;
             site.db().set_cursor(&k, 1)?;
             site.raise(
                 status::PACKAGE_CONTENT_COMPLETE,
@@ -260,7 +258,7 @@ pub async fn fetch_from_parent(
     std::thread::Builder::new()
         .name(format!("store-from-{parent}"))
         .spawn(move || store_received(storer_site, parent, store_rx, pool_tx))
-        .map_err(|e| ReplError::Site(format!("cannot start the storing thread: {e}")))?;
+        .map_err(|source| ReplError::Thread { what: "the storing thread", source })?;
     let mut reader = tokio::spawn(read_replies(site.clone(), recv, store_tx, pool_rx));
     loop {
         let wake = site.woken(Wake::FetchPlan);
@@ -295,7 +293,7 @@ pub async fn fetch_from_parent(
             r = &mut reader => {
                 return match r {
                     Ok(r) => r,
-                    Err(e) => Err(ReplError::Site(e.to_string())),
+                    Err(e) => Err(e.into()),
                 };
             }
         }
@@ -337,7 +335,7 @@ async fn read_replies(
                     }
                 }
                 if store_tx.send((id, buf)).is_err() {
-                    return Err(ReplError::Site("the storing thread stopped".into()));
+                    return Err(ReplError::Stopped("the storing thread"));
                 }
             }
             ChunkReply::Missing { id } => {

@@ -163,10 +163,7 @@ type Assignments = (Vec<schema::wire::DpAssignment>, Vec<schema::wire::DpSource>
 
 async fn assignments(site: &Arc<Site>, dp: &str) -> Result<Assignments, ReplError> {
     let (s, dp) = (site.clone(), dp.to_string());
-    tokio::task::spawn_blocking(move || s.dp_assignments(&dp))
-        .await
-        .map_err(|e| ReplError::Site(e.to_string()))?
-        .map_err(|e| ReplError::Site(e.to_string()))
+    Ok(tokio::task::spawn_blocking(move || s.dp_assignments(&dp)).await??)
 }
 
 /// Stores a DP's messages as this site's reports; returns the position acknowledged.
@@ -238,8 +235,7 @@ async fn serve_chunks(
                 let r = crate::net::content::read_for_child(&s, &id, again, &mut b);
                 (r, b)
             })
-            .await
-            .map_err(|e| ReplError::Site(e.to_string()))?;
+            .await?;
             buf = b;
             let reply = match res {
                 Ok(()) => ChunkReply::Chunk {

@@ -42,10 +42,27 @@ pub enum ReplError {
     Connection(#[from] quinn::ConnectionError),
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The peer broke the protocol (or named itself wrongly): what it did.
     #[error("{0}")]
     Protocol(String),
-    #[error("{0}")]
-    Site(String),
+    /// The site's database failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// An operation of the site failed.
+    #[error(transparent)]
+    Op(#[from] crate::site::OpError),
+    /// A blocking task panicked or was cancelled.
+    #[error("a worker thread failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A thread of the link could not be started.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// A thread of the link stopped before the link did.
+    #[error("{0} stopped")]
+    Stopped(&'static str),
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -53,8 +70,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Site) -> Result<T, crate::db::DbError> + Send + 'static,
 ) -> Result<T, ReplError> {
     let site = site.clone();
-    tokio::task::spawn_blocking(move || f(&site))
-        .await
-        .map_err(|e| ReplError::Site(e.to_string()))?
-        .map_err(|e| ReplError::Site(e.to_string()))
+    Ok(tokio::task::spawn_blocking(move || f(&site)).await??)
 }

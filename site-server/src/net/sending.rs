@@ -233,8 +233,7 @@ pub async fn run(
             let grown = last < next_event + BATCH as u64 - 1
                 && site
                     .db()
-                    .counts()
-                    .map_err(|e| ReplError::Site(e.to_string()))?
+                    .counts()?
                     .config_events
                     > last;
             if grown && site.sender(|s| s.withdraw(job)) {
@@ -245,8 +244,7 @@ pub async fn run(
         // cheap length check, not a read per chunk written.
         let log_len = site
             .db()
-            .counts()
-            .map_err(|e| ReplError::Site(e.to_string()))?
+            .counts()?
             .config_events;
         if batch.is_none() && log_len >= next_event {
             let from = next_event;
@@ -338,7 +336,7 @@ pub async fn run(
                 return match e {
                     Ok(ReplError::Link(LinkError::Closed)) => Ok(()),
                     Ok(e) => Err(e),
-                    Err(e) => Err(ReplError::Site(e.to_string())),
+                    Err(e) => Err(e.into()),
                 };
             }
         }

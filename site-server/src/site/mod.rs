@@ -270,22 +270,36 @@ pub fn machine_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Why an operation did not happen.
+/// Why an operation did not happen. [`OpError::Refused`] is the caller's to fix (HTTP 4xx,
+/// CLI exit 2); every other variant failed on the site (HTTP 500, CLI exit 1) and keeps its
+/// cause as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
-    /// The request is wrong (unknown id, invalid value): HTTP 4xx, CLI exit 2.
+    /// The request is wrong (unknown id, invalid value).
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// Something failed on the site: HTTP 500, CLI exit 1.
-    #[error("{0}")]
-    Failed(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(DbError),
+    /// `site.toml` could not be read or written.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] dist_point::StoreError),
+    /// The site's key or certificate could not be read.
+    #[error(transparent)]
+    Identity(#[from] sender::identity::IdentityError),
+    /// A worker thread panicked or was cancelled.
+    #[error("a worker thread failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl From<DbError> for OpError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Refused(r) => OpError::Refused(r),
-            other => OpError::Failed(other.to_string()),
+            other => OpError::Db(other),
         }
     }
 }

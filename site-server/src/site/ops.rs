@@ -36,7 +36,7 @@ pub fn set_child_policy(
     code: SiteCode,
     req: &LinkPolicyRequest,
 ) -> Result<crate::config::ChildLink, OpError> {
-    let mut cfg = SiteConfig::load(dir).map_err(|e| OpError::Failed(e.to_string()))?;
+    let mut cfg = SiteConfig::load(dir)?;
     let Some(child) = cfg.children.iter_mut().find(|c| c.code == code) else {
         return Err(Refusal::Invalid(format!(
             "{code} is not a child of {}: see `site-server child list`",
@@ -56,7 +56,7 @@ pub fn set_child_policy(
     }
     changed.policy().map_err(Refusal::Invalid)?;
     *child = changed.clone();
-    cfg.save(dir).map_err(OpError::Failed)?;
+    cfg.save(dir)?;
     Ok(changed)
 }
 

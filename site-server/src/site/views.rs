@@ -160,7 +160,7 @@ pub struct MessageQuery {
 impl Site {
     pub fn identity(&self) -> Result<IdentityView, OpError> {
         let public = sender::identity::load_public(&self.dir.root)
-            .map_err(|e| OpError::Failed(e.to_string()))?;
+?;
         Ok(IdentityView {
             code: self.cfg.code,
             fingerprint: public.fingerprint,
