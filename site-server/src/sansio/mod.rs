@@ -17,3 +17,8 @@ pub mod links;
 pub mod plugin_args;
 pub mod projection;
 pub mod sync_schedule;
+
+#[cfg(test)]
+mod decide_tests;
+#[cfg(test)]
+mod projection_tests;
