@@ -11,7 +11,7 @@
 //! - a third sync of the same records in other bytes (a blank line added, as a re-download
 //!   that changed nothing would): parsed and compared in full, no event.
 //!
-//! Targets (issue 7): first sync < 10 s, unchanged re-sync < 2 s on this 2-core machine.
+//! Targets: first sync < 10 s, unchanged re-sync < 2 s on this 2-core machine.
 //! No peer tool is named for this one; a floor is printed beside it: `lz4cat INDEX | wc -l`
 //! (decompress and scan the text once), to show how much of the time is parsing and storing.
 
@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn time_of(site: &Site, id: u32) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    let v = site.json(&format!("/v1/status/messages?id={id}"))?;
+    let v = site.api_json(&format!("/v1/status/messages?id={id}"))?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
@@ -100,7 +100,7 @@ pub fn run(work: &Path, index: &Path, runs: usize) -> Result<()> {
                 "source",
                 "add",
                 "--data",
-                cen.d(),
+                cen.data_str(),
                 "--name",
                 "debian",
                 "--plugin",
@@ -115,7 +115,7 @@ pub fn run(work: &Path, index: &Path, runs: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
         let sync = || -> Result<(f64, serde_json::Value)> {
             let t = Instant::now();
-            let out = cli(&ss, &["sync", "now", "--json", "--data", cen.d()])?;
+            let out = cli(&ss, &["sync", "now", "--json", "--data", cen.data_str()])?;
             Ok((t.elapsed().as_secs_f64(), serde_json::from_str(&out)?))
         };
         let (t1, o1) = sync()?;

@@ -10,7 +10,7 @@
 //!   one sync): MB/s and peak RSS;
 //! - `cp -r` of the source tree to a new directory.
 
-use crate::replicate::{cli, noise_tree, Site};
+use crate::replicate::{cli, new_site, noise_tree};
 use crate::{median, run_timed, site_server};
 use anyhow::Result;
 use std::fs;
@@ -34,16 +34,16 @@ pub fn run(work: &Path, mib: u64, runs: usize) -> Result<()> {
     let root = work.join("sites");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
-    let mut p01 = Site::init(&ss, &root, "P01")?;
-    let s02 = Site::init(&ss, &root, "S02")?;
-    let (fp, key) = s02.keys(&ss)?;
+    let mut p01 = new_site(&ss, &root, "P01")?;
+    let s02 = new_site(&ss, &root, "S02")?;
+    let (fp, key) = s02.keys()?;
     cli(
         &ss,
         &[
             "child",
             "add",
             "--data",
-            p01.d(),
+            p01.data_str(),
             "--code",
             "S02",
             "--fingerprint",
@@ -53,8 +53,8 @@ pub fn run(work: &Path, mib: u64, runs: usize) -> Result<()> {
             "--courier",
         ],
     )?;
-    let (pfp, pkey) = p01.keys(&ss)?;
-    p01.start(&ss)?;
+    let (pfp, pkey) = p01.keys()?;
+    p01.start()?;
     let out = cli(
         &ss,
         &[
@@ -62,7 +62,7 @@ pub fn run(work: &Path, mib: u64, runs: usize) -> Result<()> {
             "publish",
             "--json",
             "--data",
-            p01.d(),
+            p01.data_str(),
             "--source",
             tree.to_str().unwrap(),
             "--name",
@@ -78,7 +78,7 @@ pub fn run(work: &Path, mib: u64, runs: usize) -> Result<()> {
             "distribute",
             &pkg,
             "--data",
-            p01.d(),
+            p01.data_str(),
             "--site",
             "S02",
         ],
@@ -99,7 +99,7 @@ pub fn run(work: &Path, mib: u64, runs: usize) -> Result<()> {
                     "S02",
                     "--since-receipt",
                     "--data",
-                    p01.d(),
+                    p01.data_str(),
                     "--out",
                 ])
                 .arg(&bundle),

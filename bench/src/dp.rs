@@ -11,19 +11,17 @@
 //!   `time_total`;
 //! - the DP's peak RSS (VmHWM) over all of it.
 
-use crate::replicate::{accept_child, cli, distribute, mbps, set_parent, wait_complete, Site};
+use crate::replicate::{
+    bins, cli, distribute, link_child, link_parent, mbps, message_time, new_site, wait_complete,
+    Site,
+};
 use crate::{median, site_server, xorshift_fill};
 use anyhow::{bail, Context, Result};
+use site_server::harness::{free_port, Bins, LocalDp};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// One file of `mib` MiB of noise in `dir` (kept for the next run).
 fn big_file(dir: &Path, mib: u64) -> Result<PathBuf> {
@@ -167,66 +165,28 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root)?;
         let cen_listen = format!("127.0.0.1:{}", free_port()?);
-        let mut cen = Site::init_at(&ss, &root, "CEN", &cen_listen)?;
-        let mut p01 = Site::init(&ss, &root, "P01")?;
-        accept_child(&ss, &cen, &p01)?;
+        let mut cen = Site::init(&bins(&ss), &root, "CEN", &cen_listen)?;
+        let mut p01 = new_site(&ss, &root, "P01")?;
+        link_child(&cen, &p01)?;
         // The DP: init, attached at CEN before CEN starts.
-        let dp_dir = root.join("DP1");
-        let dp_port = free_port()?;
-        let (cen_fp, _) = cen.keys(&ss)?;
-        let out = Command::new(&dpb)
-            .args(["init", "--id", "DP1", "--listen"])
-            .arg(format!("127.0.0.1:{dp_port}"))
-            .args([
-                "--site",
-                &cen_listen,
-                "--site-fingerprint",
-                &cen_fp,
-                "--data",
-            ])
-            .arg(&dp_dir)
-            .output()?;
-        if !out.status.success() {
-            bail!("dist-point init: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let fp = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("fingerprint: ").map(str::to_string))
-            .context("fingerprint")?;
-        cli(
-            &ss,
-            &[
-                "dp",
-                "add",
-                "--data",
-                cen.d(),
-                "--id",
-                "DP1",
-                "--fingerprint",
-                &fp,
-            ],
-        )?;
-        cen.start(&ss)?;
-        set_parent(&ss, &p01, &cen)?;
-        p01.start(&ss)?;
-        let log = fs::File::create(root.join("DP1.log"))?;
-        let dp = Killed(
-            Command::new(&dpb)
-                .arg("run")
-                .arg("--data")
-                .arg(&dp_dir)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?,
-        );
-        wait_port(dp_port)?;
+        let dp_bins = Bins {
+            site_server: ss.clone(),
+            dist_point: (dpb.clone(), Vec::new()),
+        };
+        let mut dp = LocalDp::init(&dp_bins, &root, &cen, "DP1")?;
+        let add = dp.dp_add_args(&[]);
+        cen.cli_ok(&add.iter().map(String::as_str).collect::<Vec<_>>())?;
+        cen.start()?;
+        link_parent(&p01, &cen)?;
+        p01.start()?;
+        dp.start()?;
         cli(
             &ss,
             &[
                 "package",
                 "publish",
                 "--data",
-                cen.d(),
+                cen.data_str(),
                 "--source",
                 file_dir.to_str().unwrap(),
                 "--name",
@@ -238,10 +198,10 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
 
         distribute(&ss, &cen, pkg, "P01")?;
         let tr = wait_complete(&cen, &p01, pkg)?;
-        p01.stop();
+        p01.stop()?;
         // The pull: CEN's 40120 for the DP target to the DP's 2330.
         let before = cen
-            .json("/v1/status/messages?id=40120")?
+            .api_json("/v1/status/messages?id=40120")?
             .as_array()
             .map_or(0, |a| a.len());
         cli(
@@ -253,12 +213,12 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
                 "--dp",
                 "CEN/DP1",
                 "--data",
-                cen.d(),
+                cen.data_str(),
             ],
         )?;
         let t = Instant::now();
         let tp = loop {
-            let targets = cen.json("/v1/status/messages?id=40120")?;
+            let targets = cen.api_json("/v1/status/messages?id=40120")?;
             let start = targets.as_array().and_then(|a| {
                 a.iter().skip(before).find_map(|m| {
                     m["time"]
@@ -267,7 +227,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
                         .ok()
                 })
             });
-            if let (Some(a), Some(b)) = (start, cen.message_time(2330, pkg)?) {
+            if let (Some(a), Some(b)) = (start, message_time(&cen, 2330, pkg)?) {
                 break (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6;
             }
             if t.elapsed() > Duration::from_secs(600) {
@@ -275,7 +235,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let dp_url = format!("http://127.0.0.1:{dp_port}/packages/{pkg}/1/files/big.bin");
+        let dp_url = format!("http://{}/packages/{pkg}/1/files/big.bin", dp.addr);
         let ng_url = format!("http://127.0.0.1:{nport}/big.bin");
         let (mut d, mut n) = (vec![], vec![]);
         for _ in 0..downloads {
@@ -288,7 +248,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, downloads: usize) -> Result<()> {
             n.push(s2);
             ratios.push(s2 / s1);
         }
-        let peak = vm_hwm(dp.0.id())? / 1024;
+        let peak = vm_hwm(dp.pid().context("the DP runs")?)? / 1024;
         let (md, mn) = (median(d.clone()), median(n.clone()));
         println!(
             "{run:>3}  {:>18.0}  {:>17.0}  {:>12.0}  {:>15.0}  {:>8.2}  {:>15}",

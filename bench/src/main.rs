@@ -318,32 +318,6 @@ fn site_server() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// `site-server init` and `run` in `data`; returns the daemon once its admin API is up.
-fn start_site(ss: &Path, data: &Path) -> Result<Child> {
-    let st = Command::new(ss)
-        .args(["init", "--code", "BEN", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("init failed");
-    }
-    let mut daemon = Command::new(ss)
-        .args(["run", "--data"])
-        .arg(data)
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !data.join("admin.json").exists() {
-        if Instant::now() > deadline {
-            let _ = daemon.kill();
-            bail!("daemon did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(daemon)
-}
-
 fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
     if !tree.exists() {
         build_tree(tree, size)?;
@@ -362,8 +336,14 @@ fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
     let (mut publish_t, mut publish_rss, mut republish_t, mut tar_t, mut b3_t) =
         (vec![], vec![], vec![], vec![], vec![]);
     for run in 0..runs {
-        let data = tmp.path().join(format!("site{run}"));
-        let mut daemon = start_site(&ss, &data)?;
+        let mut site = site_server::harness::LocalSite::init(
+            &replicate::bins(&ss),
+            &tmp.path().join(format!("run{run}")),
+            "BEN",
+            "127.0.0.1:0",
+        )?;
+        site.start()?;
+        let data = site.data().to_path_buf();
         let (t, rss) = run_timed(
             Command::new(&ss)
                 .args(["package", "publish", "--data"])
@@ -385,11 +365,7 @@ fn publish(tree: &Path, size: u64, runs: usize) -> Result<()> {
                 .args(["--package", "BEN00001"]),
         )?;
         republish_t.push(t);
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe {
-            libc::kill(daemon.id() as i32, libc::SIGTERM);
-        }
-        let _ = daemon.wait();
+        site.stop()?;
         let (t, _) = run_timed(Command::new("sh").arg("-c").arg(format!(
             "tar -cf - -C '{}' . | zstd -3 -T0 -q > /dev/null",
             tree.display()

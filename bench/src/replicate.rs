@@ -15,215 +15,52 @@
 
 use crate::{median, site_server, xorshift_fill};
 use anyhow::{bail, Context, Result};
+use site_server::harness::{self, Bins};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub(crate) struct Site {
-    pub(crate) code: &'static str,
-    pub(crate) data: PathBuf,
-    daemon: Option<Child>,
-    api: String,
-    token: String,
+/// A site of the benchmark's hierarchy: the shared harness's.
+pub(crate) use site_server::harness::LocalSite as Site;
+pub(crate) use site_server::harness::{link_child, link_parent};
+
+/// The binaries the harness runs: this `site-server` (DPs as `site-server dist-point`).
+pub(crate) fn bins(ss: &Path) -> Bins {
+    Bins::this_site_server(ss.to_path_buf())
 }
 
-impl Drop for Site {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
+/// `site-server ARGS`; its stdout, or the error if it did not exit 0.
 pub(crate) fn cli(ss: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(ss).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "site-server {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut c = std::process::Command::new(ss);
+    c.args(args);
+    Ok(harness::run(c)?.success(&format!("site-server {}", args.join(" ")))?)
 }
 
-impl Site {
-    pub(crate) fn init(ss: &Path, root: &Path, code: &'static str) -> Result<Site> {
-        Self::init_at(ss, root, code, "127.0.0.1:0")
-    }
-    /// As [`Site::init`], listening on `listen`.
-    pub(crate) fn init_at(
-        ss: &Path,
-        root: &Path,
-        code: &'static str,
-        listen: &str,
-    ) -> Result<Site> {
-        let data = root.join(code);
-        let d = data.to_str().context("path")?;
-        cli(
-            ss,
-            &["init", "--code", code, "--data", d, "--listen", listen],
-        )?;
-        Ok(Site {
-            code,
-            data,
-            daemon: None,
-            api: String::new(),
-            token: String::new(),
-        })
-    }
-    pub(crate) fn d(&self) -> &str {
-        self.data.to_str().expect("utf-8 path")
-    }
-    pub(crate) fn keys(&self, ss: &Path) -> Result<(String, String)> {
-        let v: serde_json::Value =
-            serde_json::from_str(&cli(ss, &["identity", "--json", "--data", self.d()])?)?;
-        Ok((
-            v["fingerprint"].as_str().context("fp")?.into(),
-            v["public_key"].as_str().context("key")?.into(),
-        ))
-    }
-    pub(crate) fn stop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
-    pub(crate) fn start(&mut self, ss: &Path) -> Result<()> {
-        let admin = self.data.join("admin.json");
-        let _ = fs::remove_file(&admin);
-        let log = fs::File::create(self.data.with_extension("log"))?;
-        self.daemon = Some(
-            Command::new(ss)
-                .args(["run", "--data", self.d()])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?,
-        );
-        let t = Instant::now();
-        while !admin.exists() {
-            if t.elapsed() > Duration::from_secs(20) {
-                bail!("{} did not start", self.code);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&admin)?)?;
-        self.api = v["addr"].as_str().context("addr")?.into();
-        self.token = v["token"].as_str().context("token")?.into();
-        Ok(())
-    }
-    pub(crate) fn listen(&self) -> Result<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(self.data.join("admin.json"))?)?;
-        Ok(v["listen"].as_str().context("listen")?.into())
-    }
-    /// A GET on the admin API: (status, body).
-    fn get(&self, path: &str) -> Result<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(&self.api)?;
-        s.set_nodelay(true)?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.api, self.token
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let status = resp
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("HTTP status")?;
-        let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-        Ok((status, body.to_string()))
-    }
-    pub(crate) fn json(&self, path: &str) -> Result<serde_json::Value> {
-        let (st, body) = self.get(path)?;
-        if st != 200 {
-            bail!("{} GET {path}: {st} {body}", self.code);
-        }
-        Ok(serde_json::from_str(&body)?)
-    }
-    /// The time of the first message `id` at this site with package `pkg`, if any.
-    pub(crate) fn message_time(
-        &self,
-        id: u32,
-        pkg: &str,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let v = self.json(&format!("/v1/status/messages?id={id}"))?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["insertion"][0] == pkg)
-            .and_then(|m| m["time"].as_str())
-            .and_then(|t| t.parse().ok()))
-    }
+/// A new site `code` in `root` whose QUIC port the system chooses.
+pub(crate) fn new_site(ss: &Path, root: &Path, code: &str) -> Result<Site> {
+    Ok(Site::init(&bins(ss), root, code, "127.0.0.1:0")?)
+}
+
+/// The time of the first message `id` at `site` with package `pkg`, if any.
+pub(crate) fn message_time(
+    site: &Site,
+    id: u32,
+    pkg: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let v = site.api_json(&format!("/v1/status/messages?id={id}"))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["insertion"][0] == pkg)
+        .and_then(|m| m["time"].as_str())
+        .and_then(|t| t.parse().ok()))
 }
 
 /// A fresh CEN -> P01 -> S01 in `root`, all three running and linked.
 pub(crate) fn three_tiers(ss: &Path, root: &Path) -> Result<(Site, Site, Site)> {
-    let mut cen = Site::init(ss, root, "CEN")?;
-    let mut p01 = Site::init(ss, root, "P01")?;
-    let mut s01 = Site::init(ss, root, "S01")?;
-    accept_child(ss, &cen, &p01)?;
-    accept_child(ss, &p01, &s01)?;
-    cen.start(ss)?;
-    set_parent(ss, &p01, &cen)?;
-    p01.start(ss)?;
-    set_parent(ss, &s01, &p01)?;
-    s01.start(ss)?;
-    Ok((cen, p01, s01))
-}
-
-/// `child add` at `parent` (not yet running), then returns; `parent set` comes after start.
-pub(crate) fn accept_child(ss: &Path, parent: &Site, child: &Site) -> Result<()> {
-    let (fp, key) = child.keys(ss)?;
-    cli(
-        ss,
-        &[
-            "child",
-            "add",
-            "--data",
-            parent.d(),
-            "--code",
-            child.code,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ],
-    )?;
-    Ok(())
-}
-
-pub(crate) fn set_parent(ss: &Path, child: &Site, parent: &Site) -> Result<()> {
-    let (fp, key) = parent.keys(ss)?;
-    let addr = parent.listen()?;
-    cli(
-        ss,
-        &[
-            "parent",
-            "set",
-            "--data",
-            child.d(),
-            "--code",
-            parent.code,
-            "--addr",
-            &addr,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ],
-    )?;
-    Ok(())
+    Ok(harness::three_tiers(&bins(ss), root, |_, _, _| Ok(()))?)
 }
 
 pub(crate) fn noise_tree(dir: &Path, mib: u64, seed: u64) -> Result<()> {
@@ -258,8 +95,8 @@ pub(crate) fn wait_complete(cen: &Site, site: &Site, pkg: &str) -> Result<f64> {
     let t = Instant::now();
     loop {
         if let (Some(a), Some(b)) = (
-            cen.message_time(40120, pkg)?,
-            site.message_time(40210, pkg)?,
+            message_time(cen, 40120, pkg)?,
+            message_time(site, 40210, pkg)?,
         ) {
             return Ok((b - a).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
@@ -282,7 +119,7 @@ pub(crate) fn distribute(ss: &Path, cen: &Site, pkg: &str, to: &str) -> Result<(
                 "--site",
                 to,
                 "--data",
-                cen.d(),
+                cen.data_str(),
             ],
         ) {
             Ok(_) => return Ok(()),
@@ -370,7 +207,7 @@ fn rsync(src: &Path, dst: &Path) -> Result<f64> {
 /// Creates an advertisement at CEN and waits until S01's log lists it: milliseconds from
 /// the event's timestamp at CEN to S01 answering with it.
 fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Result<f64> {
-    let log = s01.json("/v1/log?from=1&limit=100000")?;
+    let log = s01.api_json("/v1/log?from=1&limit=100000")?;
     let next = log.as_array().map(|a| a.len()).unwrap_or(0) + 1;
     cli(
         ss,
@@ -378,7 +215,7 @@ fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Resu
             "adv",
             "create",
             "--data",
-            cen.d(),
+            cen.data_str(),
             "--package",
             pkg,
             "--program",
@@ -389,7 +226,7 @@ fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Resu
     )?;
     let t = Instant::now();
     loop {
-        let v = s01.json(&format!("/v1/log?from={next}&limit=1"))?;
+        let v = s01.api_json(&format!("/v1/log?from={next}&limit=1"))?;
         if let Some(e) = v.as_array().and_then(|a| a.first()) {
             let seen = chrono::Utc::now();
             let at: chrono::DateTime<chrono::Utc> = e["time"].as_str().context("time")?.parse()?;
@@ -440,7 +277,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, events: usize) -> Result<()> {
                     "package",
                     "publish",
                     "--data",
-                    cen.d(),
+                    cen.data_str(),
                     "--source",
                     t.to_str().unwrap(),
                     "--name",

@@ -13,7 +13,7 @@
 
 use crate::median;
 use crate::replicate::{
-    accept_child, cli, distribute, files_of, mbps, noise_tree, raw_quinn, set_parent,
+    cli, distribute, files_of, link_child, link_parent, mbps, new_site, noise_tree, raw_quinn,
     wait_complete, Site,
 };
 use crate::site_server;
@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 fn pair(ss: &Path, root: &Path, rate: &str) -> Result<(Site, Site)> {
     let _ = fs::remove_dir_all(root);
     fs::create_dir_all(root)?;
-    let mut cen = Site::init(ss, root, "CEN")?;
-    let mut p01 = Site::init(ss, root, "P01")?;
-    accept_child(ss, &cen, &p01)?;
+    let mut cen = new_site(ss, root, "CEN")?;
+    let mut p01 = new_site(ss, root, "P01")?;
+    link_child(&cen, &p01)?;
     if !rate.is_empty() {
         set_rate(ss, &cen, rate)?;
     }
-    cen.start(ss)?;
-    set_parent(ss, &p01, &cen)?;
-    p01.start(ss)?;
+    cen.start()?;
+    link_parent(&p01, &cen)?;
+    p01.start()?;
     Ok((cen, p01))
 }
 
@@ -45,7 +45,7 @@ fn set_rate(ss: &Path, cen: &Site, rate: &str) -> Result<()> {
         "child",
         "set",
         "--data",
-        cen.d(),
+        cen.data_str(),
         "--code",
         "P01",
         "--rate",
@@ -60,7 +60,7 @@ fn publish(ss: &Path, cen: &Site, src: &Path, name: &str, priority: &str) -> Res
         "package",
         "publish",
         "--data",
-        cen.d(),
+        cen.data_str(),
         "--source",
         src,
         "--name",
@@ -77,7 +77,7 @@ fn publish(ss: &Path, cen: &Site, src: &Path, name: &str, priority: &str) -> Res
 
 /// Bytes of `pkg` stored at `site`, and its size.
 fn present(site: &Site, pkg: &str) -> Result<(u64, u64)> {
-    let rows = site.json("/v1/status/packages")?;
+    let rows = site.api_json("/v1/status/packages")?;
     Ok(rows
         .as_array()
         .into_iter()
@@ -173,12 +173,12 @@ fn preemption(
             );
             let _ = fs::write(
                 work.join("failed-senders.json"),
-                cen.json("/v1/status/senders")?.to_string(),
+                cen.api_json("/v1/status/senders")?.to_string(),
             );
             return Err(e);
         }
         e2e.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let v = cen.json("/v1/status/senders")?;
+        let v = cen.api_json("/v1/status/senders")?;
         let wait = v["links"][0]["jobs"]
             .as_array()
             .into_iter()

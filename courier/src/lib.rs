@@ -7,6 +7,9 @@
 //! before anything is applied); the site server decides what goes in a bundle and applies
 //! what comes out.
 //!
+//! Entry points: [`VolumeWriter`] (write one volume) and [`VolumeReader`] (read and verify
+//! one), over the [`BundleHeader`] both sides agree on.
+//!
 //! What it is not: a transport. Bundles are files; moving them is the operator's job.
 
 pub mod format;

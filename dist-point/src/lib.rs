@@ -10,6 +10,9 @@
 //! source DPs and then the site ([`pull`], sans-IO), verifies and stores them ([`intake`]),
 //! validates its store on a schedule, and deletes what nothing needs ([`node`]).
 //!
+//! Entry points: [`store::ContentStore`] (for every user of the store), [`daemon::run`] (the
+//! DP process) and [`cli::run`] (its commands, also reached as `site-server dist-point`).
+//!
 //! What it is not: a database. Which chunks a package version needs is in the manifest
 //! (schema) and the site's projections (site-server); this crate only knows chunks.
 

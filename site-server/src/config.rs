@@ -45,7 +45,7 @@ impl DataDir {
 pub struct SiteConfig {
     /// This site's code.
     pub code: SiteCode,
-    /// Where the site listens for its children (QUIC, from the replication issue on).
+    /// Where the site listens for its children and its DPs (QUIC).
     pub listen: SocketAddr,
     /// Where the admin HTTP API listens; loopback only.
     pub api: SocketAddr,

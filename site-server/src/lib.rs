@@ -8,6 +8,8 @@
 //! - [`publish::build`]: a source directory into the content store and a manifest.
 //! - [`courier`]: bundles and receipts for sites reached by removable media.
 //! - [`catalog::sync::sync_now`]: the top site's catalog sync.
+//! - [`harness`]: a local hierarchy of real processes on 127.0.0.1, for the demo, the
+//!   end-to-end tests and the benchmarks.
 //!   end-to-end tests and the benchmarks.
 //!
 //! The folders say what each part is: [`sansio`] holds the pure cores (no I/O, no clock),
@@ -25,6 +27,7 @@ pub mod config;
 pub mod courier;
 pub mod daemon;
 pub mod db;
+pub mod harness;
 pub mod net;
 pub mod publish;
 pub mod sansio;

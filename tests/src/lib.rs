@@ -1,8 +1,11 @@
-//! `tests`: end-to-end tests that start real `site-server` processes on 127.0.0.1.
+//! `tests`: end-to-end tests that start real `site-server` and `dist-point` processes on
+//! 127.0.0.1, and the workspace's boundary checks (`tests/boundaries.rs`).
 //!
-//! What it is for: the helpers here (temporary sites, a daemon that is stopped on drop, CLI
-//! runs with captured output, raw HTTP for the admin API) and the tests in `tests/tests/`,
-//! which check the operator contract and the invariants of DESIGN §3 from the outside.
+//! Entry points: [`TestSite`] and [`TestDp`] (a site or a distribution point in a temporary
+//! directory, stopped on drop), [`three_tiers`], the link helpers and [`Run`] (a CLI run
+//! with assertions). They are the assertion layer over `site_server::harness`, which starts
+//! the processes for the tests, the demo and the benchmarks alike: here every harness error
+//! is a test failure that shows the daemon's log.
 //!
 //! What it is not: unit tests (those live beside the code) or benchmarks (`bench/`).
 //!
@@ -10,20 +13,25 @@
 //! --workspace` builds them: `site-server` has integration tests of its own, which makes cargo
 //! build its binary before any test runs.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use site_server::harness::{self, Bins, LocalDp, LocalSite};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+pub use schema::testutil::noise;
+
+/// The directory of the workspace binaries (`target/<profile>/`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
 
 /// The path of a workspace binary (`site-server`, `dist-point`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>/deps");
-    let p = dir.join(name);
+    let p = bin_dir().join(name);
     assert!(
         p.is_file(),
         "{} is missing: run the tests with `cargo test --workspace`, which builds it",
@@ -32,21 +40,31 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// The result of one CLI run.
+/// The binaries the harness runs.
+pub fn bins() -> Bins {
+    bin("site-server");
+    bin("dist-point");
+    Bins::in_dir(&bin_dir())
+}
+
+/// The result of one CLI run, with assertions.
 pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-impl Run {
-    fn from(o: Output) -> Self {
+impl From<harness::Run> for Run {
+    fn from(r: harness::Run) -> Self {
         Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code: r.code,
+            stdout: r.stdout,
+            stderr: r.stderr,
         }
     }
+}
+
+impl Run {
     /// Asserts success and returns stdout.
     pub fn ok(self) -> String {
         assert_eq!(
@@ -87,48 +105,49 @@ pub fn site_server(args: &[&str]) -> Run {
 /// Runs `site-server ARGS` after `tweak` adjusts the command.
 pub fn site_server_cmd(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Run {
     let mut c = Command::new(bin("site-server"));
-    c.args(args).stdin(Stdio::null()).env("RUST_LOG", "warn");
+    c.args(args);
     tweak(&mut c);
-    Run::from(c.output().expect("spawn site-server"))
+    harness::run(c).expect("run site-server").into()
+}
+
+/// Runs `dist-point ARGS`.
+pub fn dist_point(args: &[&str]) -> Run {
+    let mut c = Command::new(bin("dist-point"));
+    c.args(args);
+    harness::run(c).expect("run dist-point").into()
 }
 
 /// A site in a temporary directory, optionally with its daemon running.
 pub struct TestSite {
-    pub tmp: tempfile::TempDir,
     pub code: String,
-    data_s: String,
-    daemon: Option<Child>,
+    site: LocalSite,
+    // Declared last: dropped after the site (whose daemon is killed first).
+    pub tmp: tempfile::TempDir,
 }
 
 impl TestSite {
     /// `site-server init` in a fresh temporary directory.
     pub fn init(code: &str) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let data_s = tmp.path().join("site").display().to_string();
-        let s = TestSite {
-            tmp,
+        let site = LocalSite::init(&bins(), tmp.path(), code, "127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("init {code}: {e}"));
+        TestSite {
             code: code.to_string(),
-            data_s,
-            daemon: None,
-        };
-        site_server(&[
-            "init",
-            "--code",
-            code,
-            "--data",
-            s.data_str(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .ok();
-        s
+            site,
+            tmp,
+        }
+    }
+
+    /// The harness's site (for the helpers that link sites).
+    pub fn local(&self) -> &LocalSite {
+        &self.site
     }
 
     pub fn data(&self) -> PathBuf {
-        self.tmp.path().join("site")
+        self.site.data().to_path_buf()
     }
     pub fn data_str(&self) -> &str {
-        &self.data_s
+        self.site.data_str()
     }
 
     /// Starts `site-server run` and waits until its admin API answers.
@@ -138,57 +157,34 @@ impl TestSite {
 
     /// As [`TestSite::start`], with extra environment variables for the daemon.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        assert!(self.daemon.is_none(), "already running");
-        let _ = std::fs::remove_file(self.data().join("admin.json"));
-        let log = self.tmp.path().join("daemon.log");
-        let mut cmd = Command::new(bin("site-server"));
-        cmd.args(["run", "--data", self.data_str()])
-            .envs(env.iter().copied());
-        self.daemon = Some(spawn_until_ready(cmd, &log, || {
-            self.data().join("admin.json").exists() && self.cli(&["identity", "--json"]).code == 0
-        }));
+        if let Err(e) = self.site.start_with_env(env) {
+            panic!("{e}\ndaemon log: {}", self.daemon_log());
+        }
     }
 
     pub fn daemon_log(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
+        self.site.daemon_log()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(|c| c.id())
+        self.site.pid()
     }
 
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("daemon ignored SIGTERM");
+        if let Err(e) = self.site.stop() {
+            panic!("{e}\ndaemon log: {}", self.daemon_log());
         }
     }
 
     /// Kills the daemon with SIGKILL (no clean shutdown) and reaps it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.site.kill9();
     }
 
     /// Runs a CLI command against this site: `--data` is appended.
     pub fn cli(&self, args: &[&str]) -> Run {
-        let mut v: Vec<&str> = args.to_vec();
-        v.extend(["--data", self.data_str()]);
-        site_server(&v)
+        self.site.cli(args).expect("run site-server").into()
     }
 
     /// Every file under the content store, with its size: to prove nothing changed.
@@ -201,31 +197,20 @@ impl TestSite {
 
     /// The address the running daemon's QUIC listener is bound to.
     pub fn listen_addr(&self) -> String {
-        let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(self.data().join("admin.json")).expect("admin.json"),
-        )
-        .expect("admin.json is JSON");
-        v["listen"].as_str().expect("listen").to_string()
+        self.site
+            .listen_addr()
+            .expect("the daemon's listen address")
     }
 
     /// Writes the running daemon's QUIC port into `site.toml`, so that a restart listens on
     /// the same address and children (which read their parent's address at start) find it.
     pub fn pin_listen_port(&self) {
-        let addr = self.listen_addr();
-        let path = self.data().join("site.toml");
-        let toml = std::fs::read_to_string(&path).expect("site.toml");
-        let pinned = toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-        assert_ne!(toml, pinned, "site.toml listens on 127.0.0.1:0");
-        std::fs::write(&path, pinned).expect("write site.toml");
+        self.site.pin_listen_port().expect("pin the listen port");
     }
 
     /// `site-server identity --json`: (fingerprint, public key).
     pub fn keys(&self) -> (String, String) {
-        let v = self.cli(&["identity", "--json"]).json();
-        (
-            v["fingerprint"].as_str().expect("fingerprint").to_string(),
-            v["public_key"].as_str().expect("public_key").to_string(),
-        )
+        self.site.keys().expect("identity")
     }
 
     /// Polls `f` every 50 ms until it is true or `secs` pass.
@@ -240,50 +225,8 @@ impl TestSite {
 
     /// The admin API's address and token.
     pub fn admin(&self) -> (String, String) {
-        let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(self.data().join("admin.json")).expect("admin.json"),
-        )
-        .expect("admin.json is JSON");
-        (
-            v["addr"].as_str().expect("addr").to_string(),
-            v["token"].as_str().expect("token").to_string(),
-        )
+        self.site.admin().expect("admin.json")
     }
-}
-
-impl Drop for TestSite {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Spawns `cmd` with stderr to `log` and waits (30 s at most) until `ready`; panics with the
-/// log if it exits or never gets ready.
-fn spawn_until_ready(mut cmd: Command, log: &Path, ready: impl Fn() -> bool) -> Child {
-    let f = std::fs::File::create(log).expect("log file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(f)
-        .spawn()
-        .expect("spawn daemon");
-    let text = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if ready() {
-            return child;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("{cmd:?} exited early ({st}): {}", text());
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{cmd:?} did not start: {}", text());
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
@@ -308,116 +251,38 @@ pub fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin API");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send request");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read response");
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    harness::http(addr, method, path, token, body).expect("HTTP request to 127.0.0.1")
 }
 
-pub use schema::testutil::noise;
+/// One HTTP/1.1 GET to 127.0.0.1 with extra headers; returns (status, body bytes).
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    harness::http_get(addr, path, headers).expect("HTTP GET to 127.0.0.1")
+}
 
 /// `child add` at `parent` for `child`, with its real fingerprint and key.
 pub fn link_child(parent: &TestSite, child: &TestSite) {
-    link_child_as(parent, child, &child.code);
+    harness::link_child(&parent.site, &child.site).expect("child add");
 }
 
 /// `child add` at `parent` of `child`'s certificate and key under the code `code`.
 pub fn link_child_as(parent: &TestSite, child: &TestSite, code: &str) {
-    let (fp, key) = child.keys();
-    parent
-        .cli(&[
-            "child",
-            "add",
-            "--code",
-            code,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ])
-        .ok();
+    harness::link_child_as(&parent.site, &child.site, code).expect("child add");
 }
 
 /// Polls `f` every 50 ms until it is true (true) or `secs` pass (false).
-pub fn poll(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+pub fn poll(secs: u64, f: impl FnMut() -> bool) -> bool {
+    harness::poll(Duration::from_secs(secs), f)
 }
 
 /// A courier-only link `parent` -> `child` (`child add --courier`, `parent set --courier`);
 /// returns the parent's public key.
 pub fn link_courier(parent: &TestSite, child: &TestSite) -> String {
-    let (fp, key) = child.keys();
-    parent
-        .cli(&[
-            "child",
-            "add",
-            "--code",
-            &child.code,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-            "--courier",
-        ])
-        .ok();
-    let (pfp, pkey) = parent.keys();
-    child
-        .cli(&[
-            "parent",
-            "set",
-            "--code",
-            &parent.code,
-            "--courier",
-            "--fingerprint",
-            &pfp,
-            "--pubkey",
-            &pkey,
-        ])
-        .ok();
-    pkey
+    harness::link_courier(&parent.site, &child.site).expect("courier link")
 }
 
 /// `parent set` at `child` for the running `parent`.
 pub fn link_parent(child: &TestSite, parent: &TestSite) {
-    let (fp, key) = parent.keys();
-    let addr = parent.listen_addr();
-    child
-        .cli(&[
-            "parent",
-            "set",
-            "--code",
-            &parent.code,
-            "--addr",
-            &addr,
-            "--fingerprint",
-            &fp,
-            "--pubkey",
-            &key,
-        ])
-        .ok();
+    harness::link_parent(&child.site, &parent.site).expect("parent set");
 }
 
 /// CEN -> P01 -> S01, all running.
@@ -528,75 +393,44 @@ pub fn big_tree(root: &std::path::Path, mib: usize) {
     }
 }
 
-/// Runs `dist-point ARGS`.
-pub fn dist_point(args: &[&str]) -> Run {
-    let mut c = Command::new(bin("dist-point"));
-    c.args(args).stdin(Stdio::null()).env("RUST_LOG", "warn");
-    Run::from(c.output().expect("spawn dist-point"))
-}
-
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    harness::free_port().expect("a free port")
 }
 
 /// A distribution point in a temporary directory, optionally running.
 pub struct TestDp {
-    pub tmp: tempfile::TempDir,
     pub id: String,
     pub fingerprint: String,
     /// Its HTTP address.
     pub addr: String,
-    daemon: Option<Child>,
+    dp: LocalDp,
+    // Declared last: dropped after the DP (whose process is killed first).
+    pub tmp: tempfile::TempDir,
 }
 
 impl TestDp {
     /// `dist-point init` for a DP of the running `site` (whose QUIC port must be pinned).
     pub fn init(site: &TestSite, id: &str) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let data = tmp.path().join("dp");
-        let out = dist_point(&[
-            "init",
-            "--data",
-            data.to_str().unwrap(),
-            "--id",
-            id,
-            "--listen",
-            &addr,
-            "--site",
-            &site.listen_addr(),
-            "--site-fingerprint",
-            &site.keys().0,
-        ])
-        .ok();
-        let fingerprint = out
-            .lines()
-            .find_map(|l| l.strip_prefix("fingerprint: "))
-            .expect("init prints the fingerprint")
-            .to_string();
+        let dp = LocalDp::init(&bins(), tmp.path(), &site.site, id)
+            .unwrap_or_else(|e| panic!("dist-point init {id}: {e}"));
         TestDp {
+            id: dp.id.clone(),
+            fingerprint: dp.fingerprint.clone(),
+            addr: dp.addr.clone(),
+            dp,
             tmp,
-            id: id.to_string(),
-            fingerprint,
-            addr,
-            daemon: None,
         }
     }
 
     pub fn data(&self) -> PathBuf {
-        self.tmp.path().join("dp")
+        self.dp.data().to_path_buf()
     }
 
     /// `dist-point ARGS --data DIR`.
     pub fn cli(&self, args: &[&str]) -> Run {
-        let d = self.data();
-        let mut v: Vec<&str> = args.to_vec();
-        v.extend(["--data", d.to_str().unwrap()]);
-        dist_point(&v)
+        self.dp.cli(args).expect("run dist-point").into()
     }
 
     pub fn start(&mut self) {
@@ -605,28 +439,18 @@ impl TestDp {
 
     /// Starts `dist-point run` and waits until its HTTP server answers.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        assert!(self.daemon.is_none(), "already running");
-        let mut cmd = Command::new(bin("dist-point"));
-        cmd.args(["run", "--data", self.data().to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied());
-        self.daemon = Some(spawn_until_ready(
-            cmd,
-            &self.tmp.path().join("dp.log"),
-            || self.data().join("admin.json").exists() && TcpStream::connect(&self.addr).is_ok(),
-        ));
+        if let Err(e) = self.dp.start_with_env(env) {
+            panic!("{e}\ndist-point log: {}", self.log());
+        }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("dp.log")).unwrap_or_default()
+        self.dp.log()
     }
 
     /// Kills it with SIGKILL.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.dp.kill9();
     }
 
     /// `dist-point status --json`.
@@ -668,59 +492,11 @@ impl TestDp {
     }
 }
 
-impl Drop for TestDp {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// Attaches `dps` to the running `site` (`dp add`, each with its sources), then restarts the
 /// site on the same port so that it pins them.
 pub fn attach_dps(site: &mut TestSite, dps: &[(&TestDp, &[&str])]) {
-    for (dp, sources) in dps {
-        let mut args = vec![
-            "dp",
-            "add",
-            "--id",
-            dp.id.as_str(),
-            "--fingerprint",
-            dp.fingerprint.as_str(),
-            "--address",
-            dp.addr.as_str(),
-        ];
-        for s in sources.iter() {
-            args.extend(["--source", s]);
-        }
-        site.cli(&args).ok();
+    let dps: Vec<(&LocalDp, &[&str])> = dps.iter().map(|(d, s)| (&d.dp, *s)).collect();
+    if let Err(e) = harness::attach_dps(&mut site.site, &dps) {
+        panic!("attach DPs: {e}\ndaemon log: {}", site.daemon_log());
     }
-    site.stop();
-    site.start();
-}
-
-/// One HTTP/1.1 GET to 127.0.0.1 with extra headers; returns (status, body bytes).
-pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read response");
-    let end = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&resp[..end]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, resp[end + 4..].to_vec())
 }

@@ -1,4 +1,4 @@
-//! Bad input: one clear line on stderr, the exit code of DESIGN §5, and nothing changed.
+//! Bad input: one clear line on stderr, the documented exit code (0 ok, 1 failed, 2 usage or config), and nothing changed.
 
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;

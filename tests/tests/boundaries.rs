@@ -420,3 +420,57 @@ fn the_purity_check_sees_io_in_code_but_not_in_comments_strings_or_tests() {
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(bad[0].contains("pure.rs:2:"), "{bad:?}");
 }
+
+/// The backticked words of a markdown file.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+#[test]
+fn the_architecture_map_names_only_files_and_tests_that_exist() {
+    let root = workspace();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    assert!(
+        text.matches("Architecture invariant:").count() >= 8,
+        "ARCHITECTURE.md states its invariants as `Architecture invariant:` lines"
+    );
+    let all_code: String = [
+        "schema",
+        "sender",
+        "dist-point",
+        "courier",
+        "site-server",
+        "tests",
+    ]
+    .iter()
+    .flat_map(|k| rust_files(&root.join(k)))
+    .filter(|f| !f.starts_with(root.join("target")))
+    .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+    .collect();
+    let mut bad = Vec::new();
+    for word in backticked(&text) {
+        let is_path = word.contains('/')
+            && !word.contains(' ')
+            && !word.contains('*')
+            && !word.contains('{')
+            && (word.ends_with(".rs") || word.ends_with(".md") || word.ends_with('/'));
+        // Paths are from the workspace root; inside the site-server section, from its src/.
+        let exists = root.join(&word).exists() || root.join("site-server/src").join(&word).exists();
+        if is_path && !exists {
+            bad.push(format!("`{word}`: no such file or folder"));
+        }
+        // A test or function cited by name (snake_case with at least three words).
+        let is_fn = word.matches('_').count() >= 3
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if is_fn && !all_code.contains(&format!("fn {word}")) {
+            bad.push(format!("`{word}`: no function of that name"));
+        }
+    }
+    assert_none("ARCHITECTURE.md names what is not there", bad);
+}

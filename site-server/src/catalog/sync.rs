@@ -147,8 +147,7 @@ pub async fn sync_now(site: Arc<Site>) -> Result<SyncOutcome, OpError> {
     let read_ms = started.elapsed().as_millis() as u64;
     let site2 = site.clone();
     let out = tokio::task::spawn_blocking(move || apply(&site2, &sources, listed, read_ms, prints))
-        .await
-??;
+        .await??;
     site.wake(Wake::LogGrew);
     site.wake(Wake::ReportsGrew);
     Ok(out)

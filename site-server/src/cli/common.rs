@@ -7,7 +7,7 @@ use schema::PackageId;
 use site_server::config::DataDir;
 use std::path::PathBuf;
 
-/// A failed command: its exit code (DESIGN §5: 1 failed, 2 usage/config) and one line.
+/// A failed command: its exit code (1 failed, 2 usage or config; 0 is `Ok`) and one line.
 #[derive(Debug)]
 pub struct CliError {
     pub code: u8,

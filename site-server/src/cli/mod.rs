@@ -1,5 +1,6 @@
-//! The operator CLI (DESIGN §5). Offline commands (`init`, `identity`, `rebuild`,
-//! `store verify`) work on the data directory; the others talk to the running daemon.
+//! The operator CLI: one file per command family, the dispatch here, what they share in
+//! [`common`]. Offline commands (`init`, `identity`, `rebuild`, `store verify`) work on the
+//! data directory; the others talk to the running daemon through [`client`].
 
 mod adv;
 pub mod client;

@@ -317,8 +317,25 @@ pub fn read_bundle<'s>(
     store: &'s dist_point::ContentStore,
     progress: &dyn Fn(u64),
 ) -> Result<ReadBundle<'s>, String> {
-    // Every volume of the same bundle, each once, all present.
-    let mut vols: Vec<(u32, PathBuf, BundleHeader)> = Vec::new();
+    let mut vols = check_volumes(paths, me, parent)?;
+    let (events, chunks, batches) = stage_volumes(&vols, key, parent, store, progress)?;
+    let header = vols.remove(0).2;
+    let events = check_counts(&header, events, chunks)?;
+    Ok(ReadBundle {
+        header,
+        events,
+        batches,
+        chunks,
+    })
+}
+
+/// The volumes of one bundle, by number: (number, path, header).
+type Volumes = Vec<(u32, PathBuf, BundleHeader)>;
+
+/// Every volume of the same bundle, each once, all present, for this site from its parent,
+/// each saying the same of the bundle; sorted by number. Only headers are read.
+fn check_volumes(paths: &[PathBuf], me: SiteCode, parent: SiteCode) -> Result<Volumes, String> {
+    let mut vols: Volumes = Vec::new();
     for p in paths {
         let (kind, h) = peek(p)?;
         if kind != Kind::Bundle {
@@ -377,6 +394,20 @@ pub fn read_bundle<'s>(
             missing.join(", ")
         ));
     }
+    Ok(vols)
+}
+
+/// Reads every volume through its hashes while STAGERS threads verify the chunks and stage
+/// them (temporary files only) in their own batches; then checks each volume's signature.
+/// Returns the events section, the number of chunks and the staged batches.
+fn stage_volumes<'s>(
+    vols: &Volumes,
+    key: &ed25519_dalek::VerifyingKey,
+    parent: SiteCode,
+    store: &'s dist_point::ContentStore,
+    progress: &dyn Fn(u64),
+) -> Result<(Option<BundleEvents>, u64, Vec<dist_point::Batch<'s>>), String> {
+    let m = vols[0].2.volumes;
     let mut events = None;
     let mut chunks = 0;
     // Chunks are verified (decoded, hashed) and written to temporary files by STAGERS
@@ -406,7 +437,7 @@ pub fn read_bundle<'s>(
         }
         let read = (|| -> Result<(), String> {
             let mut next = 0;
-            for (n, path, _) in &vols {
+            for (n, path, _) in vols {
                 let at = |e: BundleError| format!("{} (volume {n} of {m}): {e}", path.display());
                 let (r, len) = open(path)?;
                 let mut v = VolumeReader::open(r, len).map_err(at)?;
@@ -469,7 +500,15 @@ pub fn read_bundle<'s>(
     if let Some(e) = failed.into_inner().expect("lock") {
         return Err(e);
     }
-    let header = vols.remove(0).2;
+    Ok((events, chunks, batches))
+}
+
+/// The events and chunks the bundle carries are the ones its header promises.
+fn check_counts(
+    header: &BundleHeader,
+    events: Option<BundleEvents>,
+    chunks: u64,
+) -> Result<BundleEvents, String> {
     let events = events.ok_or_else(|| "the bundle has no events section".to_string())?;
     let expected = if header.last >= header.first {
         (header.last - header.first).checked_add(1)
@@ -490,12 +529,7 @@ pub fn read_bundle<'s>(
             header.chunks
         ));
     }
-    Ok(ReadBundle {
-        header,
-        events,
-        batches,
-        chunks,
-    })
+    Ok(events)
 }
 
 fn check_ends(p: &Path, h: &BundleHeader, me: SiteCode, from: SiteCode) -> Result<(), String> {

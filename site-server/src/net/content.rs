@@ -258,7 +258,10 @@ pub async fn fetch_from_parent(
     std::thread::Builder::new()
         .name(format!("store-from-{parent}"))
         .spawn(move || store_received(storer_site, parent, store_rx, pool_tx))
-        .map_err(|source| ReplError::Thread { what: "the storing thread", source })?;
+        .map_err(|source| ReplError::Thread {
+            what: "the storing thread",
+            source,
+        })?;
     let mut reader = tokio::spawn(read_replies(site.clone(), recv, store_tx, pool_rx));
     loop {
         let wake = site.woken(Wake::FetchPlan);

@@ -27,7 +27,9 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// Assignments are recomputed at most this often while content keeps arriving.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// Serves DP `dp` on `conn` until the connection ends.
+/// Serves DP `dp` on `conn` until the connection ends: the hello, the first assignment,
+/// then four tasks until one ends: content streams, the frame writer, the DP's reports, and
+/// new assignments as the log or the store changes.
 pub async fn serve_dp(
     site: &Arc<Site>,
     conn: &quinn::Connection,
@@ -35,29 +37,7 @@ pub async fn serve_dp(
 ) -> Result<(), ReplError> {
     let (send, recv) = conn.accept_bi().await?;
     let (mut w, mut r) = (FrameWriter::new(send), FrameReader::new(recv));
-    match r.recv().await? {
-        Frame::DpHello { dp: said } if said == dp => {}
-        Frame::DpHello { dp: said } => {
-            let reason = format!(
-                "certificate pinned for distribution point {dp} but the peer says it is {said}: fix its id in dp.toml or the pin at the site"
-            );
-            let _ = w
-                .send(&Frame::Refused {
-                    reason: reason.clone(),
-                })
-                .await;
-            // Let the DP read why before the connection goes (it hangs up when it has).
-            let _ = w.stream().finish();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-            conn.close(2u32.into(), b"wrong DP id");
-            return Err(ReplError::Protocol(reason));
-        }
-        other => {
-            return Err(ReplError::Protocol(format!(
-                "expected DpHello, got {other:?}"
-            )))
-        }
-    }
+    hello(conn, &mut w, &mut r, dp).await?;
     let first = assignments(site, dp).await?;
     let (versions, sources) = first.clone();
     let held = versions.len();
@@ -76,86 +56,128 @@ pub async fn serve_dp(
             held.to_string(),
         ],
     );
-
-    // Content: every further stream the DP opens carries its chunk requests.
-    let content_conn = conn.clone();
-    let content_site = site.clone();
-    let content = async move {
-        while let Ok((send, recv)) = content_conn.accept_bi().await {
-            let s = content_site.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve_chunks(s, send, recv).await {
-                    tracing::debug!(error = %e, "DP content stream ended");
-                }
-            });
-        }
-        Ok::<(), ReplError>(())
-    };
-
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
-    let writer = async move {
-        while let Some(f) = out_rx.recv().await {
-            w.send(&f).await?;
-        }
-        Ok::<(), ReplError>(())
-    };
-    let reader_site = site.clone();
-    let reader_tx = out_tx.clone();
-    let dp_name = dp.to_string();
-    let reader = async move {
-        loop {
-            match r.recv().await? {
-                Frame::DpReports { first, messages } => {
-                    let upto = store_reports(&reader_site, &dp_name, first, messages).await?;
-                    let _ = reader_tx.send(Frame::ReportsAck { upto });
-                }
-                other => tracing::debug!(frame = ?other, "ignored from a DP"),
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReplError>(())
-    };
-    let assign_site = site.clone();
-    let dp_id = dp.to_string();
-    let assigner = async move {
-        let mut last = first;
-        let mut log = Box::pin(assign_site.woken(Wake::LogGrew));
-        log.as_mut().enable();
-        loop {
-            let content = assign_site.woken(Wake::ContentGrew);
-            tokio::pin!(content);
-            content.as_mut().enable();
-            tokio::select! {
-                _ = &mut log => {
-                    log = Box::pin(assign_site.woken(Wake::LogGrew));
-                    log.as_mut().enable();
-                }
-                _ = &mut content => {}
-                _ = tokio::time::sleep(RECHECK) => {}
-            }
-            tokio::time::sleep(SETTLE).await;
-            let now = assignments(&assign_site, &dp_id).await?;
-            if now != last {
-                let (versions, sources) = now.clone();
-                if out_tx
-                    .send(Frame::DpAssign {
-                        site: assign_site.cfg().code,
-                        versions,
-                        sources,
-                    })
-                    .is_err()
-                {
-                    return Ok::<(), ReplError>(());
-                }
-                last = now;
-            }
-        }
-    };
+    // The writer is the only one that sends on the control stream; the others queue frames.
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
     tokio::select! {
-        r = content => r,
-        r = writer => r,
-        r = reader => r,
-        r = assigner => r,
+        r = serve_content_streams(site.clone(), conn.clone()) => r,
+        r = write_frames(w, out_rx) => r,
+        r = read_reports(site.clone(), r, dp.to_string(), out_tx.clone()) => r,
+        r = push_assignments(site.clone(), dp.to_string(), first, out_tx) => r,
+    }
+}
+
+/// Checks the DP's `DpHello` against the id its certificate is pinned for; a wrong id is
+/// told why, given a moment to read it, and refused.
+async fn hello(
+    conn: &quinn::Connection,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+    dp: &str,
+) -> Result<(), ReplError> {
+    match r.recv().await? {
+        Frame::DpHello { dp: said } if said == dp => Ok(()),
+        Frame::DpHello { dp: said } => {
+            let reason = format!(
+                "certificate pinned for distribution point {dp} but the peer says it is {said}: fix its id in dp.toml or the pin at the site"
+            );
+            // Best effort: the DP is refused whether or not it hears why.
+            let _ = w
+                .send(&Frame::Refused {
+                    reason: reason.clone(),
+                })
+                .await;
+            // Let the DP read why before the connection goes (it hangs up when it has).
+            let _ = w.stream().finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            conn.close(2u32.into(), b"wrong DP id");
+            Err(ReplError::Protocol(reason))
+        }
+        other => Err(ReplError::Protocol(format!(
+            "expected DpHello, got {other:?}"
+        ))),
+    }
+}
+
+/// Every further stream the DP opens carries its chunk requests.
+async fn serve_content_streams(site: Arc<Site>, conn: quinn::Connection) -> Result<(), ReplError> {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let s = site.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_chunks(s, send, recv).await {
+                tracing::debug!(error = %e, "DP content stream ended");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Sends what the other tasks queue, in order.
+async fn write_frames(
+    mut w: FrameWriter,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
+) -> Result<(), ReplError> {
+    while let Some(f) = rx.recv().await {
+        w.send(&f).await?;
+    }
+    Ok(())
+}
+
+/// Stores the DP's status messages (once each) and acknowledges them.
+async fn read_reports(
+    site: Arc<Site>,
+    mut r: FrameReader,
+    dp: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Frame>,
+) -> Result<(), ReplError> {
+    loop {
+        match r.recv().await? {
+            Frame::DpReports { first, messages } => {
+                let upto = store_reports(&site, &dp, first, messages).await?;
+                if tx.send(Frame::ReportsAck { upto }).is_err() {
+                    return Ok(());
+                }
+            }
+            other => tracing::debug!(frame = ?other, "ignored from a DP"),
+        }
+    }
+}
+
+/// Sends the DP's assignments again whenever they change: looked at when the log grows,
+/// when content arrives (at most every `SETTLE`), and every `RECHECK`.
+async fn push_assignments(
+    site: Arc<Site>,
+    dp: String,
+    mut last: Assignments,
+    tx: tokio::sync::mpsc::UnboundedSender<Frame>,
+) -> Result<(), ReplError> {
+    let mut log = Box::pin(site.woken(Wake::LogGrew));
+    log.as_mut().enable();
+    loop {
+        let content = site.woken(Wake::ContentGrew);
+        tokio::pin!(content);
+        content.as_mut().enable();
+        tokio::select! {
+            _ = &mut log => {
+                log = Box::pin(site.woken(Wake::LogGrew));
+                log.as_mut().enable();
+            }
+            _ = &mut content => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+        }
+        tokio::time::sleep(SETTLE).await;
+        let now = assignments(&site, &dp).await?;
+        if now != last {
+            let (versions, sources) = now.clone();
+            let frame = Frame::DpAssign {
+                site: site.cfg().code,
+                versions,
+                sources,
+            };
+            if tx.send(frame).is_err() {
+                return Ok(());
+            }
+            last = now;
+        }
     }
 }
 

@@ -95,28 +95,7 @@ async fn control_loop(
         grew.as_mut().enable();
         wake.as_mut().enable();
         if batch.is_none() {
-            let reports =
-                blocking(site, move |s| s.db().reports(next_report, BATCH, |_| true)).await?;
-            if let Some((last, _)) = reports.last() {
-                let (first, last) = (reports[0].0, *last);
-                let reports: Vec<ReportEnvelope> = reports.into_iter().map(|(_, r)| r).collect();
-                let priority = site.cfg().sender.report_priority(&reports);
-                encoded.clear();
-                schema::wire::encode_frame(&Frame::Reports { first, reports }, &mut encoded)
-                    .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
-                let bytes = Bytes::copy_from_slice(&encoded);
-                let len = bytes.len() as u64;
-                let job = site.sender(|s| {
-                    let job = s.job(parent, JobKind::Reports, priority);
-                    let unit = Unit {
-                        key: UnitKey::Batch(first),
-                        len,
-                    };
-                    s.push(job, unit, Instant::now());
-                    job
-                });
-                batch = Some((job, last, bytes));
-            }
+            batch = queue_reports(site, parent, next_report, &mut encoded).await?;
         }
         let mut sleep = None;
         if let Some((_, last, bytes)) = &batch {
@@ -143,50 +122,95 @@ async fn control_loop(
             f = r.recv() => f,
         };
         match frame {
-            Ok(Frame::Events { first, events }) => {
-                let sender_events: Vec<schema::event::ConfigEvent> = events
-                    .iter()
-                    .filter(|e| {
-                        matches!(
-                            e.body,
-                            schema::event::ConfigEvent::SenderBoost { .. }
-                                | schema::event::ConfigEvent::PackagePriorityChanged { .. }
-                        )
-                    })
-                    .map(|e| e.body.clone())
-                    .collect();
-                let o = blocking(site, move |s| s.apply_parent_events(first, &events)).await?;
-                if o.applied > 0 {
-                    site.after_parent_events(&sender_events);
-                    site.wake(Wake::LogGrew);
-                }
-                w.send(&Frame::EventsAck { upto: o.cursor }).await?;
-            }
-            Ok(Frame::LinkPolicy { schedule, rate }) => {
-                match sender::scheduler::LinkPolicy::parse(&schedule, &rate) {
-                    Ok(p) => {
-                        tracing::info!(%schedule, %rate, "the parent set this link's schedule and rate");
-                        site.sender(|s| s.set_policy(parent, p));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the parent's link policy does not parse; keeping the last one")
-                    }
-                }
-            }
-            Ok(Frame::ReportsAck { upto }) => {
-                blocking(site, move |s| {
-                    s.db().set_cursor(&parent_reports_acked(), upto)
-                })
-                .await?;
-            }
-            Ok(Frame::Refused { reason }) => {
-                return Err(ReplError::Protocol(format!(
-                    "parent refused the link: {reason}"
-                )))
-            }
-            Ok(other) => tracing::debug!(frame = ?other, "ignored"),
             Err(LinkError::Closed) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            f => on_frame(site, parent, w, f?).await?,
         }
     }
+}
+
+/// The next batch of reports from `next`, encoded once and queued as a job of this site's
+/// sender at the priority of its most severe report; `None` when there is none.
+async fn queue_reports(
+    site: &Arc<Site>,
+    parent: SiteCode,
+    next: u64,
+    encoded: &mut Vec<u8>,
+) -> Result<Option<(JobId, u64, Bytes)>, ReplError> {
+    let reports = blocking(site, move |s| s.db().reports(next, BATCH, |_| true)).await?;
+    let Some((last, _)) = reports.last() else {
+        return Ok(None);
+    };
+    let (first, last) = (reports[0].0, *last);
+    let reports: Vec<ReportEnvelope> = reports.into_iter().map(|(_, r)| r).collect();
+    let priority = site.cfg().sender.report_priority(&reports);
+    encoded.clear();
+    schema::wire::encode_frame(&Frame::Reports { first, reports }, encoded)
+        .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
+    let bytes = Bytes::copy_from_slice(encoded);
+    let len = bytes.len() as u64;
+    let job = site.sender(|s| {
+        let job = s.job(parent, JobKind::Reports, priority);
+        let unit = Unit {
+            key: UnitKey::Batch(first),
+            len,
+        };
+        s.push(job, unit, Instant::now());
+        job
+    });
+    Ok(Some((job, last, bytes)))
+}
+
+/// What the parent sent on the control stream: a batch of its log (applied with its cursor,
+/// then acknowledged), this link's policy, an acknowledgement of reports, or a refusal.
+async fn on_frame(
+    site: &Arc<Site>,
+    parent: SiteCode,
+    w: &mut FrameWriter,
+    frame: Frame,
+) -> Result<(), ReplError> {
+    match frame {
+        Frame::Events { first, events } => {
+            let sender_events: Vec<schema::event::ConfigEvent> = events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.body,
+                        schema::event::ConfigEvent::SenderBoost { .. }
+                            | schema::event::ConfigEvent::PackagePriorityChanged { .. }
+                    )
+                })
+                .map(|e| e.body.clone())
+                .collect();
+            let o = blocking(site, move |s| s.apply_parent_events(first, &events)).await?;
+            if o.applied > 0 {
+                site.after_parent_events(&sender_events);
+                site.wake(Wake::LogGrew);
+            }
+            w.send(&Frame::EventsAck { upto: o.cursor }).await?;
+        }
+        Frame::LinkPolicy { schedule, rate } => {
+            match sender::scheduler::LinkPolicy::parse(&schedule, &rate) {
+                Ok(p) => {
+                    tracing::info!(%schedule, %rate, "the parent set this link's schedule and rate");
+                    site.sender(|s| s.set_policy(parent, p));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the parent's link policy does not parse; keeping the last one")
+                }
+            }
+        }
+        Frame::ReportsAck { upto } => {
+            blocking(site, move |s| {
+                s.db().set_cursor(&parent_reports_acked(), upto)
+            })
+            .await?;
+        }
+        Frame::Refused { reason } => {
+            return Err(ReplError::Protocol(format!(
+                "parent refused the link: {reason}"
+            )))
+        }
+        other => tracing::debug!(frame = ?other, "ignored"),
+    }
+    Ok(())
 }

@@ -214,62 +214,8 @@ pub async fn run(
         while let Ok(i) = inputs.try_recv() {
             link.input(i, &mut control).await?;
         }
-        // The link's schedule and rate go to the child when the link comes up and whenever
-        // they change (a counter check per pass, not a copy).
-        let gen = site.sender(|s| s.policy_gen(&child));
-        if told != Some(gen) {
-            let (schedule, rate) = site.sender(|s| {
-                s.policy(&child)
-                    .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
-                    .unwrap_or_default()
-            });
-            control.send(&Frame::LinkPolicy { schedule, rate }).await?;
-            told = Some(gen);
-        }
-        // A batch held back (by a window) and not started is rebuilt when the log grows, so
-        // that a later high event lifts the events before it instead of waiting behind them.
-        if let Some((job, last, _)) = &batch {
-            let (job, last) = (*job, *last);
-            let grown = last < next_event + BATCH as u64 - 1
-                && site
-                    .db()
-                    .counts()?
-                    .config_events
-                    > last;
-            if grown && site.sender(|s| s.withdraw(job)) {
-                batch = None;
-            }
-        }
-        // The log is read (on a blocking thread) only when it holds more than was sent: a
-        // cheap length check, not a read per chunk written.
-        let log_len = site
-            .db()
-            .counts()?
-            .config_events;
-        if batch.is_none() && log_len >= next_event {
-            let from = next_event;
-            let events =
-                blocking(&site, move |s| s.db().log_within(from, BATCH, BATCH_BYTES)).await?;
-            if let Some((last, _)) = events.last() {
-                let (first, last) = (events[0].0, *last);
-                let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
-                let (priority, boost) = batch_priority(&site, &events);
-                encoded.clear();
-                schema::wire::encode_frame(&Frame::Events { first, events }, &mut encoded)
-                    .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
-                let bytes = Bytes::copy_from_slice(&encoded);
-                let unit = Unit {
-                    key: UnitKey::Batch(first),
-                    len: bytes.len() as u64,
-                };
-                let job = site.sender(|s| {
-                    let job = s.job(child, JobKind::Events { boost }, priority);
-                    s.push(job, unit, Instant::now());
-                    job
-                });
-                batch = Some((job, last, bytes));
-            }
-        }
+        tell_policy(&site, child, &mut control, &mut told).await?;
+        queue_events(&site, child, &mut batch, next_event, &mut encoded).await?;
         link.check_waiting().await?;
 
         // Write what the scheduler grants until it says wait.
@@ -278,33 +224,18 @@ pub async fn run(
             Poll::Send {
                 key, offset, len, ..
             } => {
-                let done = match key {
-                    UnitKey::Batch(_) => {
-                        let (_, last, bytes) = batch.as_ref().expect("a batch is queued");
-                        write_slice(control.stream(), &[], bytes, offset, len).await?;
-                        let done = offset + len == bytes.len() as u64;
-                        if done {
-                            next_event = last + 1;
-                        }
-                        done.then_some(())
-                    }
-                    UnitKey::Chunk(id) => {
-                        let Some(r) = link.replies.get(&id) else {
-                            site.sender(|s| s.abandon_unit(&child));
-                            continue;
-                        };
-                        let Some(stream) = link.content.as_mut() else {
-                            site.sender(|s| s.abandon_unit(&child));
-                            continue;
-                        };
-                        write_slice(stream, &r.head, &r.body, offset, len).await?;
-                        (offset + len == r.len()).then_some(())
-                    }
+                let Some(done) =
+                    write_granted(&mut link, &mut control, &batch, key, offset, len).await?
+                else {
+                    site.sender(|s| s.abandon_unit(&child));
+                    continue;
                 };
                 site.sender(|s| s.on_written(&child, len, Instant::now(), Utc::now()));
-                if done.is_some() {
+                if done {
                     match key {
-                        UnitKey::Batch(_) => batch = None,
+                        UnitKey::Batch(_) => {
+                            next_event = batch.take().expect("a batch is queued").1 + 1;
+                        }
                         UnitKey::Chunk(id) => {
                             link.replies.remove(&id);
                             if link.sent.len() > 100_000 {
@@ -339,6 +270,103 @@ pub async fn run(
                     Err(e) => Err(e.into()),
                 };
             }
+        }
+    }
+}
+
+/// Tells the child this link's schedule and rate when the link comes up and whenever they
+/// change (a counter check per pass, not a copy).
+async fn tell_policy(
+    site: &Site,
+    child: SiteCode,
+    control: &mut FrameWriter,
+    told: &mut Option<u64>,
+) -> Result<(), ReplError> {
+    let gen = site.sender(|s| s.policy_gen(&child));
+    if *told != Some(gen) {
+        let (schedule, rate) = site.sender(|s| {
+            s.policy(&child)
+                .map(|p| (p.schedule.text().to_string(), p.rate.text().to_string()))
+                .unwrap_or_default()
+        });
+        control.send(&Frame::LinkPolicy { schedule, rate }).await?;
+        *told = Some(gen);
+    }
+    Ok(())
+}
+
+/// Keeps one batch of events from `next_event` queued in the sender. A batch held back (by a
+/// window) and not started is rebuilt when the log grows, so that a later high event lifts
+/// the events before it instead of waiting behind them. The log is read (on a blocking
+/// thread) only when it holds more than was sent: a cheap length check, not a read per
+/// chunk written.
+async fn queue_events(
+    site: &Arc<Site>,
+    child: SiteCode,
+    batch: &mut Option<(JobId, u64, Bytes)>,
+    next_event: u64,
+    encoded: &mut Vec<u8>,
+) -> Result<(), ReplError> {
+    if let Some((job, last, _)) = batch {
+        let (job, last) = (*job, *last);
+        let grown =
+            last < next_event + BATCH as u64 - 1 && site.db().counts()?.config_events > last;
+        if grown && site.sender(|s| s.withdraw(job)) {
+            *batch = None;
+        }
+    }
+    let log_len = site.db().counts()?.config_events;
+    if batch.is_some() || log_len < next_event {
+        return Ok(());
+    }
+    let from = next_event;
+    let events = blocking(site, move |s| s.db().log_within(from, BATCH, BATCH_BYTES)).await?;
+    let Some((last, _)) = events.last() else {
+        return Ok(());
+    };
+    let (first, last) = (events[0].0, *last);
+    let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
+    let (priority, boost) = batch_priority(site, &events);
+    encoded.clear();
+    schema::wire::encode_frame(&Frame::Events { first, events }, encoded)
+        .map_err(|e| ReplError::Link(LinkError::Frame(e)))?;
+    let bytes = Bytes::copy_from_slice(encoded);
+    let unit = Unit {
+        key: UnitKey::Batch(first),
+        len: bytes.len() as u64,
+    };
+    let job = site.sender(|s| {
+        let job = s.job(child, JobKind::Events { boost }, priority);
+        s.push(job, unit, Instant::now());
+        job
+    });
+    *batch = Some((job, last, bytes));
+    Ok(())
+}
+
+/// Writes the slice of unit `key` the scheduler granted: of the events batch on the control
+/// stream, or of a chunk on the content stream. Whether the unit is now complete, or `None`
+/// when the unit is gone (a chunk no longer ready, no content stream): abandon it.
+async fn write_granted(
+    link: &mut Link,
+    control: &mut FrameWriter,
+    batch: &Option<(JobId, u64, Bytes)>,
+    key: UnitKey,
+    offset: u64,
+    len: u64,
+) -> Result<Option<bool>, ReplError> {
+    match key {
+        UnitKey::Batch(_) => {
+            let (_, _, bytes) = batch.as_ref().expect("a batch is queued");
+            write_slice(control.stream(), &[], bytes, offset, len).await?;
+            Ok(Some(offset + len == bytes.len() as u64))
+        }
+        UnitKey::Chunk(id) => {
+            let (Some(r), Some(stream)) = (link.replies.get(&id), link.content.as_mut()) else {
+                return Ok(None);
+            };
+            write_slice(stream, &r.head, &r.body, offset, len).await?;
+            Ok(Some(offset + len == r.len()))
         }
     }
 }

@@ -403,19 +403,56 @@ pub fn build(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Built, PublishError> {
     let started_ns = now_ns();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8)
-        // Twice the cores: a worker blocked in a write or an open leaves its core to another.
-        * 2;
-    let pool_size = workers * 3;
-    let chunker = Chunker::default();
+    let cached = from_cache(store, scanned, old_cache, progress);
+    let (read, results) = chunk_into_store(store, scanned, &cached.chunks, progress)?;
+    let mut sizes = cached.sizes;
+    let mut counts: Vec<usize> = vec![0; scanned.entries.len()];
+    let mut bytes_read = 0u64;
+    for (i, n, count) in read {
+        bytes_read += n;
+        sizes[i] = n;
+        counts[i] = count;
+    }
+    let mut new_chunks = 0u64;
+    let mut slots: Vec<Vec<Option<ChunkRef>>> = counts.iter().map(|n| vec![None; *n]).collect();
+    for r in results.iter() {
+        for (file, index, c, new) in r? {
+            new_chunks += new as u64;
+            slots[file][index] = Some(c);
+        }
+    }
+    store.sync()?;
+    let (manifest, cache) = assemble(scanned, cached.chunks, &sizes, &slots, started_ns);
+    Ok(Built {
+        manifest,
+        new_chunks,
+        bytes_read,
+        files_cached: cached.files,
+        cache,
+    })
+}
 
-    // Per entry: chunk list (files), from the cache or filled by the workers.
-    let mut chunk_lists: Vec<Option<Vec<ChunkRef>>> = vec![None; scanned.entries.len()];
-    let mut sizes: Vec<u64> = vec![0; scanned.entries.len()];
-    let mut files_cached = 0u64;
+/// What the stat cache spares reading: per entry, its chunk list and size if cached.
+struct FromCache {
+    chunks: Vec<Option<Vec<ChunkRef>>>,
+    sizes: Vec<u64>,
+    files: u64,
+}
+
+/// The files whose stat matches the cache, whose timestamps are older than the cache by a
+/// second (a file changed in the same second as the cache was written is read again), and
+/// whose chunks are all in the store.
+fn from_cache(
+    store: &ContentStore,
+    scanned: &Scanned,
+    old_cache: Option<&StatCache>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> FromCache {
+    let mut out = FromCache {
+        chunks: vec![None; scanned.entries.len()],
+        sizes: vec![0; scanned.entries.len()],
+        files: 0,
+    };
     let trusted_before = old_cache.map(|c| c.written_ns - 1_000_000_000);
     for (i, e) in scanned.entries.iter().enumerate() {
         if let (ScanKind::File { stat, .. }, Some(cache), Some(limit)) =
@@ -427,15 +464,38 @@ pub fn build(
                     && stat.ctime_ns < limit
                     && chunks.iter().all(|c| store.has(&c.id))
                 {
-                    chunk_lists[i] = Some(chunks.clone());
-                    sizes[i] = stat.size;
-                    files_cached += 1;
+                    out.chunks[i] = Some(chunks.clone());
+                    out.sizes[i] = stat.size;
+                    out.files += 1;
                     progress(stat.size);
                 }
             }
         }
     }
+    out
+}
 
+/// Per file read: (entry, bytes, chunks).
+type FilesRead = Vec<(usize, u64, usize)>;
+
+/// Reads and cuts every file not `cached` (two reader threads), hashes, compresses and
+/// writes the chunks (twice as many workers as cores, each through its own batch), and makes
+/// each full batch durable on a committer thread. Returns (entry, bytes, chunks) per file
+/// read, and the workers' results.
+fn chunk_into_store(
+    store: &ContentStore,
+    scanned: &Scanned,
+    cached: &[Option<Vec<ChunkRef>>],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(FilesRead, Receiver<JobResult>), PublishError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
+        // Twice the cores: a worker blocked in a write or an open leaves its core to another.
+        * 2;
+    let pool_size = workers * 3;
+    let chunker = Chunker::default();
     let (job_tx, job_rx) = sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
     let (pool_tx, pool_rx) = sync_channel::<Job>(pool_size);
@@ -450,54 +510,19 @@ pub fn build(
     }
     let (res_tx, res_rx) = channel::<JobResult>();
     let (commit_tx, commit_rx) = sync_channel::<dist_point::Batch<'_>>(workers);
-    let mut bytes_read = 0u64;
-    let mut counts: Vec<usize> = vec![0; scanned.entries.len()];
-
-    let read_result: Result<Vec<(usize, u64, usize)>, PublishError> = std::thread::scope(|sc| {
+    let read = std::thread::scope(|sc| {
         for _ in 0..workers {
-            let job_rx = &job_rx;
-            let pool_tx = pool_tx.clone();
-            let res_tx = res_tx.clone();
+            let (job_rx, pool_tx, res_tx) = (&job_rx, pool_tx.clone(), res_tx.clone());
             let commit_tx = commit_tx.clone();
-            sc.spawn(move || {
-                // Each worker writes through its own batch and hands it, full, to the
-                // committer: one sync per batch, and no worker waits for the disk.
-                let mut batch = store.batch();
-                loop {
-                    let mut job = match job_rx.lock().expect("job queue lock").recv() {
-                        Ok(j) => j,
-                        Err(_) => break,
-                    };
-                    let r: JobResult = job
-                        .parts
-                        .iter()
-                        .map(|p| {
-                            let raw = &job.data[p.start..p.start + p.len];
-                            let (id, new) = batch.insert(raw)?;
-                            let c = ChunkRef {
-                                id,
-                                len: p.len as u32,
-                            };
-                            Ok((p.file, p.index, c, new))
-                        })
-                        .collect();
-                    job.data.clear();
-                    job.parts.clear();
-                    let _ = pool_tx.send(job);
-                    let _ = res_tx.send(r);
-                    if batch.is_full() {
-                        let _ = commit_tx.send(std::mem::replace(&mut batch, store.batch()));
-                    }
-                }
-                let _ = commit_tx.send(batch);
-            });
+            sc.spawn(move || store_jobs(store, job_rx, pool_tx, res_tx, commit_tx));
         }
         {
             let res_tx = res_tx.clone();
             sc.spawn(move || {
                 for mut b in commit_rx {
                     if let Err(e) = b.commit() {
-                        let _ = res_tx.send(Err(e));
+                        // The receiver outlives this scope: the error is read after it.
+                        res_tx.send(Err(e)).ok();
                     }
                 }
             });
@@ -509,10 +534,8 @@ pub fn build(
         let readers: Vec<_> = (0..READERS)
             .map(|r| {
                 let job_tx = job_tx.clone();
-                let (pool_rx, chunk_lists) = (&pool_rx, &chunk_lists);
-                sc.spawn(move || {
-                    read_files(r, scanned, chunk_lists, &chunker, pool_rx, job_tx, progress)
-                })
+                let (pool_rx, chunker) = (&pool_rx, &chunker);
+                sc.spawn(move || read_files(r, scanned, cached, chunker, pool_rx, job_tx, progress))
             })
             .collect();
         drop(job_tx);
@@ -525,23 +548,61 @@ pub fn build(
             }
         }
         result
-    });
-    for (i, n, count) in read_result? {
-        bytes_read += n;
-        sizes[i] = n;
-        counts[i] = count;
-    }
+    })?;
+    Ok((read, res_rx))
+}
 
-    let mut new_chunks = 0u64;
-    let mut slots: Vec<Vec<Option<ChunkRef>>> = counts.iter().map(|n| vec![None; *n]).collect();
-    for r in res_rx.iter() {
-        for (file, index, c, new) in r? {
-            new_chunks += new as u64;
-            slots[file][index] = Some(c);
+/// A worker: hashes, compresses and writes the chunks of each job through its own batch and
+/// hands it, full, to the committer (one sync per batch, and no worker waits for the disk).
+/// The job's buffers go back to the pool.
+fn store_jobs<'s>(
+    store: &'s ContentStore,
+    job_rx: &Mutex<Receiver<Job>>,
+    pool_tx: SyncSender<Job>,
+    res_tx: std::sync::mpsc::Sender<JobResult>,
+    commit_tx: SyncSender<dist_point::Batch<'s>>,
+) {
+    let mut batch = store.batch();
+    loop {
+        let mut job = match job_rx.lock().expect("job queue lock").recv() {
+            Ok(j) => j,
+            Err(_) => break,
+        };
+        let r: JobResult = job
+            .parts
+            .iter()
+            .map(|p| {
+                let raw = &job.data[p.start..p.start + p.len];
+                let (id, new) = batch.insert(raw)?;
+                let c = ChunkRef {
+                    id,
+                    len: p.len as u32,
+                };
+                Ok((p.file, p.index, c, new))
+            })
+            .collect();
+        job.data.clear();
+        job.parts.clear();
+        // A closed channel means the publish is being abandoned: nothing to report to.
+        pool_tx.send(job).ok();
+        res_tx.send(r).ok();
+        if batch.is_full() {
+            commit_tx
+                .send(std::mem::replace(&mut batch, store.batch()))
+                .ok();
         }
     }
-    store.sync()?;
+    commit_tx.send(batch).ok();
+}
 
+/// The manifest (entries in scan order) and the stat cache to save for the next publish.
+fn assemble(
+    scanned: &Scanned,
+    mut cached: Vec<Option<Vec<ChunkRef>>>,
+    sizes: &[u64],
+    slots: &[Vec<Option<ChunkRef>>],
+    started_ns: i128,
+) -> (Manifest, StatCache) {
     let mut files = Vec::with_capacity(scanned.entries.len());
     let mut cache = StatCache {
         written_ns: started_ns,
@@ -553,7 +614,7 @@ pub fn build(
                 target: target.clone(),
             },
             ScanKind::File { stat, .. } => {
-                let chunks = match chunk_lists[i].take() {
+                let chunks = match cached[i].take() {
                     Some(c) => c,
                     None => slots[i]
                         .iter()
@@ -578,13 +639,7 @@ pub fn build(
             kind,
         });
     }
-    Ok(Built {
-        manifest: Manifest { files },
-        new_chunks,
-        bytes_read,
-        files_cached,
-        cache,
-    })
+    (Manifest { files }, cache)
 }
 
 #[cfg(test)]

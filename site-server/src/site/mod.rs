@@ -168,11 +168,11 @@ impl Site {
     /// Sends `w` (see [`Wake`] for who waits on each).
     pub fn wake(&self, w: Wake) {
         match w {
-            Wake::LogGrew => self.wake(Wake::LogGrew),
-            Wake::ReportsGrew => self.wake(Wake::ReportsGrew),
+            Wake::LogGrew => self.log_grew.notify_waiters(),
+            Wake::ReportsGrew => self.reports_grew.notify_waiters(),
             Wake::FetchPlan => self.fetch_wake.notify_one(),
-            Wake::ContentGrew => self.wake(Wake::ContentGrew),
-            Wake::Sender => self.wake(Wake::Sender),
+            Wake::ContentGrew => self.content_grew.notify_waiters(),
+            Wake::Sender => self.sender_wake.notify_waiters(),
         }
     }
 

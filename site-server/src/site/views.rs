@@ -159,8 +159,7 @@ pub struct MessageQuery {
 
 impl Site {
     pub fn identity(&self) -> Result<IdentityView, OpError> {
-        let public = sender::identity::load_public(&self.dir.root)
-?;
+        let public = sender::identity::load_public(&self.dir.root)?;
         Ok(IdentityView {
             code: self.cfg.code,
             fingerprint: public.fingerprint,
