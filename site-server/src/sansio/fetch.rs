@@ -1,6 +1,6 @@
 //! What this site still has to fetch from its parent, and what to ask for next (sans-IO).
 //!
-//! The content shell ([`crate::net::content`]) tells the plan what the site wants (chunks of the
+//! The content shell (`net/content.rs`) tells the plan what the site wants (chunks of the
 //! package versions targeted at it or its subtree, and chunks a child asked for that are not
 //! here) and what happened to each request; the plan answers which ids to request now, keeping
 //! a bounded window in flight. Time is an argument, so every rule (the window, retry after a
