@@ -8,7 +8,8 @@ use super::decide::{
     PublishRequest, PublishTarget, Refusal,
 };
 use super::projection::{self, MemStore, PackageRecord, ProjError, Table};
-use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
+use super::test_support::*;
+use chrono::{Duration, NaiveDateTime};
 use schema::advert::{Advertisement, ExitRules, Program, TimeBasis};
 use schema::event::{ConfigEvent, DistributionTarget, DpRef, EventEnvelope, Priority};
 use schema::manifest::{ChunkRef, EntryKind, FileEntry, Manifest};
@@ -23,18 +24,6 @@ use std::convert::Infallible;
 // ---------------------------------------------------------------------------------------
 
 type Outcome<T> = Result<Decided<T>, DecideError<Infallible>>;
-
-fn code(s: &str) -> SiteCode {
-    SiteCode::new(s).unwrap()
-}
-
-fn pkg(s: &str) -> PackageId {
-    s.parse().unwrap()
-}
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap()
-}
 
 fn naive(s: &str) -> NaiveDateTime {
     NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
@@ -95,28 +84,6 @@ fn advert_req(package: PackageId) -> AdvertRequest {
         start: None,
         mandatory: vec![],
         utc: false,
-    }
-}
-
-fn to_site(s: &str) -> DistributionTarget {
-    DistributionTarget::Site(code(s))
-}
-
-fn to_dp(site: &str, dp: &str) -> DistributionTarget {
-    DistributionTarget::DistributionPoint {
-        site: code(site),
-        dp: dp.into(),
-    }
-}
-
-fn to_group(g: &str) -> DistributionTarget {
-    DistributionTarget::DpGroup(g.into())
-}
-
-fn dp(site: &str, dp: &str) -> DpRef {
-    DpRef {
-        site: code(site),
-        dp: dp.into(),
     }
 }
 

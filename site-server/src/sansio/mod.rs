@@ -22,3 +22,5 @@ pub mod sync_schedule;
 mod decide_tests;
 #[cfg(test)]
 mod projection_tests;
+#[cfg(test)]
+mod test_support;

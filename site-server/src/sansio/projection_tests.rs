@@ -6,7 +6,8 @@ use super::projection::{
     self, apply, Damaged, MemStore, MemTables, Meta, PackageRecord, ProjError, ProjectionStore,
     Table, VersionRecord,
 };
-use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
+use super::test_support::*;
+use chrono::{Duration, NaiveDateTime};
 use schema::advert::{Advertisement, ExitRules, Program, TimeBasis};
 use schema::catalog::{CatalogChange, CatalogDelta, Classification, Update};
 use schema::encoding::{self, DecodeError};
@@ -14,7 +15,7 @@ use schema::event::{
     ConfigEvent, DistributionTarget, DpRef, EventEnvelope, PackageVersion, Priority,
 };
 use schema::manifest::{ChunkRef, EntryKind, FileEntry, Manifest};
-use schema::{AdvertisementId, ChunkId, PackageId, SiteCode};
+use schema::{AdvertisementId, ChunkId};
 use std::collections::BTreeSet;
 
 // ---------------------------------------------------------------------------------------
@@ -24,20 +25,8 @@ use std::collections::BTreeSet;
 /// The site whose projections these are.
 const OWN: &str = "CEN";
 
-fn code(s: &str) -> SiteCode {
-    SiteCode::new(s).unwrap()
-}
-
-fn pkg(s: &str) -> PackageId {
-    s.parse().unwrap()
-}
-
 fn adv_id(s: &str) -> AdvertisementId {
     s.parse().unwrap()
-}
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap()
 }
 
 /// An event of `origin`, decided `seq` minutes after [`t0`].
@@ -126,21 +115,6 @@ fn advert(id: &str, package: &str) -> Advertisement {
     }
 }
 
-fn to_site(s: &str) -> DistributionTarget {
-    DistributionTarget::Site(code(s))
-}
-
-fn to_dp(site: &str, dp: &str) -> DistributionTarget {
-    DistributionTarget::DistributionPoint {
-        site: code(site),
-        dp: dp.into(),
-    }
-}
-
-fn to_group(g: &str) -> DistributionTarget {
-    DistributionTarget::DpGroup(g.into())
-}
-
 fn targets_added(package: &str, targets: Vec<DistributionTarget>) -> ConfigEvent {
     ConfigEvent::DistributionTargetsAdded {
         package: pkg(package),
@@ -152,13 +126,6 @@ fn targets_removed(package: &str, targets: Vec<DistributionTarget>) -> ConfigEve
     ConfigEvent::DistributionTargetsRemoved {
         package: pkg(package),
         targets,
-    }
-}
-
-fn dp(site: &str, dp: &str) -> DpRef {
-    DpRef {
-        site: code(site),
-        dp: dp.into(),
     }
 }
 
