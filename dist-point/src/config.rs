@@ -36,6 +36,17 @@ pub struct DpConfig {
     /// After a failure to store (the disk is full), how long before trying again.
     #[serde(default = "default_retry")]
     pub retry: String,
+    /// HTTP connections served at once (default: from the open-file limit, see
+    /// `listener::max_connections`); one more gets a 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// File downloads streaming at once; one more gets a 503 with `Retry-After`.
+    #[serde(default = "default_max_downloads")]
+    pub max_downloads: usize,
+}
+
+fn default_max_downloads() -> usize {
+    crate::serve::MAX_DOWNLOADS
 }
 
 fn default_window() -> usize {
@@ -100,6 +111,19 @@ impl DpConfig {
                 .map_err(|e| format!("validate_every: {e}, or off"))?;
         }
         parse_duration(&self.retry).map_err(|e| format!("retry: {e}"))?;
+        if let Some(n) = self.max_connections {
+            if !(1..=65536).contains(&n) {
+                return Err(format!(
+                    "max_connections = {n} is out of range: use 1 to 65536, or leave it out"
+                ));
+            }
+        }
+        if !(1..=65536).contains(&self.max_downloads) {
+            return Err(format!(
+                "max_downloads = {} is out of range: use 1 to 65536",
+                self.max_downloads
+            ));
+        }
         Ok(())
     }
 
@@ -154,6 +178,8 @@ mod tests {
             window: default_window(),
             validate_every: default_validate(),
             retry: default_retry(),
+            max_connections: None,
+            max_downloads: default_max_downloads(),
         }
     }
 
@@ -183,6 +209,20 @@ mod tests {
                 },
             ),
             ("window", DpConfig { window: 0, ..cfg() }),
+            (
+                "max_connections",
+                DpConfig {
+                    max_connections: Some(0),
+                    ..cfg()
+                },
+            ),
+            (
+                "max_downloads",
+                DpConfig {
+                    max_downloads: 0,
+                    ..cfg()
+                },
+            ),
             (
                 "validate_every",
                 DpConfig {

@@ -65,6 +65,8 @@ pub fn init(a: &InitArgs) -> Result<String, DpError> {
         window: 64,
         validate_every: "7d".into(),
         retry: "10s".into(),
+        max_connections: None,
+        max_downloads: crate::serve::MAX_DOWNLOADS,
     };
     cfg.check().map_err(DpError::Usage)?;
     if DpConfig::path(&a.dir).exists() {
@@ -153,6 +155,13 @@ async fn chunk(AxState(h): AxState<Http>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<ChunkId>() else {
         return (StatusCode::BAD_REQUEST, "not a chunk id (64 hex digits)\n").into_response();
     };
+    if !h.node.serves_chunk(&id) {
+        return (
+            StatusCode::NOT_FOUND,
+            "chunk not part of a version installed here\n",
+        )
+            .into_response();
+    }
     let node = h.node.clone();
     let r = tokio::task::spawn_blocking(move || {
         let mut buf = Vec::new();
@@ -164,7 +173,12 @@ async fn chunk(AxState(h): AxState<Http>, Path(id): Path<String>) -> Response {
         Ok(Err(crate::store::StoreError::Missing(_))) => {
             (StatusCode::NOT_FOUND, "chunk not here\n").into_response()
         }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("{e}; retry later\n"),
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
@@ -205,6 +219,7 @@ async fn admin_validate(AxState(h): AxState<Http>, headers: HeaderMap) -> Respon
 pub async fn run(dir: PathBuf) -> Result<(), DpError> {
     let cfg = DpConfig::load(&dir).map_err(|e| DpError::Usage(e.to_string()))?;
     let _lock = lock(&dir)?;
+    let nofile = sender::socket::raise_open_file_limit();
     let store = Arc::new(
         ContentStore::open(dir.join("content")).map_err(|e| DpError::Failed(e.to_string()))?,
     );
@@ -280,10 +295,22 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DpError::Failed(e.to_string()))?;
+    // The admin API has a listener of its own, on loopback: the client-facing one is public.
+    let admin_bind: std::net::SocketAddr = if addr.is_ipv6() {
+        "[::1]:0".parse().expect("address")
+    } else {
+        "127.0.0.1:0".parse().expect("address")
+    };
+    let admin_listener = tokio::net::TcpListener::bind(admin_bind)
+        .await
+        .map_err(|e| DpError::Failed(format!("cannot open the admin listener on loopback: {e}")))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| DpError::Failed(e.to_string()))?;
     write_admin(
         &dir,
         &AdminInfo {
-            addr: addr.to_string(),
+            addr: admin_addr.to_string(),
             token: token.clone(),
             pid: std::process::id(),
         },
@@ -292,17 +319,35 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
         node: node.clone(),
         token: Arc::new(token),
     };
-    let app = crate::serve::router(store.clone(), node.clone()).merge(
+    let app = crate::serve::router(store.clone(), node.clone(), cfg.max_downloads).merge(
         Router::new()
             .route("/chunks/{id}", get(chunk))
-            .route("/admin/status", get(admin_status))
-            .route("/admin/validate", post(admin_validate))
-            .with_state(http),
+            .with_state(http.clone()),
     );
-    tracing::info!(dp = %cfg.id, listen = %addr, site = %site_addr, "distribution point started");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let admin_app = Router::new()
+        .route("/admin/status", get(admin_status))
+        .route("/admin/validate", post(admin_validate))
+        .with_state(http);
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or_else(|| crate::listener::max_connections(nofile));
+    tracing::info!(dp = %cfg.id, listen = %addr, admin = %admin_addr, site = %site_addr, nofile, max_connections, "distribution point started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin_task = tokio::spawn(crate::listener::serve(
+        admin_listener,
+        admin_app,
+        64,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::select! {
+        _ = crate::listener::serve(listener, app, max_connections, stopped(stop_rx)) => {}
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
     endpoint.close(0u32.into(), b"distribution point stopping");
     let st = node.core.lock().expect("core lock").state.clone();
     if let Err(e) = st.save(&dir) {
@@ -310,7 +355,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
     }
     let _ = std::fs::remove_file(dir.join(ADMIN_FILE));
     tracing::info!(dp = %cfg.id, "distribution point stopped");
-    served.map_err(|e| DpError::Failed(format!("HTTP server failed: {e}")))
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -8,7 +8,8 @@
 //! to one site server over pinned QUIC ([`site_link`]), holds what the site assigns to it
 //! ([`plan`], sans-IO), pulls the chunks it misses, at most a window at a time, from ranked
 //! source DPs and then the site ([`pull`], sans-IO), verifies and stores them ([`intake`]),
-//! validates its store on a schedule, and deletes what nothing needs ([`node`]).
+//! validates its store on a schedule, and deletes what nothing needs ([`node`]). Its HTTP
+//! listener caps connections and times out slow clients ([`listener`]).
 //!
 //! Entry points: [`store::ContentStore`] (for every user of the store), [`daemon::run`] (the
 //! DP process) and [`cli::run`] (its commands, also reached as `site-server dist-point`).
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod intake;
+pub mod listener;
 pub mod node;
 pub mod plan;
 pub mod pull;

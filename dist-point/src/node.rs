@@ -310,6 +310,16 @@ impl Node {
     pub fn store(&self) -> &ContentStore {
         &self.store
     }
+
+    /// Whether `id` belongs to a version installed here (see [`crate::plan::Holdings::serves_chunk`]).
+    pub(crate) fn serves_chunk(&self, id: &ChunkId) -> bool {
+        self.core
+            .lock()
+            .expect("core lock")
+            .state
+            .holdings
+            .serves_chunk(id)
+    }
 }
 
 impl Catalog for Node {
@@ -650,22 +660,52 @@ async fn fetch_from_source(node: Arc<Node>, id: ChunkId, rank: usize, addr: Stri
         }
         Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Outcome::NotThere,
         Ok(r) if !r.status().is_success() => Outcome::NotThere,
-        Ok(r) => match r.bytes().await {
-            Ok(b) => {
-                let sent = node.intake.lock().expect("intake lock").send(Received {
-                    id,
-                    route,
-                    file: b.to_vec(),
-                });
+        Ok(r) => match read_capped(r, crate::store::MAX_CHUNK_FILE).await {
+            Ok(file) => {
+                let sent =
+                    node.intake
+                        .lock()
+                        .expect("intake lock")
+                        .send(Received { id, route, file });
                 if sent.is_ok() {
                     return;
                 }
                 Outcome::Down
             }
-            Err(_) => Outcome::Down,
+            Err(Capped::TooLong(n)) => {
+                tracing::warn!(source = %addr, chunk = %id, bytes = n, "source distribution point sent more than a chunk file can hold; refused");
+                Outcome::Bad
+            }
+            Err(Capped::Failed) => Outcome::Down,
         },
     };
     node.send(Event::Reply { id, route, outcome });
+}
+
+/// Why an answer was not read.
+enum Capped {
+    /// Longer than allowed (announced or sent): at least this many bytes.
+    TooLong(u64),
+    /// The connection failed mid-way.
+    Failed,
+}
+
+/// Reads an answer's body, refusing one whose `Content-Length` or actual length passes
+/// `cap` before buffering more than `cap` bytes.
+async fn read_capped(mut r: reqwest::Response, cap: usize) -> Result<Vec<u8>, Capped> {
+    if let Some(n) = r.content_length() {
+        if n > cap as u64 {
+            return Err(Capped::TooLong(n));
+        }
+    }
+    let mut out = Vec::with_capacity(r.content_length().unwrap_or(0) as usize);
+    while let Some(piece) = r.chunk().await.map_err(|_| Capped::Failed)? {
+        if out.len() + piece.len() > cap {
+            return Err(Capped::TooLong((out.len() + piece.len()) as u64));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out)
 }
 
 /// Re-hashes every stored chunk, removes the damaged ones, and tells the node.
@@ -683,9 +723,13 @@ pub(crate) async fn validate(node: Arc<Node>, done: Option<oneshot::Sender<Valid
     }
 }
 
-/// Re-hashes every chunk; removes and returns the damaged ones.
+/// Re-hashes every chunk; removes and returns the damaged ones. A chunk that cannot be read
+/// (an I/O error) is kept and logged: it is not damage, and it may be the only copy.
 pub fn scrub(store: &ContentStore) -> Result<(u64, HashSet<ChunkId>), String> {
     let report = store.verify_all().map_err(|e| e.to_string())?;
+    for p in &report.unreadable {
+        tracing::error!(path = %p.path.display(), reason = %p.reason, "cannot read a chunk file; kept (an I/O error is not damage)");
+    }
     let mut corrupt = HashSet::new();
     for p in report.problems {
         tracing::warn!(path = %p.path.display(), reason = %p.reason, "damaged chunk file");
@@ -702,4 +746,70 @@ pub fn scrub(store: &ContentStore) -> Result<(u64, HashSet<ChunkId>), String> {
         }
     }
     Ok((report.chunks_ok + corrupt.len() as u64, corrupt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A source on 127.0.0.1 that answers one request with `head` and then `body_len` bytes
+    /// (or until the reader goes away); returns its address and how much it managed to send.
+    async fn hostile_source(head: String, body_len: u64) -> (String, tokio::task::JoinHandle<u64>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(head.as_bytes()).await.unwrap();
+            let piece = vec![0u8; 64 << 10];
+            let mut sent = 0u64;
+            while sent < body_len {
+                if s.write_all(&piece).await.is_err() {
+                    break;
+                }
+                sent += piece.len() as u64;
+            }
+            sent
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_a_chunk_file_is_refused_before_it_is_buffered() {
+        let cap = crate::store::MAX_CHUNK_FILE;
+        let http = reqwest::Client::new();
+        // Announced too long: refused on the header, nothing read.
+        let (addr, _src) = hostile_source(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n".into(),
+            1 << 20,
+        )
+        .await;
+        let r = http
+            .get(format!("http://{addr}/chunks/x"))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_capped(r, cap).await,
+            Err(Capped::TooLong(1073741824))
+        ));
+        // Not announced, and far too long: refused once it passes the cap.
+        let (addr, _src) = hostile_source(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".into(),
+            256 << 20,
+        )
+        .await;
+        let r = http
+            .get(format!("http://{addr}/chunks/x"))
+            .send()
+            .await
+            .unwrap();
+        match read_capped(r, cap).await {
+            Err(Capped::TooLong(n)) => assert!(n > cap as u64 && n <= (cap + (1 << 20)) as u64),
+            Ok(b) => panic!("read {} bytes", b.len()),
+            Err(Capped::Failed) => panic!("failed instead of refused"),
+        }
+    }
 }

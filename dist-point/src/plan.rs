@@ -340,6 +340,18 @@ impl Holdings {
             .collect()
     }
 
+    /// Whether `id` is a chunk of an installed version: only those are served to other DPs
+    /// (a chunk of a version still being pulled, or of none, is not this DP's to give).
+    pub fn serves_chunk(&self, id: &ChunkId) -> bool {
+        self.versions.values().any(|h| {
+            h.phase == Phase::Installed
+                && h.manifest
+                    .files
+                    .iter()
+                    .any(|f| f.chunks().iter().any(|c| c.id == *id))
+        })
+    }
+
     /// Versions served: installed ones.
     pub fn installed(&self, package: &PackageId) -> Vec<(u32, Arc<Manifest>)> {
         self.versions

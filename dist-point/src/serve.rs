@@ -4,7 +4,7 @@
 //! - `GET /packages/{id}/{version}/files/{path}`: the file, reassembled from its chunks, with
 //!   `Content-Length`, `ETag` (BLAKE3 over the file's chunk ids: it names the content
 //!   exactly) and one byte `Range` (`bytes=a-b`, `a-`, `-n`), so `curl -O` and `curl -C -`
-//!   work; `HEAD` too;
+//!   work; `HEAD` too, answered from the manifest without reading a chunk;
 //! - `{version}` may be `latest`: the newest version fully present here.
 //!
 //! What is served is only what [`Catalog`] says is fully present. Every chunk is verified as
@@ -12,8 +12,13 @@
 //! [`PREFLIGHT`] bytes of the range are also verified before the response starts, so a bad
 //! chunk there is a 500 with a clear body (and [`Catalog::corrupt`] is told); a bad chunk
 //! further into a large file ends the body short of its `Content-Length` (the client sees
-//! a failed transfer, and `curl -C -` resumes it once the chunk is fetched again). A path with `..`, an absolute path or an empty part is a
-//! 400 and nothing is read.
+//! a failed transfer, and `curl -C -` resumes it once the chunk is fetched again). A path
+//! with `..`, an absolute path or an empty part is a 400 and nothing is read.
+//!
+//! Only damage is damage: a chunk that cannot be read (an I/O error, no file descriptor
+//! left) is a 503 with `Retry-After` and nothing is removed or re-fetched. At most
+//! [`MAX_DOWNLOADS`] bodies stream at once (a 503 beyond), each from a task that drops a
+//! client which takes nothing for [`SEND_TIMEOUT`].
 
 use crate::store::{ContentStore, StoreError};
 use axum::body::Body;
@@ -38,18 +43,32 @@ pub trait Catalog: Send + Sync + 'static {
     fn corrupt(&self, package: &PackageId, version: u32, chunk: &ChunkId, reason: &str);
 }
 
+/// How many file downloads run at once by default (`max_downloads` in `dp.toml`); beyond it
+/// a client gets a 503 with `Retry-After`.
+pub const MAX_DOWNLOADS: usize = 128;
+/// How long a download may wait for its client to take more bytes before it is dropped.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The `Retry-After` of a 503 (too many downloads, or a chunk that could not be read).
+pub const RETRY_AFTER_SECS: u32 = 5;
+
 #[derive(Clone)]
 struct Served {
     store: Arc<ContentStore>,
     catalog: Arc<dyn Catalog>,
+    /// Taken by each GET of a file for as long as its body streams.
+    downloads: Arc<tokio::sync::Semaphore>,
 }
 
-/// The HTTP routes (see the module doc).
-pub fn router(store: Arc<ContentStore>, catalog: Arc<dyn Catalog>) -> Router {
+/// The HTTP routes (see the module doc), with at most `max_downloads` bodies streaming.
+pub fn router(store: Arc<ContentStore>, catalog: Arc<dyn Catalog>, max_downloads: usize) -> Router {
     Router::new()
         .route("/packages/{id}/{version}/manifest", get(manifest))
         .route("/packages/{id}/{version}/files/{*path}", get(file))
-        .with_state(Served { store, catalog })
+        .with_state(Served {
+            store,
+            catalog,
+            downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
+        })
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -208,6 +227,32 @@ async fn file(
         }
         wanted.push(*c);
     }
+    let mut h = HeaderMap::new();
+    h.insert(header::ETAG, tag.parse().expect("hex"));
+    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
+    h.insert(header::CONTENT_LENGTH, (end - start).into());
+    let status = if partial {
+        h.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1)
+                .parse()
+                .expect("ascii"),
+        );
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    if method == Method::HEAD {
+        // What a GET would answer, from the manifest alone: nothing is read.
+        return (status, h).into_response();
+    }
+    let Ok(permit) = st.downloads.clone().try_acquire_owned() else {
+        return busy("every download slot of this distribution point is taken; retry later".into());
+    };
     // Verify before the first byte: a bad chunk there is a 500, never bytes. Past the
     // first PREFLIGHT bytes a bad chunk ends the transfer short instead (each chunk is
     // verified again as it is read), so that a large file is not hashed twice.
@@ -234,7 +279,7 @@ async fn file(
     .await;
     match verified {
         Ok(Ok(())) => {}
-        Ok(Err((chunk, e))) => {
+        Ok(Err((chunk, e))) if e.is_damage() || matches!(e, StoreError::Missing(_)) => {
             let reason = e.to_string();
             st.catalog.corrupt(&package, version, &chunk, &reason);
             let what = match e {
@@ -248,37 +293,42 @@ async fn file(
                 ),
             );
         }
+        Ok(Err((chunk, e))) => {
+            // An I/O error says nothing about the bytes: keep the chunk, let the client retry.
+            tracing::error!(%package, version, %chunk, error = %e, "cannot read a chunk to serve; kept");
+            return busy(format!(
+                "{path:?} of package {package} version {version} cannot be read right now (chunk {chunk}: {e}); nothing was removed, retry later"
+            ));
+        }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")),
     }
-    let mut h = HeaderMap::new();
-    h.insert(header::ETAG, tag.parse().expect("hex"));
-    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
-    h.insert(
-        header::CONTENT_TYPE,
-        "application/octet-stream".parse().expect("static"),
+    let body = stream(
+        st,
+        package,
+        version,
+        wanted,
+        first_skip,
+        end - start,
+        permit,
     );
-    h.insert(header::CONTENT_LENGTH, (end - start).into());
-    let status = if partial {
-        h.insert(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{size}", end - 1)
-                .parse()
-                .expect("ascii"),
-        );
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    if method == Method::HEAD {
-        return (status, h).into_response();
-    }
-    let body = stream(st, package, version, wanted, first_skip, end - start);
     (status, h, body).into_response()
 }
 
-/// Streams `len` bytes from `chunks`, skipping `skip` bytes of the first, each chunk read
-/// (and verified again) on a blocking thread; a failure ends the body early (the client sees
-/// a short transfer against `Content-Length`, never wrong bytes).
+/// A 503 with `Retry-After`: the request was fine, the server cannot answer it now.
+fn busy(why: String) -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        RETRY_AFTER_SECS.to_string().parse().expect("digits"),
+    );
+    r
+}
+
+/// Streams `len` bytes from `chunks`, skipping `skip` bytes of the first. Each chunk is read
+/// (and verified again) on a blocking thread that is given back at once; a task, not a
+/// thread, waits for the client. A client that takes no bytes for [`SEND_TIMEOUT`] is
+/// dropped. A failure ends the body early (the client sees a short transfer against
+/// `Content-Length`, never wrong bytes); only damage is reported as such.
 fn stream(
     st: Served,
     package: PackageId,
@@ -286,21 +336,39 @@ fn stream(
     chunks: Vec<ChunkRef>,
     skip: u64,
     len: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
+        let _permit = permit;
         let mut left = len;
         let mut skip = skip as usize;
         for c in chunks {
             if left == 0 {
                 break;
             }
-            let mut buf = Vec::with_capacity(c.len as usize);
-            if let Err(e) = st.store.get_into(&c.id, &mut buf) {
-                st.catalog.corrupt(&package, version, &c.id, &e.to_string());
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
+            let store = st.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(c.len as usize);
+                store.get_into(&c.id, &mut buf).map(|()| buf)
+            })
+            .await;
+            let buf = match read {
+                Ok(Ok(buf)) => buf,
+                Ok(Err(e)) => {
+                    if e.is_damage() || matches!(e, StoreError::Missing(_)) {
+                        st.catalog.corrupt(&package, version, &c.id, &e.to_string());
+                    } else {
+                        tracing::error!(%package, version, chunk = %c.id, error = %e, "cannot read a chunk to serve; kept");
+                    }
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
             let mut b = bytes::Bytes::from(buf);
             if skip > 0 {
                 b = b.slice(skip.min(b.len())..);
@@ -310,8 +378,8 @@ fn stream(
                 b = b.slice(..left as usize);
             }
             left -= b.len() as u64;
-            if tx.blocking_send(Ok(b)).is_err() {
-                return; // the client went away
+            if tx.send_timeout(Ok(b), SEND_TIMEOUT).await.is_err() {
+                return; // the client went away, or stopped reading
             }
         }
     });

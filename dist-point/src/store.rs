@@ -38,8 +38,23 @@ const HEADER_LEN: usize = 8;
 const LEVEL: i32 = 3;
 /// The largest raw chunk accepted (a little over the chunker's maximum).
 pub const MAX_CHUNK: usize = 4 << 20;
+/// The largest chunk file (header and a chunk stored raw because it does not compress): no
+/// peer's answer for one chunk may be longer.
+pub const MAX_CHUNK_FILE: usize = HEADER_LEN + MAX_CHUNK;
 
 impl StoreError {
+    /// The bytes are damaged (they do not decode or do not hash to their name). Only this
+    /// justifies removing a stored chunk: an I/O error (`EIO`, no file descriptor left, a
+    /// full disk) says nothing about the data, and the chunk may be the only copy.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::HashMismatch { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::BadEncoding { .. }
+        )
+    }
+
     /// The disk (or the user's quota) is full: nothing is wrong with the data.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Io { source, .. }
@@ -89,7 +104,10 @@ pub struct ScrubReport {
     pub raw_bytes: u64,
     /// Temporary files left by killed writers, removed by this scrub.
     pub stale_tmp_removed: u64,
+    /// Damaged or misnamed files: safe to remove (and fetch again).
     pub problems: Vec<ScrubProblem>,
+    /// Files that could not be read (an I/O error): kept, never taken for damage.
+    pub unreadable: Vec<ScrubProblem>,
 }
 
 /// Per-thread reusable buffers and compressor: publishing calls `insert` thousands of times
@@ -441,6 +459,11 @@ impl ContentStore {
                         path,
                         id: Some(id),
                         reason,
+                    }),
+                    Err(e) if !e.is_damage() => report.unreadable.push(ScrubProblem {
+                        path,
+                        id: Some(id),
+                        reason: e.to_string(),
                     }),
                     Err(e) => report.problems.push(ScrubProblem {
                         path,

@@ -210,6 +210,11 @@ pub const DP_DETACHED: u32 = 40206;
 
 // `content`
 
+/// A chunk in this site's content store could not be read (an I/O error): kept, read again later.
+pub const CHUNK_UNREADABLE: u32 = 40207;
+
+// `content`
+
 /// A package version is complete in this site's content store.
 pub const PACKAGE_CONTENT_COMPLETE: u32 = 40210;
 /// This site started fetching the missing chunks of a package version.
@@ -285,6 +290,7 @@ pub const ALL_IDS: &[u32] = &[
     CHUNK_CORRUPT_REMOVED,
     DP_ATTACHED,
     DP_DETACHED,
+    CHUNK_UNREADABLE,
     PACKAGE_CONTENT_COMPLETE,
     PACKAGE_CONTENT_FETCHING,
     COURIER_BUNDLE_EXPORTED,
@@ -559,6 +565,12 @@ pub const CATALOGUE: &[MessageDef] = &[
         "Distribution point %1 attached from %2 (%3 package version(s) assigned to it).",
     ),
     def(DP_DETACHED, Info, "link", "Distribution point %1 detached: %2"),
+    def(
+        CHUNK_UNREADABLE,
+        Warning,
+        "content",
+        "Chunk %1 in this site's content store cannot be read (%2); it is kept (an I/O error is not damage) and read again when asked for.",
+    ),
     def(
         PACKAGE_CONTENT_COMPLETE,
         Info,

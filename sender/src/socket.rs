@@ -55,6 +55,38 @@ pub fn endpoint(
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
 }
 
+/// Raises this process's soft open-file limit to its hard limit (many hosts start at 1024,
+/// which a site with many children or a busy DP outgrows) and returns the limit now in
+/// force. Called once at the start of `site-server run` and `dist-point run`; a failure
+/// leaves the limit as it was.
+pub fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    // Some kernels report an unlimited hard limit that setrlimit refuses: cap the ask.
+    let want = if lim.rlim_max == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        lim.rlim_max
+    };
+    if want > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: a valid pointer to an rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return want;
+        }
+    }
+    lim.rlim_cur
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]

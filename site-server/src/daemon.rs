@@ -114,6 +114,8 @@ fn write_admin_file(dir: &DataDir, info: &AdminInfo) -> anyhow::Result<()> {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(dir: DataDir) -> Result<(), StartError> {
     let (lock, site) = open_site(&dir, false)?;
+    let nofile = sender::socket::raise_open_file_limit();
+    tracing::debug!(nofile, "open-file limit");
     let listener = tokio::net::TcpListener::bind(site.cfg().api)
         .await
         .map_err(|e| {

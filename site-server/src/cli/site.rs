@@ -107,18 +107,28 @@ pub(super) fn verify(dir: &DataDir, json: bool) -> Res {
             "problems": r.problems.iter().map(|p| serde_json::json!({
                 "path": p.path, "chunk": p.id.map(|i| i.to_hex()), "reason": p.reason
             })).collect::<Vec<_>>(),
+            "unreadable": r.unreadable.iter().map(|p| serde_json::json!({
+                "path": p.path, "chunk": p.id.map(|i| i.to_hex()), "reason": p.reason
+            })).collect::<Vec<_>>(),
         }))?;
     } else {
         println!(
-            "{} chunks verified ({}), {} problems",
+            "{} chunks verified ({}), {} problems, {} unreadable",
             r.chunks_ok,
             human_bytes(r.raw_bytes),
-            r.problems.len()
+            r.problems.len(),
+            r.unreadable.len()
         );
     }
-    match r.problems.first() {
-        None => Ok(()),
-        Some(p) => Err(CliError::failed(format!(
+    match (r.problems.first(), r.unreadable.first()) {
+        (None, None) => Ok(()),
+        (None, Some(p)) => Err(CliError::failed(format!(
+            "{} chunk file(s) could not be read, first {} ({}): an I/O error, not damage; check the disk and run the scrub again",
+            r.unreadable.len(),
+            p.path.display(),
+            p.reason
+        ))),
+        (Some(p), _) => Err(CliError::failed(format!(
             "{} corrupt chunk file(s) in the content store, first {} ({}): remove them and publish or fetch the content again",
             r.problems.len(),
             p.path.display(),

@@ -464,21 +464,39 @@ fn store_received(
 // ---------------------------------------------------------------------------------------
 // Serving a child
 
+/// Why a chunk cannot be sent to a child or a DP.
+pub(crate) enum NotSendable {
+    /// Not in the store.
+    Absent,
+    /// The stored bytes are damaged (they do not decode or hash to their name): remove it.
+    Damaged(String),
+    /// It could not be read (an I/O error, no file descriptor left): keep it, say it is
+    /// missing for now (the peer asks again later), never take it for damage.
+    Unreadable(String),
+}
+
 /// Reads the chunk file to send; when `verify`, checks it first (a child refused the last
-/// copy). `Err(None)`: not there; `Err(Some(reason))`: the local copy is bad.
+/// copy).
 pub(crate) fn read_for_child(
     site: &Site,
     id: &ChunkId,
     verify: bool,
     buf: &mut Vec<u8>,
-) -> Result<(), Option<String>> {
+) -> Result<(), NotSendable> {
     match site.store().read_encoded(id, buf) {
         Ok(()) => {}
-        Err(dist_point::StoreError::Missing(_)) => return Err(None),
-        Err(e) => return Err(Some(e.to_string())),
+        Err(dist_point::StoreError::Missing(_)) => return Err(NotSendable::Absent),
+        Err(e) if e.is_damage() => return Err(NotSendable::Damaged(e.to_string())),
+        Err(e) => return Err(NotSendable::Unreadable(e.to_string())),
     }
     if verify {
-        dist_point::verify_encoded(id, buf).map_err(|e| Some(e.to_string()))?;
+        dist_point::verify_encoded(id, buf).map_err(|e| {
+            if e.is_damage() {
+                NotSendable::Damaged(e.to_string())
+            } else {
+                NotSendable::Unreadable(e.to_string())
+            }
+        })?;
     }
     Ok(())
 }

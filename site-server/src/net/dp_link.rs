@@ -10,6 +10,7 @@
 //! one connection is verified before it goes again (the DP refused the first copy).
 
 use super::{blocking, ReplError};
+use crate::net::content::NotSendable;
 use crate::site::Wake;
 use schema::status;
 
@@ -240,6 +241,7 @@ async fn serve_chunks(
 ) -> Result<(), ReplError> {
     let mut r = FrameReader::new(recv);
     let mut asked: HashSet<schema::ChunkId> = HashSet::new();
+    let mut unreadable_noted: HashSet<schema::ChunkId> = HashSet::new();
     let mut buf = Vec::new();
     loop {
         let ids = match r.recv().await? {
@@ -264,19 +266,26 @@ async fn serve_chunks(
                     id,
                     len: buf.len() as u32,
                 },
-                Err(why) => {
-                    if let Some(why) = why {
-                        tracing::warn!(chunk = %id, reason = %why, "a chunk asked for by a DP is damaged here");
-                        if let Err(e) = site.store().remove(&id) {
-                            tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
-                        }
-                        site.note(
-                            status::CHUNK_CORRUPT_REMOVED,
-                            vec![],
-                            vec![id.to_hex(), why],
-                        );
-                        site.wake(Wake::ContentGrew);
+                Err(NotSendable::Absent) => ChunkReply::Missing { id },
+                Err(NotSendable::Unreadable(why)) => {
+                    // Kept: the DP hears "missing" and asks again after its delay.
+                    tracing::error!(chunk = %id, reason = %why, "cannot read a chunk for a DP; kept");
+                    if unreadable_noted.insert(id) {
+                        site.note(status::CHUNK_UNREADABLE, vec![], vec![id.to_hex(), why]);
                     }
+                    ChunkReply::Missing { id }
+                }
+                Err(NotSendable::Damaged(why)) => {
+                    tracing::warn!(chunk = %id, reason = %why, "a chunk asked for by a DP is damaged here");
+                    if let Err(e) = site.store().remove(&id) {
+                        tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
+                    }
+                    site.note(
+                        status::CHUNK_CORRUPT_REMOVED,
+                        vec![],
+                        vec![id.to_hex(), why],
+                    );
+                    site.wake(Wake::ContentGrew);
                     ChunkReply::Missing { id }
                 }
             };

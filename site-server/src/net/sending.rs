@@ -21,6 +21,7 @@ use schema::status;
 /// The stored bytes of events one frame carries at most (one event always goes): far below
 /// the frame and decode limits even for events that compress well (catalog deltas).
 const BATCH_BYTES: u64 = 8 << 20;
+use crate::net::content::NotSendable;
 use crate::site::Site;
 use bytes::Bytes;
 use chrono::Utc;
@@ -195,6 +196,7 @@ pub async fn run(
         replies: HashMap::new(),
         waiting: Vec::new(),
         sent: HashSet::new(),
+        unreadable_noted: HashSet::new(),
     };
     let mut next_event = applied + 1;
     // The policy generation last told to the child.
@@ -385,6 +387,8 @@ struct Link {
     /// Chunks sent on this connection: asked again means the child refused the copy, so
     /// the next one is verified here first.
     sent: HashSet<ChunkId>,
+    /// Chunks found unreadable on this connection and reported (40207) once.
+    unreadable_noted: HashSet<ChunkId>,
 }
 
 impl Link {
@@ -462,8 +466,22 @@ impl Link {
                 self.replies.insert(id, reply);
                 return Ok(());
             }
-            Err(None) => {}
-            Err(Some(reason)) => {
+            Err(NotSendable::Absent) => {}
+            Err(NotSendable::Unreadable(reason)) => {
+                // Kept: an I/O error says nothing about the bytes. The child hears "missing"
+                // and asks again after its delay.
+                tracing::error!(chunk = %id, %reason, "cannot read a chunk for a child; kept");
+                if self.unreadable_noted.insert(id) {
+                    self.site
+                        .note(status::CHUNK_UNREADABLE, vec![], vec![id.to_hex(), reason]);
+                }
+                if let Some(stream) = self.content.as_mut() {
+                    let h = ChunkReply::Missing { id }.encode();
+                    stream.write_all(&h).await.map_err(LinkError::Write)?;
+                }
+                return Ok(());
+            }
+            Err(NotSendable::Damaged(reason)) => {
                 tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
                 if let Err(e) = self.site.store().remove(&id) {
                     tracing::error!(chunk = %id, error = %e, "cannot remove a corrupt chunk");
