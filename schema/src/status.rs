@@ -213,6 +213,11 @@ pub const DP_DETACHED: u32 = 40206;
 /// A chunk in this site's content store could not be read (an I/O error): kept, read again later.
 pub const CHUNK_UNREADABLE: u32 = 40207;
 
+// `link`
+
+/// Reports from a child were refused: their origin is not the child or a site below it.
+pub const REPORTS_REFUSED: u32 = 40208;
+
 // `content`
 
 /// A package version is complete in this site's content store.
@@ -291,6 +296,7 @@ pub const ALL_IDS: &[u32] = &[
     DP_ATTACHED,
     DP_DETACHED,
     CHUNK_UNREADABLE,
+    REPORTS_REFUSED,
     PACKAGE_CONTENT_COMPLETE,
     PACKAGE_CONTENT_FETCHING,
     COURIER_BUNDLE_EXPORTED,
@@ -570,6 +576,12 @@ pub const CATALOGUE: &[MessageDef] = &[
         Warning,
         "content",
         "Chunk %1 in this site's content store cannot be read (%2); it is kept (an I/O error is not damage) and read again when asked for.",
+    ),
+    def(
+        REPORTS_REFUSED,
+        Error,
+        "link",
+        "%2 report(s) from child site %1 refused and not stored: %3",
     ),
     def(
         PACKAGE_CONTENT_COMPLETE,

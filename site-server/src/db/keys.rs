@@ -25,6 +25,19 @@ pub(super) const OWN_CONFIG_SEQ: &[u8] = b"own_config_seq";
 pub(super) const OWN_REPORT_SEQ: &[u8] = b"own_report_seq";
 /// Present while a rebuild of the projections runs (or was interrupted).
 pub(super) const REBUILDING: &[u8] = b"rebuilding";
+/// Present once every origin of the config log has its [`config_origin`] key (databases
+/// written before those keys existed are indexed once, at open).
+pub(super) const CONFIG_ORIGINS_INDEXED: &[u8] = b"config_origins_indexed";
+/// The prefix of [`config_origin`] keys.
+pub(super) const CONFIG_ORIGIN_PREFIX: &[u8] = b"config_origin:";
+
+/// Marks `site` as an origin of events in this site's config log (so, another site than
+/// this one: an ancestor).
+pub(super) fn config_origin(site: SiteCode) -> Vec<u8> {
+    let mut k = CONFIG_ORIGIN_PREFIX.to_vec();
+    k.extend_from_slice(&site.as_bytes());
+    k
+}
 
 /// The dedupe key of an event (`b'c'`) or report (`b'r'`) by its origin and sequence.
 pub(super) fn dedupe(kind: u8, origin: SiteCode, seq: u64) -> [u8; 12] {

@@ -9,6 +9,7 @@ use crate::sansio::decide::{DecideError, Decided, Refusal};
 use crate::sansio::projection::{
     self, Damaged, Meta, PackageRecord, ProjError, ProjectionStore, Table,
 };
+use crate::sansio::scope::{self, ChildScope};
 use chrono::{DateTime, Utc};
 use schema::advert::Advertisement;
 use schema::encoding;
@@ -51,10 +52,14 @@ pub enum DbError {
     RebuildPending,
     #[error("parent log batch starts at position {got} but position {expected} is next: the batch is refused and the link must resend from {expected}")]
     Gap { expected: u64, got: u64 },
+    #[error("this site's own {what} sequence number {seq} is already in its log: the database holds another site's data under this site's code; stop the site and restore the data directory from a backup")]
+    OwnSeqTaken { what: &'static str, seq: u64 },
+    #[error("refused a batch from the parent: {0}")]
+    FromParent(String),
 }
 
-/// What [`Db::apply_parent_batch`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Db::apply_parent_batch`] (or a batch of a child's or DP's reports) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// Events newly appended to this site's log.
     pub applied: u64,
@@ -62,6 +67,25 @@ pub struct BatchOutcome {
     pub skipped: u64,
     /// The cursor after the batch: the last parent position applied.
     pub cursor: u64,
+    /// Items refused (not stored, the cursor moves past them), with why.
+    pub refused: Vec<String>,
+}
+
+/// What appending one item of a batch did.
+enum Appended {
+    New,
+    Known,
+    Refused(String),
+}
+
+impl From<bool> for Appended {
+    fn from(new: bool) -> Self {
+        if new {
+            Appended::New
+        } else {
+            Appended::Known
+        }
+    }
 }
 
 /// The site database.
@@ -169,7 +193,48 @@ impl Db {
         if !allow_rebuild_pending && d.trees[CURSORS].get(REBUILDING)?.is_some() {
             return Err(DbError::RebuildPending);
         }
+        d.index_config_origins()?;
         Ok(d)
+    }
+
+    /// Gives every origin of the config log its key, once (see [`keys::config_origin`]).
+    fn index_config_origins(&self) -> Result<(), DbError> {
+        if self.trees[CURSORS]
+            .get(keys::CONFIG_ORIGINS_INDEXED)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        for item in self.trees[LOG].iter() {
+            let (k, v) = item?;
+            let env: EventEnvelope = encoding::decode(&v).map_err(|source| DbError::Log {
+                what: "config event",
+                position: u64_of(Some(k)),
+                source,
+            })?;
+            if env.origin != self.own {
+                self.trees[CURSORS].insert(keys::config_origin(env.origin), &[])?;
+            }
+        }
+        self.trees[CURSORS].insert(keys::CONFIG_ORIGINS_INDEXED, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every site other than this one that originated an event in this site's config log:
+    /// this site's ancestors (events only flow down).
+    pub fn config_origins(&self) -> Result<std::collections::BTreeSet<SiteCode>, DbError> {
+        let mut out = std::collections::BTreeSet::new();
+        for item in self.trees[CURSORS].scan_prefix(keys::CONFIG_ORIGIN_PREFIX) {
+            let (k, _) = item?;
+            let code = std::str::from_utf8(&k[keys::CONFIG_ORIGIN_PREFIX.len()..])
+                .ok()
+                .and_then(|c| SiteCode::new(c).ok());
+            if let Some(c) = code {
+                out.insert(c);
+            }
+        }
+        Ok(out)
     }
 
     pub fn own(&self) -> SiteCode {
@@ -212,7 +277,12 @@ impl Db {
                     time: now,
                     body,
                 };
-                append_config_tx(tx, own, &env)?;
+                if !append_config_tx(tx, own, &env)? {
+                    return Err(ConflictableTransactionError::Abort(DbError::OwnSeqTaken {
+                        what: "event",
+                        seq,
+                    }));
+                }
                 let pos = tx_counter(&tx[CURSORS], CONFIG_LEN)?;
                 let len = tx[LOG]
                     .get(pos.to_be_bytes())?
@@ -264,36 +334,58 @@ impl Db {
     ///
     /// `raise` may give a report of this site for an event newly applied (stamped `now`); it
     /// is appended in the same transaction, so it exists exactly when the event does.
+    ///
+    /// An event whose origin is this site or a site in `below` cannot have come from above:
+    /// the whole batch is refused ([`DbError::FromParent`]), changing nothing.
     pub fn apply_parent_batch(
         &self,
         first: u64,
         events: &[EventEnvelope],
+        below: &std::collections::BTreeSet<SiteCode>,
         now: DateTime<Utc>,
         raise: impl Fn(&EventEnvelope) -> Option<Report>,
     ) -> Result<BatchOutcome, DbError> {
+        for env in events {
+            scope::admit_from_parent(self.own, below, env.origin).map_err(DbError::FromParent)?;
+        }
         self.apply_batch(&parent_applied(), first, events, |tx, env| {
             let new = append_config_tx(tx, self.own, env)?;
             if let Some(r) = raise(env).filter(|_| new) {
                 append_own_report_tx(tx, self.own, now, r)?;
             }
-            Ok(new)
+            Ok(new.into())
         })
     }
 
     /// Applies a batch of a child's report log, at the child's positions `first`, `first + 1`,
     /// ..., and advances that child's cursor, by the same rules as
     /// [`Db::apply_parent_batch`]; a report already known by (origin, origin_seq) is skipped.
+    ///
+    /// Each report must pass `scope` ([`ChildScope::admit`]); one that does not is refused
+    /// (not stored, named in [`BatchOutcome::refused`]) and the cursor moves past it.
     pub fn apply_child_reports(
         &self,
         child: SiteCode,
         first: u64,
         reports: &[ReportEnvelope],
+        scope: &ChildScope,
     ) -> Result<BatchOutcome, DbError> {
-        self.apply_batch(
+        // The scope learns from the batch itself; each attempt of the transaction starts over.
+        let attempt = std::cell::RefCell::new(scope.clone());
+        self.apply_batch_with(
             &child_reports_applied(child),
             first,
             reports,
-            append_report_tx,
+            || *attempt.borrow_mut() = scope.clone(),
+            |tx, env| {
+                let mut sc = attempt.borrow_mut();
+                if let Err(why) = sc.admit(env) {
+                    return Ok(Appended::Refused(why));
+                }
+                let new = append_report_tx(tx, env)?;
+                sc.learn(env);
+                Ok(new.into())
+            },
         )
     }
 
@@ -337,9 +429,9 @@ impl Db {
         self.apply_batch(&dp_reports_applied(dp), first, reports, |tx, r| match r {
             Some(r) => {
                 append_own_report_tx(tx, own, now, r.clone())?;
-                Ok(true)
+                Ok(Appended::New)
             }
-            None => Ok(false),
+            None => Ok(Appended::Known),
         })
     }
 
@@ -350,9 +442,23 @@ impl Db {
         key: &Cursor,
         first: u64,
         items: &[T],
-        append: impl Fn(&[TransactionalTree], &T) -> TxResult<bool>,
+        append: impl Fn(&[TransactionalTree], &T) -> TxResult<Appended>,
+    ) -> Result<BatchOutcome, DbError> {
+        self.apply_batch_with(key, first, items, || {}, append)
+    }
+
+    /// As [`Db::apply_batch`], calling `begin` at the start of every attempt of the
+    /// transaction (sled may run it more than once).
+    fn apply_batch_with<T>(
+        &self,
+        key: &Cursor,
+        first: u64,
+        items: &[T],
+        begin: impl Fn(),
+        append: impl Fn(&[TransactionalTree], &T) -> TxResult<Appended>,
     ) -> Result<BatchOutcome, DbError> {
         let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
+            begin();
             let cursor = tx_counter(&tx[CURSORS], key.bytes())?;
             if first > cursor + 1 {
                 return Err(ConflictableTransactionError::Abort(DbError::Gap {
@@ -364,6 +470,7 @@ impl Db {
                 applied: 0,
                 skipped: 0,
                 cursor,
+                refused: Vec::new(),
             };
             for (i, item) in items.iter().enumerate() {
                 let pos = first + i as u64;
@@ -371,10 +478,10 @@ impl Db {
                     o.skipped += 1;
                     continue;
                 }
-                if append(tx, item)? {
-                    o.applied += 1;
-                } else {
-                    o.skipped += 1;
+                match append(tx, item)? {
+                    Appended::New => o.applied += 1,
+                    Appended::Known => o.skipped += 1,
+                    Appended::Refused(why) => o.refused.push(why),
                 }
                 o.cursor = pos;
             }
@@ -697,6 +804,9 @@ fn append_config_tx(
     tx[LOG].insert(&pos.to_be_bytes(), bytes)?;
     tx[DEDUPE].insert(&dk, &pos.to_be_bytes())?;
     tx[CURSORS].insert(CONFIG_LEN, &pos.to_be_bytes())?;
+    if env.origin != own {
+        tx[CURSORS].insert(keys::config_origin(env.origin), &[])?;
+    }
     projection::apply(&TxView(tx), own, env).map_err(lift)?;
     Ok(true)
 }
@@ -743,7 +853,12 @@ fn append_own_report_tx(
         time: now,
         body,
     };
-    append_report_tx(tx, &env)?;
+    if !append_report_tx(tx, &env)? {
+        return Err(ConflictableTransactionError::Abort(DbError::OwnSeqTaken {
+            what: "report",
+            seq,
+        }));
+    }
     Ok(())
 }
 
@@ -946,13 +1061,14 @@ mod tests {
             },
         };
         let batch = |from: u64, to: u64| (from..=to).map(ev).collect::<Vec<_>>();
+        let below: std::collections::BTreeSet<SiteCode> = [code("T01")].into();
         let o = db
-            .apply_parent_batch(1, &batch(1, 3), t0, |_| None)
+            .apply_parent_batch(1, &batch(1, 3), &below, t0, |_| None)
             .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (3, 0, 3));
         // A resend overlapping what was applied: only the new tail is applied.
         let o = db
-            .apply_parent_batch(2, &batch(2, 5), t0, |_| None)
+            .apply_parent_batch(2, &batch(2, 5), &below, t0, |_| None)
             .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (2, 2, 5));
         // A frame's worth: events up to a byte budget, one at least.
@@ -963,7 +1079,7 @@ mod tests {
         // A gap changes nothing.
         let before = (db.counts().unwrap(), db.projection_digest().unwrap());
         let err = db
-            .apply_parent_batch(8, &batch(8, 9), t0, |_| None)
+            .apply_parent_batch(8, &batch(8, 9), &below, t0, |_| None)
             .unwrap_err();
         assert!(
             matches!(
@@ -980,6 +1096,25 @@ mod tests {
             (db.counts().unwrap(), db.projection_digest().unwrap())
         );
         assert_eq!(db.cursor(&parent_applied()).unwrap(), 5);
+        // An event that claims to come from this site, or from below it, is refused whole.
+        for origin in ["S01", "T01"] {
+            let forged = EventEnvelope {
+                origin: code(origin),
+                ..ev(1)
+            };
+            let err = db
+                .apply_parent_batch(6, &[ev(6), forged], &below, t0, |_| None)
+                .unwrap_err();
+            assert!(
+                matches!(&err, DbError::FromParent(m) if m.contains(origin)),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            before,
+            (db.counts().unwrap(), db.projection_digest().unwrap())
+        );
+        assert_eq!(db.config_origins().unwrap(), [code("CEN")].into());
         // The cursor and the events survive a reopen, in the parent's order, each once.
         drop(db);
         let db = Db::open(&path, code("S01"), false).unwrap();
@@ -1013,21 +1148,32 @@ mod tests {
                 vec![],
             )),
         };
+        let scope = |child: &str, below: &[&str], elsewhere: &[&str]| {
+            ChildScope::new(
+                code("CEN"),
+                Default::default(),
+                code(child),
+                below.iter().map(|c| code(c)).collect(),
+                elsewhere.iter().map(|c| code(c)).collect(),
+            )
+        };
+        let p01 = scope("P01", &["S01"], &["P02"]);
+        let p02 = scope("P02", &[], &["P01", "S01"]);
         let o = db
-            .apply_child_reports(code("P01"), 1, &[rep("P01", 1), rep("S01", 1)])
+            .apply_child_reports(code("P01"), 1, &[rep("P01", 1), rep("S01", 1)], &p01)
             .unwrap();
         assert_eq!((o.applied, o.cursor), (2, 2));
         // Resend with one new report; another child's positions are its own.
         let o = db
-            .apply_child_reports(code("P01"), 2, &[rep("S01", 1), rep("P01", 2)])
+            .apply_child_reports(code("P01"), 2, &[rep("S01", 1), rep("P01", 2)], &p01)
             .unwrap();
         assert_eq!((o.applied, o.skipped, o.cursor), (1, 1, 3));
         let o = db
-            .apply_child_reports(code("P02"), 1, &[rep("P02", 1)])
+            .apply_child_reports(code("P02"), 1, &[rep("P02", 1)], &p02)
             .unwrap();
         assert_eq!((o.applied, o.cursor), (1, 1));
         assert!(matches!(
-            db.apply_child_reports(code("P01"), 5, &[rep("P01", 4)]),
+            db.apply_child_reports(code("P01"), 5, &[rep("P01", 4)], &p01),
             Err(DbError::Gap {
                 expected: 4,
                 got: 5
@@ -1047,6 +1193,63 @@ mod tests {
                 ("P01".into(), 2),
                 ("P02".into(), 1)
             ]
+        );
+        // P01 speaks for CEN, for itself as CEN's sibling P02, and names CEN as a child:
+        // each refused, none stored, the cursor moves past them.
+        let forged_children = ReportEnvelope {
+            body: Report::SiteData(SiteData::Children(vec![code("CEN")])),
+            ..rep("S01", 2)
+        };
+        let o = db
+            .apply_child_reports(
+                code("P01"),
+                4,
+                &[rep("CEN", 1), rep("P02", 2), forged_children, rep("S01", 3)],
+                &p01,
+            )
+            .unwrap();
+        assert_eq!((o.applied, o.refused.len(), o.cursor), (1, 3, 7), "{o:?}");
+        assert!(o.refused[0].contains("origin CEN is this site"), "{o:?}");
+        assert!(o.refused[1].contains("not P01 or a site below it"), "{o:?}");
+        assert!(o.refused[2].contains("names CEN"), "{o:?}");
+        assert_eq!(db.reported_children(code("S01")).unwrap(), None);
+        // CEN's own report 1 was not reserved by the forgery: its own reports go on.
+        db.append_own_reports(t0, vec![rep("CEN", 1).body]).unwrap();
+        assert!(db
+            .reports(1, 100, |r| r.origin == code("CEN"))
+            .unwrap()
+            .iter()
+            .any(|(_, r)| r.origin_seq == 1));
+    }
+
+    #[test]
+    fn an_own_report_whose_key_is_taken_aborts_loudly() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("db"), code("CEN"), false).unwrap();
+        let t0 = Utc::now();
+        // What an unscoped store of a child's report once allowed: CEN's key 1 taken.
+        let forged = ReportEnvelope {
+            origin: code("CEN"),
+            origin_seq: 1,
+            time: t0,
+            body: Report::SiteData(SiteData::Children(vec![])),
+        };
+        unwrap_tx(
+            db.trees[..].transaction(|tx| -> TxResult<bool> { append_report_tx(tx, &forged) }),
+        )
+        .unwrap();
+        let err = db
+            .append_own_reports(t0, vec![forged.body.clone()])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbError::OwnSeqTaken {
+                    what: "report",
+                    seq: 1
+                }
+            ),
+            "{err}"
         );
     }
 
@@ -1086,13 +1289,24 @@ mod tests {
             time: Utc::now(),
             body: Report::SiteData(SiteData::Children(kids.iter().map(|k| code(k)).collect())),
         };
-        // P01 reports S01 below it, then S01 reports T01; P02 never reported anything.
-        db.apply_child_reports(
+        // P01 reports S01 below it, then S01 (learned in the same batch) reports T01; P02
+        // never reported anything.
+        let scope = ChildScope::new(
+            code("CEN"),
+            Default::default(),
             code("P01"),
-            1,
-            &[child("P01", 1, &["S01"]), child("S01", 1, &["T01"])],
-        )
-        .unwrap();
+            Default::default(),
+            [code("P02")].into(),
+        );
+        let o = db
+            .apply_child_reports(
+                code("P01"),
+                1,
+                &[child("P01", 1, &["S01"]), child("S01", 1, &["T01"])],
+                &scope,
+            )
+            .unwrap();
+        assert_eq!(o.applied, 2, "{o:?}");
         assert_eq!(
             db.reported_children(code("S01")).unwrap(),
             Some(vec![code("T01")])
@@ -1104,7 +1318,14 @@ mod tests {
             .collect();
         assert_eq!(sub, want);
         // A later report replaces the earlier one.
-        db.apply_child_reports(code("P01"), 3, &[child("S01", 2, &[])])
+        let scope = ChildScope::new(
+            code("CEN"),
+            Default::default(),
+            code("P01"),
+            db.subtree(&[code("P01")]).unwrap(),
+            [code("P02")].into(),
+        );
+        db.apply_child_reports(code("P01"), 3, &[child("S01", 2, &[])], &scope)
             .unwrap();
         assert!(!db.subtree(&[code("P01")]).unwrap().contains(&code("T01")));
 

@@ -6,7 +6,6 @@ use super::{blocking, ReplError};
 use crate::net::sending::Input;
 use crate::sansio::links::Role;
 use crate::site::Site;
-use crate::site::Wake;
 use chrono::Utc;
 use schema::report::Attribute;
 use schema::status;
@@ -130,16 +129,13 @@ pub(super) async fn serve_child(
                 }
                 Ok(Frame::Reports { first, reports }) => {
                     let o = match blocking(&reader_site, move |s| {
-                        s.db().apply_child_reports(child_code, first, &reports)
+                        s.apply_child_reports(child_code, first, &reports)
                     })
                     .await
                     {
                         Ok(o) => o,
                         Err(e) => return e,
                     };
-                    if o.applied > 0 {
-                        reader_site.wake(Wake::ReportsGrew);
-                    }
                     if input_tx
                         .send(Input::Reply(Frame::ReportsAck { upto: o.cursor }))
                         .is_err()

@@ -16,8 +16,9 @@ use schema::status;
 
 use crate::site::Site;
 use chrono::Utc;
-use schema::report::{Report, StatusMessage};
+use schema::report::{Attribute, Report, StatusMessage};
 use schema::wire::{ChunkReply, Frame};
+use schema::SiteCode;
 use sender::link::{FrameReader, FrameWriter};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -189,6 +190,39 @@ async fn assignments(site: &Arc<Site>, dp: &str) -> Result<Assignments, ReplErro
     Ok(tokio::task::spawn_blocking(move || s.dp_assignments(&dp)).await??)
 }
 
+/// A DP's message as this site's report: the site is this one, the machine and the DP it is
+/// about are the DP pinned on this link, whatever the message says. An id a DP may not raise
+/// is dropped (`None`).
+fn dp_report(code: SiteCode, dp: &str, m: schema::wire::DpMessage) -> Option<Report> {
+    if !schema::wire::dp_may_raise(m.id) {
+        tracing::warn!(
+            dp,
+            id = m.id,
+            "a distribution point sent a message id it may not raise; dropped"
+        );
+        return None;
+    }
+    let def = schema::status::lookup(m.id)?;
+    let attributes = m
+        .attributes
+        .into_iter()
+        .map(|a| match a {
+            Attribute::DistributionPoint(_) => Attribute::DistributionPoint(format!("{code}/{dp}")),
+            other => other,
+        })
+        .collect();
+    Some(Report::Status(StatusMessage {
+        id: m.id,
+        severity: def.severity,
+        component: def.component.to_string(),
+        site: code,
+        machine: dp.to_string(),
+        time: m.time,
+        attributes,
+        insertion: m.insertion,
+    }))
+}
+
 /// Stores a DP's messages as this site's reports; returns the position acknowledged.
 async fn store_reports(
     site: &Arc<Site>,
@@ -197,30 +231,10 @@ async fn store_reports(
     messages: Vec<schema::wire::DpMessage>,
 ) -> Result<u64, ReplError> {
     let code = site.cfg().code;
-    // One entry per position, so the cursor stays right; an id a DP may not raise is dropped.
+    // One entry per position, so the cursor stays right.
     let reports: Vec<Option<Report>> = messages
         .into_iter()
-        .map(|m| {
-            if !schema::wire::dp_may_raise(m.id) {
-                tracing::warn!(
-                    dp,
-                    id = m.id,
-                    "a distribution point sent a message id it may not raise; dropped"
-                );
-                return None;
-            }
-            let def = schema::status::lookup(m.id)?;
-            Some(Report::Status(StatusMessage {
-                id: m.id,
-                severity: def.severity,
-                component: def.component.to_string(),
-                site: code,
-                machine: dp.to_string(),
-                time: m.time,
-                attributes: m.attributes,
-                insertion: m.insertion,
-            }))
-        })
+        .map(|m| dp_report(code, dp, m))
         .collect();
     let dp = dp.to_string();
     let o = blocking(site, move |s| {
@@ -298,5 +312,40 @@ async fn serve_chunks(
                     .map_err(|e| ReplError::Protocol(e.to_string()))?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dp_speaks_only_for_itself() {
+        let s01 = SiteCode::new("S01").unwrap();
+        let msg = |id: u32, dp: &str| schema::wire::DpMessage {
+            id,
+            time: Utc::now(),
+            attributes: vec![
+                Attribute::SourceVersion(1),
+                Attribute::DistributionPoint(dp.into()),
+            ],
+            insertion: vec![],
+        };
+        // DP1 claims DP2 (and a DP of another site) installed something: it is DP1's word.
+        for claimed in ["S01/DP2", "CEN/DP9"] {
+            let Some(Report::Status(m)) = dp_report(s01, "DP1", msg(2330, claimed)) else {
+                panic!("2330 is a DP's to raise");
+            };
+            assert_eq!((m.site, m.machine.as_str()), (s01, "DP1"));
+            assert_eq!(
+                m.attributes,
+                [
+                    Attribute::SourceVersion(1),
+                    Attribute::DistributionPoint("S01/DP1".into())
+                ]
+            );
+        }
+        // An id a DP may not raise (a site's link message) is dropped.
+        assert!(dp_report(s01, "DP1", msg(40202, "S01/DP1")).is_none());
     }
 }

@@ -65,10 +65,13 @@ pub enum ReplError {
     Stopped(&'static str),
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
     site: &Arc<Site>,
-    f: impl FnOnce(&Site) -> Result<T, crate::db::DbError> + Send + 'static,
-) -> Result<T, ReplError> {
+    f: impl FnOnce(&Site) -> Result<T, E> + Send + 'static,
+) -> Result<T, ReplError>
+where
+    ReplError: From<E>,
+{
     let site = site.clone();
     Ok(tokio::task::spawn_blocking(move || f(&site)).await??)
 }

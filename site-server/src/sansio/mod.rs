@@ -9,6 +9,7 @@
 //! - [`catalog_plan`]: catalog sources read into updates, and a sync's delta.
 //! - [`plugin_args`]: plug-in arguments in CAU's `Name=Value;...` syntax.
 //! - [`sync_schedule`]: when the next scheduled catalog sync is.
+//! - [`scope`]: which reports a child, and which events the parent, may send this site.
 
 pub mod catalog_plan;
 pub mod decide;
@@ -16,6 +17,7 @@ pub mod fetch;
 pub mod links;
 pub mod plugin_args;
 pub mod projection;
+pub mod scope;
 pub mod sync_schedule;
 
 #[cfg(test)]

@@ -260,6 +260,7 @@ impl Site {
                 applied: 0,
                 skipped: ev.events.len() as u64,
                 cursor,
+                refused: Vec::new(),
             }
         } else {
             self.apply_parent_events(header.first, &ev.events)?
@@ -355,7 +356,7 @@ impl Site {
     /// Applies a verified receipt from child `r.source`.
     pub fn receipt_apply(&self, r: &ReadReceipt) -> Result<ImportOutcome, OpError> {
         self.courier_child(r.source)?;
-        let o = self.db.apply_child_reports(r.source, r.first, &r.reports)?;
+        let o = self.apply_child_reports(r.source, r.first, &r.reports)?;
         let mut st = self.courier_state(r.source)?;
         if r.last >= st.receipt_last {
             st.receipt_last = r.last;

@@ -12,6 +12,7 @@ use crate::sansio::decide::{
     self, AdvertRequest, DistributeOutcome, DistributeRequest, PublishOutcome, PublishRequest,
     Refusal,
 };
+use crate::sansio::scope::ChildScope;
 use chrono::{DateTime, Utc};
 use schema::advert::Advertisement;
 use schema::event::{ConfigEvent, DistributionTarget, Priority};
@@ -234,9 +235,10 @@ impl Site {
         events: &[schema::event::EventEnvelope],
     ) -> Result<crate::db::BatchOutcome, DbError> {
         let ctx = self.ctx();
+        let below = self.db.subtree(&self.child_codes())?;
         let o = self
             .db
-            .apply_parent_batch(first, events, ctx.now, |env| match &env.body {
+            .apply_parent_batch(first, events, &below, ctx.now, |env| match &env.body {
                 ConfigEvent::CatalogDelta(d) => Some(ctx.status(
                     status::CATALOG_VERSION_APPLIED,
                     vec![Attribute::CatalogVersion(d.catalog_version)],
@@ -252,6 +254,53 @@ impl Site {
             self.wake(Wake::ReportsGrew);
         }
         Ok(o)
+    }
+
+    /// Stores a batch of child `child`'s reports (from its link or a courier receipt), each
+    /// only if `child` may speak for its origin ([`ChildScope`]). Refused ones are skipped
+    /// (the cursor moves past them) and raise one 40208 per batch.
+    pub fn apply_child_reports(
+        &self,
+        child: SiteCode,
+        first: u64,
+        reports: &[schema::report::ReportEnvelope],
+    ) -> Result<crate::db::BatchOutcome, OpError> {
+        let scope = self.child_scope(child)?;
+        let o = self.db.apply_child_reports(child, first, reports, &scope)?;
+        if let Some(why) = o.refused.first() {
+            tracing::warn!(%child, refused = o.refused.len(), first = %why, "refused reports from a child");
+            self.note(
+                status::REPORTS_REFUSED,
+                vec![Attribute::DestinationSite(child)],
+                vec![child.to_string(), o.refused.len().to_string(), why.clone()],
+            );
+        }
+        if o.applied > 0 {
+            self.wake(Wake::ReportsGrew);
+        }
+        Ok(o)
+    }
+
+    /// Who child `child` may speak for, as this site knows the tree now.
+    fn child_scope(&self, child: SiteCode) -> Result<ChildScope, OpError> {
+        let mut ancestors = self.db.config_origins()?;
+        if let Some(p) = &self.cfg.parent {
+            ancestors.insert(p.code);
+        }
+        let below = self.db.subtree(&[child])?;
+        let others: Vec<SiteCode> = self
+            .child_codes()
+            .into_iter()
+            .filter(|c| *c != child)
+            .collect();
+        let elsewhere = self.db.subtree(&others)?;
+        Ok(ChildScope::new(
+            self.cfg.code,
+            ancestors,
+            child,
+            below,
+            elsewhere,
+        ))
     }
 
     /// What the sender must know of events applied from the parent (boosts, priorities).
