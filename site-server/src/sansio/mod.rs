@@ -9,6 +9,7 @@
 //! - [`catalog_plan`]: catalog sources read into updates, and a sync's delta.
 //! - [`plugin_args`]: plug-in arguments in CAU's `Name=Value;...` syntax.
 //! - [`sync_schedule`]: when the next scheduled catalog sync is.
+//! - [`refusals`]: refused connections counted per peer address, reported once per interval.
 //! - [`scope`]: which reports a child, and which events the parent, may send this site.
 
 pub mod catalog_plan;
@@ -17,6 +18,7 @@ pub mod fetch;
 pub mod links;
 pub mod plugin_args;
 pub mod projection;
+pub mod refusals;
 pub mod scope;
 pub mod sync_schedule;
 
