@@ -438,6 +438,26 @@ impl SiteConfig {
                 }
                 Err(e) => return Err(format!("distribution point {}: {e}", d.id)),
             }
+            // One certificate, one peer: a pin shared by two would let one speak as the other.
+            if let Some(o) = self.dps[..i]
+                .iter()
+                .find(|o| o.fingerprint == d.fingerprint)
+            {
+                return Err(format!(
+                    "distribution point {} has the certificate fingerprint of distribution point {}: each DP has its own certificate",
+                    d.id, o.id
+                ));
+            }
+            if let Some(c) = self
+                .children
+                .iter()
+                .find(|c| c.fingerprint == d.fingerprint)
+            {
+                return Err(format!(
+                    "distribution point {} has the certificate fingerprint of child {}: each peer has its own certificate",
+                    d.id, c.code
+                ));
+            }
         }
         check_dp_sources(&self.dps)?;
         self.tz()?;
@@ -590,6 +610,35 @@ mod tests {
             std::fs::write(dir.config(), bad).unwrap();
             let err = SiteConfig::load(&dir).unwrap_err();
             assert!(matches!(err, ConfigError::Malformed { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_certificate_is_one_peer() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(d.path());
+        let base = SiteConfig::new(
+            SiteCode::new("CEN").unwrap(),
+            "127.0.0.1:4710".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .to_toml();
+        let (a, b, k) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let child =
+            format!("[[children]]\ncode = \"S01\"\nfingerprint = \"{a}\"\npublic_key = \"{k}\"\n");
+        let dp = |id: &str, fp: &str| format!("[[dps]]\nid = \"{id}\"\nfingerprint = \"{fp}\"\n");
+        std::fs::write(dir.config(), format!("{base}{child}{}", dp("DP1", &b))).unwrap();
+        SiteConfig::load(&dir).unwrap();
+        for (extra, needle) in [
+            (dp("DP1", &a), "fingerprint of child S01"),
+            (
+                format!("{}{}", dp("DP1", &b), dp("DP2", &b)),
+                "fingerprint of distribution point DP1",
+            ),
+        ] {
+            std::fs::write(dir.config(), format!("{base}{child}{extra}")).unwrap();
+            let err = SiteConfig::load(&dir).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 }

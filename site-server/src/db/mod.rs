@@ -787,6 +787,10 @@ impl ProjectionStore for TxProjections<'_> {
     }
 }
 
+/// The largest event this site may originate: one that fits, with room to spare, in a frame
+/// (and so in a batch to a child). A bigger one could never be sent and would stop the link.
+pub const MAX_EVENT_BYTES: usize = schema::wire::MAX_FRAME - (64 << 10);
+
 /// Appends `env` to the config log and applies it, unless its dedupe key is known.
 fn append_config_tx(
     tx: &[TransactionalTree],
@@ -801,6 +805,14 @@ fn append_config_tx(
     let bytes = encoding::encode(env).map_err(|e| {
         ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
     })?;
+    if env.origin == own && bytes.len() > MAX_EVENT_BYTES {
+        return Err(ConflictableTransactionError::Abort(DbError::Refused(
+            Refusal::Invalid(format!(
+                "the event would be {} bytes, more than the {MAX_EVENT_BYTES} a link can carry in one frame: make it smaller (fewer files in one package, fewer catalog changes in one sync)",
+                bytes.len()
+            )),
+        )));
+    }
     tx[LOG].insert(&pos.to_be_bytes(), bytes)?;
     tx[DEDUPE].insert(&dk, &pos.to_be_bytes())?;
     tx[CURSORS].insert(CONFIG_LEN, &pos.to_be_bytes())?;
@@ -1021,6 +1033,46 @@ mod tests {
             assert!(!db.append_received(&parent(seq, body)).unwrap(), "dedupe");
         }
         (d, db)
+    }
+
+    #[test]
+    fn an_own_event_too_big_for_a_frame_is_refused_and_appends_nothing() {
+        let (_d, db) = populated();
+        let before = (db.counts().unwrap(), db.projection_digest().unwrap());
+        let t0 = Utc::now();
+        // Random hex does not compress below half its size: 150 MB of it is too big.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut hex = || {
+            (0..32)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:08x}", x as u32)
+                })
+                .collect::<String>()
+        };
+        let huge = ConfigEvent::CatalogDelta(CatalogDelta {
+            catalog_version: 2,
+            source: "apt".into(),
+            changes: (0..600_000)
+                .map(|_| CatalogChange::Expired { id: hex() })
+                .collect(),
+        });
+        let err = db
+            .append_own(t0, |_| {
+                Ok(Decided {
+                    event: Some(huge.clone()),
+                    reports: vec![],
+                    out: (),
+                })
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("more than the"), "{err}");
+        assert_eq!(
+            before,
+            (db.counts().unwrap(), db.projection_digest().unwrap())
+        );
     }
 
     #[test]

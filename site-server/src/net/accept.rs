@@ -42,11 +42,7 @@ struct Sessions {
 impl Sessions {
     /// Makes `conn` the peer's connection; returns the gate to hold while serving it and the
     /// connection it replaces.
-    fn enter(
-        &self,
-        peer: &str,
-        conn: &quinn::Connection,
-    ) -> (Gate, Option<quinn::Connection>) {
+    fn enter(&self, peer: &str, conn: &quinn::Connection) -> (Gate, Option<quinn::Connection>) {
         let mut m = self.by_peer.lock().expect("sessions lock");
         let gate = m.get(peer).map(|(g, _)| g.clone()).unwrap_or_default();
         let old = m.insert(peer.to_string(), (gate.clone(), conn.clone()));

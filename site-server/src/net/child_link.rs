@@ -13,6 +13,9 @@ use schema::wire::Frame;
 use sender::link::{FrameReader, FrameWriter, LinkError};
 use std::sync::Arc;
 
+/// Inputs from a child's readers waiting for its sender, at most.
+const INPUTS: usize = 64;
+
 /// Aborts a task when the link that started it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
@@ -61,6 +64,8 @@ pub(super) async fn serve_child(
             )))
         }
     };
+    // A child cannot have applied more than this site's log holds.
+    let applied = applied.min(blocking(site, |s| s.db().counts()).await?.config_events);
     site.link_update(child_code, Role::Child, |l| l.on_connected(Utc::now()));
     site.sender(|s| s.on_connect(&child_code));
     site.note(
@@ -68,13 +73,24 @@ pub(super) async fn serve_child(
         vec![],
         vec![child.to_string(), applied.to_string()],
     );
-    let (input_tx, inputs) = tokio::sync::mpsc::unbounded_channel::<Input>();
-    // Further streams the child opens are content streams: their requests go to the sender.
+    // Bounded: a child that sends faster than the sender answers waits (QUIC flow control
+    // holds its frames), it does not grow this site's memory.
+    let (input_tx, inputs) = tokio::sync::mpsc::channel::<Input>(INPUTS);
+    // The next stream the child opens is its content stream: its requests go to the sender.
+    // One per connection: a further one is stopped at once.
     let content_conn = conn.clone();
     let content_tx = input_tx.clone();
     let content = tokio::spawn(async move {
-        while let Ok((send, recv)) = content_conn.accept_bi().await {
-            if content_tx.send(Input::ContentStream(send)).is_err() {
+        let mut opened = false;
+        while let Ok((mut send, mut recv)) = content_conn.accept_bi().await {
+            if opened {
+                tracing::warn!("the child opened a second content stream; stopped");
+                let _ = recv.stop(1u32.into());
+                let _ = send.reset(1u32.into());
+                continue;
+            }
+            opened = true;
+            if content_tx.send(Input::ContentStream(send)).await.is_err() {
                 return;
             }
             let tx = content_tx.clone();
@@ -101,7 +117,7 @@ pub(super) async fn serve_child(
                             return;
                         }
                     };
-                    if tx.send(input).is_err() {
+                    if tx.send(input).await.is_err() {
                         return;
                     }
                 }
@@ -120,9 +136,13 @@ pub(super) async fn serve_child(
                 Ok(Frame::EventsAck { upto }) => {
                     // A cursor that cannot be stored ends the link: the child says where it
                     // is when it reconnects, and nothing is lost or applied twice.
+                    // Never past what this site's log holds (what could have been sent).
                     let key = ack_key.clone();
-                    if let Err(e) =
-                        blocking(&reader_site, move |s| s.db().set_cursor(&key, upto)).await
+                    if let Err(e) = blocking(&reader_site, move |s| {
+                        let len = s.db().counts()?.config_events;
+                        s.db().set_cursor(&key, upto.min(len))
+                    })
+                    .await
                     {
                         return e;
                     }
@@ -138,6 +158,7 @@ pub(super) async fn serve_child(
                     };
                     if input_tx
                         .send(Input::Reply(Frame::ReportsAck { upto: o.cursor }))
+                        .await
                         .is_err()
                     {
                         return ReplError::Link(LinkError::Closed);

@@ -201,7 +201,8 @@ async fn on_frame(
         }
         Frame::ReportsAck { upto } => {
             blocking(site, move |s| {
-                s.db().set_cursor(&parent_reports_acked(), upto)
+                let len = s.db().counts()?.reports;
+                s.db().set_cursor(&parent_reports_acked(), upto.min(len))
             })
             .await?;
         }

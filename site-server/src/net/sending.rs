@@ -22,6 +22,7 @@ use schema::status;
 /// the frame and decode limits even for events that compress well (catalog deltas).
 const BATCH_BYTES: u64 = 8 << 20;
 use crate::net::content::NotSendable;
+use crate::sansio::child_asks::ChildAsks;
 use crate::site::Site;
 use bytes::Bytes;
 use chrono::Utc;
@@ -184,7 +185,7 @@ pub async fn run(
     site: Arc<Site>,
     child: SiteCode,
     mut control: FrameWriter,
-    mut inputs: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    mut inputs: tokio::sync::mpsc::Receiver<Input>,
     mut reader: tokio::task::JoinHandle<ReplError>,
     applied: u64,
 ) -> Result<(), ReplError> {
@@ -194,7 +195,8 @@ pub async fn run(
         content: None,
         chunk_job: HashMap::new(),
         replies: HashMap::new(),
-        waiting: Vec::new(),
+        asks: ChildAsks::default(),
+        waiting: HashSet::new(),
         sent: HashSet::new(),
         unreadable_noted: HashSet::new(),
     };
@@ -219,6 +221,7 @@ pub async fn run(
         tell_policy(&site, child, &mut control, &mut told).await?;
         queue_events(&site, child, &mut batch, next_event, &mut encoded).await?;
         link.check_waiting().await?;
+        link.pump().await?;
 
         // Write what the scheduler grants until it says wait.
         let poll = site.sender(|s| s.poll(&child, Instant::now(), Utc::now()));
@@ -240,6 +243,7 @@ pub async fn run(
                         }
                         UnitKey::Chunk(id) => {
                             link.replies.remove(&id);
+                            link.asks.on_sent(&id);
                             if link.sent.len() > 100_000 {
                                 link.sent.clear();
                             }
@@ -382,8 +386,10 @@ struct Link {
     chunk_job: HashMap<ChunkId, JobId>,
     /// Chunks queued in the scheduler, read and ready.
     replies: HashMap<ChunkId, Reply>,
+    /// What the child asked for, bounded (only announced chunks, replies held by bytes).
+    asks: ChildAsks,
     /// Chunks asked for that are not here yet (this site fetches them from its parent).
-    waiting: Vec<ChunkId>,
+    waiting: HashSet<ChunkId>,
     /// Chunks sent on this connection: asked again means the child refused the copy, so
     /// the next one is verified here first.
     sent: HashSet<ChunkId>,
@@ -401,6 +407,11 @@ impl Link {
                 version,
                 ids,
             } => {
+                let ids = self.needed(package, version, ids);
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                self.asks.announce(ids.iter().copied());
                 let priority = self
                     .site
                     .db()
@@ -422,10 +433,67 @@ impl Link {
                 }
             }
             Input::Request(ids) => {
-                for id in ids {
-                    self.offer(id).await?;
+                let missing = self
+                    .asks
+                    .request(&ids)
+                    .map_err(|e| ReplError::Protocol(e.to_string()))?;
+                for id in missing {
+                    tracing::debug!(child = %self.child, chunk = %id, "asked for a chunk it never announced; missing");
+                    self.say_missing(id).await?;
                 }
+                self.pump().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// The ids of `ids` that belong to `package` `version` as this site knows it: a child's
+    /// need is believed only for a manifest here, and only for that manifest's chunks.
+    fn needed(&self, package: PackageId, version: u32, ids: Vec<ChunkId>) -> Vec<ChunkId> {
+        let manifest = self
+            .site
+            .db()
+            .package(&package)
+            .ok()
+            .flatten()
+            .and_then(|r| {
+                r.versions
+                    .iter()
+                    .find(|v| v.source_version == version)
+                    .map(|v| v.manifest_id)
+            })
+            .and_then(|m| self.site.db().manifest(&m).ok().flatten());
+        let Some(m) = manifest else {
+            tracing::warn!(child = %self.child, %package, version, "the child needs a package version this site does not know; ignored");
+            return Vec::new();
+        };
+        let known: HashSet<ChunkId> = m
+            .files
+            .iter()
+            .flat_map(|f| f.chunks().iter().map(|c| c.id))
+            .collect();
+        let asked = ids.len();
+        let ids: Vec<ChunkId> = ids.into_iter().filter(|id| known.contains(id)).collect();
+        if ids.len() < asked {
+            tracing::warn!(child = %self.child, %package, version, refused = asked - ids.len(), "the child needs chunks that are not in the version's manifest; ignored");
+        }
+        ids
+    }
+
+    /// Reads the asks the reply budget allows now.
+    async fn pump(&mut self) -> Result<(), ReplError> {
+        while let Some(id) = self.asks.next_to_read() {
+            self.offer(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the child `id` is missing here.
+    async fn say_missing(&mut self, id: ChunkId) -> Result<(), ReplError> {
+        self.asks.on_answered(&id);
+        if let Some(stream) = self.content.as_mut() {
+            let h = ChunkReply::Missing { id }.encode();
+            stream.write_all(&h).await.map_err(LinkError::Write)?;
         }
         Ok(())
     }
@@ -463,6 +531,7 @@ impl Link {
                         known.unwrap_or_else(|| s.job(child, JobKind::Chunks, Priority::Medium));
                     s.push(job, unit, Instant::now());
                 });
+                self.asks.on_ready(id, reply.len());
                 self.replies.insert(id, reply);
                 return Ok(());
             }
@@ -475,11 +544,7 @@ impl Link {
                     self.site
                         .note(status::CHUNK_UNREADABLE, vec![], vec![id.to_hex(), reason]);
                 }
-                if let Some(stream) = self.content.as_mut() {
-                    let h = ChunkReply::Missing { id }.encode();
-                    stream.write_all(&h).await.map_err(LinkError::Write)?;
-                }
-                return Ok(());
+                return self.say_missing(id).await;
             }
             Err(NotSendable::Damaged(reason)) => {
                 tracing::error!(chunk = %id, %reason, "corrupt chunk in the content store removed");
@@ -496,10 +561,7 @@ impl Link {
         let no_source = self.site.cfg().parent.is_none()
             || self.site.fetch_plan(|p| p.is_missing_upstream(&id));
         if no_source {
-            if let Some(stream) = self.content.as_mut() {
-                let h = ChunkReply::Missing { id }.encode();
-                stream.write_all(&h).await.map_err(LinkError::Write)?;
-            }
+            self.say_missing(id).await?;
         } else {
             let new = self
                 .site
@@ -508,9 +570,7 @@ impl Link {
                 tracing::debug!(child = %self.child, chunk = %id, "fetching a chunk a child asked for");
                 self.site.wake(Wake::FetchPlan);
             }
-            if !self.waiting.contains(&id) {
-                self.waiting.push(id);
-            }
+            self.waiting.insert(id);
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! - [`decide`]: operator requests turned into events (or refusals).
 //! - [`links`]: the state machine of one link's status.
 //! - [`fetch`]: what a site still has to fetch from its parent, in what order.
+//! - [`child_asks`]: what one child connection asked for, bounded by bytes and count.
 //! - [`catalog_plan`]: catalog sources read into updates, and a sync's delta.
 //! - [`plugin_args`]: plug-in arguments in CAU's `Name=Value;...` syntax.
 //! - [`sync_schedule`]: when the next scheduled catalog sync is.
@@ -13,6 +14,7 @@
 //! - [`scope`]: which reports a child, and which events the parent, may send this site.
 
 pub mod catalog_plan;
+pub mod child_asks;
 pub mod decide;
 pub mod fetch;
 pub mod links;
