@@ -3,7 +3,8 @@
 //!
 //! Entry points: [`TestSite`] and [`TestDp`] (a site or a distribution point in a temporary
 //! directory, stopped on drop), [`three_tiers`], the link helpers and [`Run`] (a CLI run
-//! with assertions). They are the assertion layer over `site_server::harness`, which starts
+//! with assertions), and [`proxy::UdpProxy`], the fault-injecting UDP proxy that stands in
+//! for netem (loss, delay, jitter, reordering, partitions). They are the assertion layer over `site_server::harness`, which starts
 //! the processes for the tests, the demo and the benchmarks alike: here every harness error
 //! is a test failure that shows the daemon's log.
 //!
@@ -12,6 +13,8 @@
 //! The binaries are found next to the test executable (`target/<profile>/`). `cargo test
 //! --workspace` builds them: `site-server` has integration tests of its own, which makes cargo
 //! build its binary before any test runs.
+
+pub mod proxy;
 
 use site_server::harness::{self, Bins, LocalDp, LocalSite};
 use std::path::{Path, PathBuf};
