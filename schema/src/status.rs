@@ -224,6 +224,10 @@ pub const REPORTS_REFUSED: u32 = 40208;
 pub const PACKAGE_CONTENT_COMPLETE: u32 = 40210;
 /// This site started fetching the missing chunks of a package version.
 pub const PACKAGE_CONTENT_FETCHING: u32 = 40211;
+/// This site's content store is full: fetching from the parent is paused and retried.
+pub const SITE_DISK_FULL: u32 = 40212;
+/// Space is back in this site's content store: fetching resumed.
+pub const SITE_DISK_SPACE_BACK: u32 = 40213;
 
 // `courier`
 
@@ -299,6 +303,8 @@ pub const ALL_IDS: &[u32] = &[
     REPORTS_REFUSED,
     PACKAGE_CONTENT_COMPLETE,
     PACKAGE_CONTENT_FETCHING,
+    SITE_DISK_FULL,
+    SITE_DISK_SPACE_BACK,
     COURIER_BUNDLE_EXPORTED,
     COURIER_BUNDLE_IMPORTED,
     COURIER_FILE_REFUSED,
@@ -594,6 +600,18 @@ pub const CATALOGUE: &[MessageDef] = &[
         Info,
         "content",
         "Fetching package %1 version %2 from %3: %4 of %5 chunks missing (%6 bytes).",
+    ),
+    def(
+        SITE_DISK_FULL,
+        Error,
+        "content",
+        "The content store of this site is full (%1): fetching from %2 is paused and tried again every %3 s; nothing half-written is kept. Free space and it resumes by itself.",
+    ),
+    def(
+        SITE_DISK_SPACE_BACK,
+        Info,
+        "content",
+        "Space is back in the content store of this site: fetching from %1 resumed.",
     ),
     def(
         COURIER_BUNDLE_EXPORTED,

@@ -133,3 +133,39 @@ fn a_30_s_partition_mid_transfer_degrades_the_link_and_the_transfer_resumes() {
         "{after} bytes crossed after the partition for about {left} left"
     );
 }
+
+#[test]
+fn a_site_whose_disk_fills_stops_with_one_message_keeps_nothing_half_written_and_resumes() {
+    let mut cen = TestSite::init("CEN");
+    let mut s01 = TestSite::init("S01");
+    link_child(&cen, &s01);
+    cen.start();
+    tests::link_parent(&s01, &cen);
+    let flag = s01.tmp.path().join("disk-full");
+    std::fs::write(&flag, b"").unwrap();
+    s01.start_with_env(&[("SITEREP_FAULT_DISK_FULL", flag.to_str().unwrap())]);
+    let src = cen.tmp.path().join("src");
+    tests::big_tree(&src, 32);
+    let pkg = publish(&cen, &src, &["--name", "Big"]);
+    distribute(&cen, &pkg, "S01");
+    s01.wait_until(30, "40212 (disk full) at S01", || {
+        !tests::messages(&s01, 40212).is_empty()
+    });
+    // Past one retry (every 10 s): still one message, nothing kept, not even half-written.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        tests::messages(&s01, 40212).len(),
+        1,
+        "one message per episode"
+    );
+    let files = s01.store_listing();
+    assert!(files.is_empty(), "stored while the disk is full: {files:?}");
+    assert!(chunks_present(&s01, &pkg) == 0);
+    // Space comes back: the transfer resumes by itself.
+    std::fs::remove_file(&flag).unwrap();
+    s01.wait_until(60, "the package complete once space is back", || {
+        complete(&s01, &pkg, 1)
+    });
+    assert_eq!(tests::messages(&s01, 40213).len(), 1);
+    assert_eq!(tests::messages(&s01, 40212).len(), 1);
+}

@@ -62,6 +62,72 @@ pub(crate) fn corrupt_this_send() -> bool {
     false
 }
 
+/// A full disk, for the end-to-end test of a site that runs out of space: with the
+/// `fault-injection` feature, while the file named by `SITEREP_FAULT_DISK_FULL` exists,
+/// every chunk this site receives fails to store as on a full disk (ENOSPC).
+#[cfg(feature = "fault-injection")]
+fn injected_full() -> Option<dist_point::StoreError> {
+    let flag = std::env::var_os("SITEREP_FAULT_DISK_FULL")?;
+    std::path::Path::new(&flag)
+        .exists()
+        .then(|| dist_point::StoreError::Io {
+            path: flag.into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        })
+}
+#[cfg(not(feature = "fault-injection"))]
+fn injected_full() -> Option<dist_point::StoreError> {
+    None
+}
+
+/// How long fetching pauses when the disk is full, before it tries again.
+pub(crate) const DISK_FULL_RETRY: Duration = Duration::from_secs(10);
+
+/// Whether this process has said its disk is full (40212) and not yet that space is back
+/// (40213): written by the storing threads of the parent link, one episode, one message.
+static DISK_FULL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// After a failure to store `ids`: a full disk pauses fetching for [`DISK_FULL_RETRY`] and
+/// says so once; either way the ids go back in line.
+fn store_failed(site: &Site, parent: SiteCode, ids: &[ChunkId], e: &dist_point::StoreError) {
+    let full = e.is_disk_full();
+    site.fetch_plan(|p| {
+        for id in ids.iter().filter(|id| !site.store().has(id)) {
+            p.on_store_failed(id);
+        }
+        if full {
+            p.pause(now() + DISK_FULL_RETRY);
+        }
+    });
+    if full && !DISK_FULL_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(error = %e, "the content store is full; fetching paused");
+        site.note(
+            status::SITE_DISK_FULL,
+            vec![Attribute::DestinationSite(parent)],
+            vec![
+                e.to_string(),
+                parent.to_string(),
+                DISK_FULL_RETRY.as_secs().to_string(),
+            ],
+        );
+    } else if !full {
+        tracing::error!(error = %e, "cannot store received chunks; asking for them again");
+    }
+    site.wake(Wake::FetchPlan);
+}
+
+/// A batch was stored: if the disk had been full, say that space is back.
+fn stored_again(site: &Site, parent: SiteCode) {
+    if DISK_FULL_SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("space is back in the content store; fetching resumed");
+        site.note(
+            status::SITE_DISK_SPACE_BACK,
+            vec![Attribute::DestinationSite(parent)],
+            vec![parent.to_string()],
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // What this site wants
 
@@ -375,15 +441,11 @@ fn store_received(
                                 p.on_stored(id);
                             }
                         });
+                        if !done.is_empty() {
+                            stored_again(site, parent);
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot store received chunks; asking for them again");
-                        site.fetch_plan(|p| {
-                            for id in ids.iter().filter(|id| !site.store().has(id)) {
-                                p.on_store_failed(id);
-                            }
-                        });
-                    }
+                    Err(e) => store_failed(site, parent, &ids, &e),
                 }
                 site.wake(Wake::ContentGrew);
                 site.wake(Wake::FetchPlan);
@@ -420,7 +482,11 @@ fn store_received(
                 hand_off(&mut batch, site.store(), &mut oldest, &commit_tx);
                 return;
             };
-            match batch.put_encoded(&id, &buf) {
+            let put = match injected_full() {
+                Some(e) => Err(e),
+                None => batch.put_encoded(&id, &buf),
+            };
+            match put {
                 Ok(true) => {
                     oldest.get_or_insert_with(now);
                     site.fetch_plan(|p| p.on_verified(&id));
@@ -444,11 +510,7 @@ fn store_received(
                     );
                     site.wake(Wake::FetchPlan);
                 }
-                Err(e) => {
-                    tracing::error!(chunk = %id, error = %e, "cannot write a received chunk");
-                    site.fetch_plan(|p| p.on_store_failed(&id));
-                    site.wake(Wake::FetchPlan);
-                }
+                Err(e) => store_failed(site, parent, &[id], &e),
             }
             let _ = pool.send(buf);
             if batch.bytes() >= COMMIT_BYTES

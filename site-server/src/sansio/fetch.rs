@@ -73,6 +73,8 @@ pub struct FetchPlan {
     /// the job (its size, its progress); and which of them the parent has not heard yet.
     needs: BTreeMap<(PackageId, u32), Vec<ChunkId>>,
     unannounced: BTreeSet<(PackageId, u32)>,
+    /// Nothing is requested before this (the disk is full: what came could not be kept).
+    paused_until: Option<Instant>,
 }
 
 fn rank(p: Priority) -> usize {
@@ -165,6 +167,10 @@ impl FetchPlan {
     /// the queue is taken in order while the window has room (at least one chunk always
     /// goes when nothing is in flight, whatever its size).
     pub fn next_request(&mut self, now: Instant) -> Vec<ChunkId> {
+        if self.paused_until.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
+        self.paused_until = None;
         let due: Vec<ChunkId> = self
             .entries
             .iter()
@@ -285,7 +291,7 @@ impl FetchPlan {
         self.unannounced = self.needs.keys().copied().collect();
     }
 
-    /// When a waiting chunk becomes due, if any.
+    /// When a waiting chunk becomes due (or a pause ends), if any.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.entries
             .values()
@@ -293,7 +299,19 @@ impl FetchPlan {
                 Phase::Waiting { until } => Some(until),
                 _ => None,
             })
+            .chain(self.paused_until)
             .min()
+    }
+
+    /// Requests nothing before `until` (what arrives cannot be kept: the disk is full).
+    /// Chunks in flight are still taken; those whose storing fails go back in line.
+    pub fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Whether requests are paused at `now`.
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| now < t)
     }
 
     /// Chunks wanted and not stored yet.
@@ -374,6 +392,23 @@ mod tests {
         p.on_verified(&id(0));
         p.on_stored(&id(0));
         assert_eq!(p.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_pause_holds_every_request_until_it_ends() {
+        let mut p = FetchPlan::new(Window {
+            chunks: 4,
+            bytes: 1 << 30,
+        });
+        let t = Instant::now();
+        p.want(id(0), 10);
+        p.want(id(1), 10);
+        p.pause(t + Duration::from_secs(10));
+        assert!(p.next_request(t).is_empty());
+        assert!(p.is_paused(t + Duration::from_secs(9)));
+        assert_eq!(p.next_wakeup(), Some(t + Duration::from_secs(10)));
+        assert_eq!(p.next_request(t + Duration::from_secs(10)).len(), 2);
+        assert!(!p.is_paused(t + Duration::from_secs(10)));
     }
 
     #[test]
