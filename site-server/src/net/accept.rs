@@ -14,7 +14,7 @@
 //!   sender state) before it is served.
 
 use crate::sansio::links::Role;
-use crate::sansio::refusals::{Refusals, Summary};
+use crate::sansio::refusals::{self, Refusals};
 use crate::site::Site;
 use chrono::Utc;
 use schema::report::Attribute;
@@ -24,6 +24,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+type Summary = refusals::Summary<std::net::IpAddr>;
 
 /// Handshakes in progress beyond which unvalidated peers get a QUIC retry first.
 const HANDSHAKES_BEFORE_RETRY: usize = 32;
@@ -76,7 +78,7 @@ fn say_refused(site: &Arc<Site>, s: Summary) {
         format!(
             "{} connections refused in the last {} s, the last: {}",
             s.count,
-            Refusals::INTERVAL.as_secs(),
+            refusals::INTERVAL.as_secs(),
             s.reason
         )
     };
@@ -85,14 +87,14 @@ fn say_refused(site: &Arc<Site>, s: Summary) {
 
 /// Accepts children's connections on `endpoint` until it is closed.
 pub async fn serve_children(site: Arc<Site>, endpoint: quinn::Endpoint, pins: Arc<Pins>) {
-    let refusals = Arc::new(Mutex::new(Refusals::default()));
+    let refusals = Arc::new(Mutex::new(Refusals::<std::net::IpAddr>::default()));
     let sessions = Arc::new(Sessions::default());
     let handshakes = Arc::new(AtomicUsize::new(0));
     // Reports the counts of intervals that are over.
     let flusher = {
         let (site, refusals) = (site.clone(), refusals.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Refusals::INTERVAL / 4);
+            let mut tick = tokio::time::interval(refusals::INTERVAL / 4);
             loop {
                 tick.tick().await;
                 let due = refusals

@@ -5,17 +5,21 @@
 //! [`Refusals::INTERVAL`] are only counted, and [`Refusals::flush`] reports each address's
 //! count once its interval is over. An address quiet for a whole interval is forgotten.
 //! At most [`Refusals::MAX_PEERS`] addresses are tracked; the rest are counted together
-//! (as `None`). Time is an argument.
+//! (as `None`). Time is an argument; the address type is the caller's (the shell uses
+//! `std::net::IpAddr`), so this core names no network type.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
+
+/// How long refusals from one address are counted before the count is reported.
+pub const INTERVAL: Duration = Duration::from_secs(60);
 
 /// One message to raise: `count` refusals from `peer` (`None`: from untracked addresses),
 /// the last one for `reason`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Summary {
-    pub peer: Option<IpAddr>,
+pub struct Summary<P> {
+    pub peer: Option<P>,
     pub count: u64,
     pub reason: String,
 }
@@ -29,21 +33,30 @@ struct Window {
 }
 
 /// The refusal counts (see the module doc).
-#[derive(Debug, Default)]
-pub struct Refusals {
-    peers: HashMap<IpAddr, Window>,
+#[derive(Debug)]
+pub struct Refusals<P> {
+    peers: HashMap<P, Window>,
     others: Option<Window>,
 }
 
-impl Refusals {
+impl<P> Default for Refusals<P> {
+    fn default() -> Self {
+        Refusals {
+            peers: HashMap::new(),
+            others: None,
+        }
+    }
+}
+
+impl<P: Copy + Eq + Hash + Ord> Refusals<P> {
     /// How long refusals from one address are counted before the count is reported.
-    pub const INTERVAL: Duration = Duration::from_secs(60);
+    pub const INTERVAL: Duration = INTERVAL;
     /// How many addresses are tracked one by one.
     pub const MAX_PEERS: usize = 1024;
 
     /// A connection from `peer` was refused for `reason`. Returns the message to raise now,
     /// if this is the first refusal from that address in its interval.
-    pub fn on_refusal(&mut self, peer: IpAddr, reason: &str, now: Instant) -> Option<Summary> {
+    pub fn on_refusal(&mut self, peer: P, reason: &str, now: Instant) -> Option<Summary<P>> {
         let tracked = self.peers.len() < Self::MAX_PEERS || self.peers.contains_key(&peer);
         let (slot, who) = if tracked {
             (self.peers.get_mut(&peer), Some(peer))
@@ -74,10 +87,10 @@ impl Refusals {
     }
 
     /// The counts of every interval that is over; an address with nothing new is forgotten.
-    pub fn flush(&mut self, now: Instant) -> Vec<Summary> {
+    pub fn flush(&mut self, now: Instant) -> Vec<Summary<P>> {
         let mut out = Vec::new();
-        let mut due = |peer: Option<IpAddr>, w: &mut Window| -> bool {
-            if now.saturating_duration_since(w.started) < Self::INTERVAL {
+        let mut due = |peer: Option<P>, w: &mut Window| -> bool {
+            if now.saturating_duration_since(w.started) < INTERVAL {
                 return true;
             }
             if w.unreported == 0 {
@@ -118,8 +131,10 @@ impl Refusals {
 mod tests {
     use super::*;
 
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::from(std::net::Ipv4Addr::from(0x7f00_0000 + n))
+    type Refusals = super::Refusals<u32>;
+
+    fn ip(n: u32) -> u32 {
+        0x7f00_0000 + n
     }
 
     #[test]
