@@ -11,6 +11,7 @@ mod courier;
 mod dp;
 mod replicate;
 mod sender;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -101,6 +102,20 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         downloads: usize,
     },
+    /// Chaos soak: a 3-tier tree with a DP per site under a stream of work and `kill -9`
+    /// of random processes; then every invariant is checked and the counts printed.
+    Soak {
+        #[arg(long, default_value = "/tmp/siterep-soak")]
+        work: PathBuf,
+        /// Processes killed (SIGKILL, then started again), one between operations.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        #[arg(long, default_value_t = 0x5eed)]
+        seed: u64,
+        /// How long the tree may take to settle after the last kill, in seconds.
+        #[arg(long, default_value_t = 600)]
+        settle: u64,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -125,6 +140,12 @@ fn main() -> Result<()> {
             events,
         } => replicate::run(&work, mib, runs, events),
         Cmd::Courier { work, mib, runs } => courier::run(&work, mib, runs),
+        Cmd::Soak {
+            work,
+            kills,
+            seed,
+            settle,
+        } => soak::run(&work, kills, seed, settle),
         Cmd::Catalog { work, index, runs } => catalog::run(&work, &index, runs),
         Cmd::Dp {
             work,
