@@ -138,40 +138,61 @@ pub fn etag(chunks: &[ChunkRef]) -> String {
     format!("\"{}\"", h.finalize().to_hex())
 }
 
-/// Parses one `Range: bytes=...` against `size`: `Ok(None)` for the whole file,
-/// `Err(())` when unsatisfiable.
-fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+/// The `Range` header of a request against `size` (see [`parse_range`]).
+fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) => parse_range(v, size),
+        None => Ok(None),
+    }
+}
+
+/// A `Range` the file cannot satisfy, or one that is not a byte range: answered with 416.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// A decimal number of the `Range` grammar (ASCII digits only, no sign); one longer than
+/// `u64` saturates, as a position beyond any file is still a valid position.
+fn position(s: &str) -> Result<u64, Unsatisfiable> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Unsatisfiable);
+    }
+    Ok(s.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// Parses one `Range` header value (`bytes=a-b`, `a-`, `-n`) against a file of `size`
+/// bytes, as RFC 9110 says: `Ok(None)` for the whole file (no byte unit, or several ranges,
+/// which the whole file also answers), `Ok(Some((start, end)))` with `start < end <= size`,
+/// or [`Unsatisfiable`].
+pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None); // another unit: ignored, the whole file (RFC 9110)
     };
     if spec.contains(',') {
         return Ok(None); // several ranges: the whole file is a valid answer
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (a, b) = (a.trim(), b.trim());
     let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n = position(b)?;
         if n == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(n), size)
     } else {
-        let s: u64 = a.parse().map_err(|_| ())?;
+        let s = position(a)?;
         let e = if b.is_empty() {
             size
         } else {
-            b.parse::<u64>()
-                .map_err(|_| ())?
-                .saturating_add(1)
-                .min(size)
+            let last = position(b)?;
+            if last < s {
+                return Err(Unsatisfiable);
+            }
+            last.saturating_add(1).min(size)
         };
         (s, e)
     };
     if start >= end || start >= size {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -204,7 +225,7 @@ async fn file(
     let (start, end, partial) = match range(&headers, size) {
         Ok(None) => (0, size, false),
         Ok(Some((s, e))) => (s, e, true),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{size}"))],
@@ -404,9 +425,20 @@ mod tests {
         assert_eq!(range(&h("bytes=90-"), 100), Ok(Some((90, 100))));
         assert_eq!(range(&h("bytes=-10"), 100), Ok(Some((90, 100))));
         assert_eq!(range(&h("bytes=95-200"), 100), Ok(Some((95, 100))));
-        assert_eq!(range(&h("bytes=100-"), 100), Err(()));
-        assert_eq!(range(&h("bytes=5-1"), 100), Err(()));
-        assert_eq!(range(&h("bytes=-0"), 100), Err(()));
+        assert_eq!(range(&h("bytes=100-"), 100), Err(Unsatisfiable));
+        assert_eq!(range(&h("bytes=5-1"), 100), Err(Unsatisfiable));
+        assert_eq!(range(&h("bytes=-0"), 100), Err(Unsatisfiable));
+        // Digits only, and a last position beyond u64 is still a position past the end.
+        assert_eq!(range(&h("bytes=+5-"), 100), Err(Unsatisfiable));
+        assert_eq!(range(&h("bytes=5--1"), 100), Err(Unsatisfiable));
+        assert_eq!(
+            range(&h("bytes=5-99999999999999999999999"), 100),
+            Ok(Some((5, 100)))
+        );
+        assert_eq!(
+            range(&h("bytes=-99999999999999999999999"), 100),
+            Ok(Some((0, 100)))
+        );
         assert_eq!(range(&h("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(range(&h("items=0-1"), 100), Ok(None));
     }
