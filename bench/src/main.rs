@@ -12,6 +12,7 @@ mod dp;
 mod replicate;
 mod sender;
 mod soak;
+mod wan;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -116,6 +117,24 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         settle: u64,
     },
+    /// Goodput through the fault proxy at a round trip and loss rates: raw quinn with CUBIC
+    /// and with BBR, and replication CEN -> P01.
+    Wan {
+        #[arg(long, default_value = "/tmp/siterep-bench-wan")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+        #[arg(long, default_value_t = 50)]
+        rtt_ms: u64,
+        /// Loss rates in percent, the first is the baseline.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,5")]
+        loss: Vec<f64>,
+        /// The most a raw quinn transfer may take, in seconds (goodput is then what arrived).
+        #[arg(long, default_value_t = 120)]
+        limit: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -146,6 +165,14 @@ fn main() -> Result<()> {
             seed,
             settle,
         } => soak::run(&work, kills, seed, settle),
+        Cmd::Wan {
+            work,
+            mib,
+            rtt_ms,
+            loss,
+            limit,
+            runs,
+        } => wan::run(&work, mib, rtt_ms, &loss, limit, runs),
         Cmd::Catalog { work, index, runs } => catalog::run(&work, &index, runs),
         Cmd::Dp {
             work,

@@ -247,12 +247,39 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
 /// neither hold up a preempting job nor escape the rate limit for long.
 pub const SEND_WINDOW: u64 = 4 << 20;
 
-fn transport() -> Arc<quinn::TransportConfig> {
-    transport_with(IDLE_TIMEOUT, Some(KEEP_ALIVE))
+/// A congestion controller quinn offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Congestion {
+    /// Loss-based (quinn's default): every lost datagram halves its window, so a WAN that
+    /// drops 1% of datagrams runs at a small share of its bandwidth.
+    Cubic,
+    /// Model-based: paces at the measured bandwidth and round trip, and takes random loss
+    /// for what it is.
+    Bbr,
 }
 
-fn transport_with(idle: Duration, keep_alive: Option<Duration>) -> Arc<quinn::TransportConfig> {
+/// The controller every link uses (`bench wan` measures both).
+pub const CONGESTION: Congestion = Congestion::Bbr;
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    transport_for(CONGESTION)
+}
+
+/// The links' transport settings with congestion controller `cc` (for benchmarks that
+/// compare controllers; the links use [`CONGESTION`]).
+pub fn transport_for(cc: Congestion) -> Arc<quinn::TransportConfig> {
+    transport_with(IDLE_TIMEOUT, Some(KEEP_ALIVE), cc)
+}
+
+fn transport_with(
+    idle: Duration,
+    keep_alive: Option<Duration>,
+    cc: Congestion,
+) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    if cc == Congestion::Bbr {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(idle).expect("idle timeout fits"),
     ));
@@ -262,6 +289,9 @@ fn transport_with(idle: Duration, keep_alive: Option<Duration>) -> Arc<quinn::Tr
     // lower one (the scheduler preempts at the next chunk, but bytes already handed to quinn
     // still go first). The default (10 MB) would hold seconds of a slow link.
     t.send_window(SEND_WINDOW);
+    // One stream may take as much as a connection sends (quinn's default, 1.25 MB, holds a
+    // stream to 25 MB/s at 50 ms RTT, however wide the link).
+    t.stream_receive_window(quinn::VarInt::from_u32(SEND_WINDOW as u32));
     Arc::new(t)
 }
 
@@ -411,7 +441,7 @@ mod tests {
             let client_pins = Pins::new();
             client_pins.insert(&parent.fingerprint, "CEN");
             let mut scfg = server_config(&parent, server_pins).unwrap();
-            scfg.transport_config(transport_with(Duration::from_millis(800), keep));
+            scfg.transport_config(transport_with(Duration::from_millis(800), keep, CONGESTION));
             let sep = quinn::Endpoint::server(scfg, "127.0.0.1:0".parse().unwrap()).unwrap();
             let addr = sep.local_addr().unwrap();
             tokio::spawn(async move {
@@ -423,7 +453,7 @@ mod tests {
                 }
             });
             let mut ccfg = client_config(&child, client_pins).unwrap();
-            ccfg.transport_config(transport_with(Duration::from_millis(800), keep));
+            ccfg.transport_config(transport_with(Duration::from_millis(800), keep, CONGESTION));
             let mut cep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
             cep.set_default_client_config(ccfg);
             let conn = cep.connect(addr, SERVER_NAME).unwrap().await.unwrap();
