@@ -4,8 +4,8 @@
 //! ([`event`]), advertisements and their programs' exit rules ([`advert`]), software-update
 //! catalog entries ([`catalog`]), reports and status messages ([`report`]) with the one table
 //! of every status-message id ([`status`]), the package manifest ([`manifest`]), content-defined
-//! chunking ([`chunking`]), the persisted/wire encoding ([`encoding`]) and the frames of a
-//! site link ([`wire`]).
+//! chunking ([`chunking`]), the persisted/wire encoding ([`encoding`]), the frames of a
+//! site link ([`wire`]) and origin signatures with the tree's key ring ([`trust`]).
 //!
 //! Where a caller starts: [`event::EventEnvelope`] and [`event::ConfigEvent`] (what a config
 //! log holds), [`report::ReportEnvelope`] and [`report::StatusMessage`] (what a report log
@@ -30,6 +30,7 @@ pub mod ids;
 pub mod manifest;
 pub mod report;
 pub mod status;
+pub mod trust;
 pub mod wire;
 
 pub use ids::{AdvertisementId, ChunkId, IdError, ManifestId, PackageId, SiteCode};

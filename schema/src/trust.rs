@@ -1,0 +1,504 @@
+//! Trust from the top: what an origin signs, and which keys may sign for which site.
+//!
+//! Hop-by-hop pinning proves only who passed an event on. An origin signature proves who
+//! decided it: the origin signs the canonical bytes of what it originates ([`event_bytes`],
+//! [`report_bytes`]: a domain tag naming the kind and its version, then the fields in bincode's
+//! standard encoding, which has one form for one value), and every site checks the signature
+//! against the key the tree has delegated to that origin ([`KeyRing`]).
+//!
+//! The chain of keys: the top site's key is the trust root. The top delegates a key to each
+//! child it adds, and every site to its own children ([`KeyRing::delegate`]): a chain that
+//! ends at the root, and the tree of who delegated to whom is the tree of authority. A site
+//! may revoke the delegation of any site below it ([`KeyRing::revoke`]). A rotation is a new
+//! delegation for the same site, valid from an origin sequence number on; the older key still
+//! verifies what it signed before that number.
+//!
+//! The key ring is state built by applying delegation and revocation events in log order; it
+//! does no I/O and reads no clock.
+
+use crate::ids::SiteCode;
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The domain tag of a signed config event (format version 1 of its signed bytes).
+pub const EVENT_DOMAIN: &[u8] = b"siterep/event/v1\0";
+/// The domain tag of a signed report (format version 1 of its signed bytes).
+pub const REPORT_DOMAIN: &[u8] = b"siterep/report/v1\0";
+
+/// An ed25519 public key: a site's (or DP's, or machine's) delegated signing key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// The public half of `key`.
+    pub fn of(key: &ed25519_dalek::SigningKey) -> Self {
+        PublicKey(key.verifying_key().to_bytes())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = TrustError;
+    /// 64 hex digits.
+    fn from_str(s: &str) -> Result<Self, TrustError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| TrustError::BadKeyText)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| TrustError::BadKeyText)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| TrustError::BadKeyText)?;
+        Ok(PublicKey(key))
+    }
+}
+
+/// An ed25519 signature (two 32-byte halves, as serde has no 64-byte arrays).
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    r: [u8; 32],
+    s: [u8; 32],
+}
+
+impl Signature {
+    fn from_dalek(sig: ed25519_dalek::Signature) -> Self {
+        let b = sig.to_bytes();
+        let (r, s) = b.split_at(32);
+        Signature {
+            r: r.try_into().expect("32 bytes"),
+            s: s.try_into().expect("32 bytes"),
+        }
+    }
+
+    fn to_dalek(self) -> ed25519_dalek::Signature {
+        let mut b = [0u8; 64];
+        b[..32].copy_from_slice(&self.r);
+        b[32..].copy_from_slice(&self.s);
+        ed25519_dalek::Signature::from_bytes(&b)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", &hex::encode(self.r)[..16])
+    }
+}
+
+/// Why a signature, a key or a delegation is refused. Each says what and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    /// Not 64 hex digits of a valid ed25519 point.
+    #[error("not a public key: expected 64 hex digits (as `site-server identity` prints)")]
+    BadKeyText,
+    /// The signed bytes could not be made (an encoding failure).
+    #[error("cannot encode what is signed: {0}")]
+    Encode(String),
+    /// No key is delegated to the origin (for that sequence number).
+    #[error(
+        "no key is delegated to {origin} for its number {seq}: the event is not from the tree"
+    )]
+    Undelegated {
+        /// The origin that claims it.
+        origin: SiteCode,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// The origin's delegation is revoked.
+    #[error("{origin}'s key was revoked by {by}: its later events are refused")]
+    Revoked {
+        /// The revoked site.
+        origin: SiteCode,
+        /// Who revoked it.
+        by: SiteCode,
+    },
+    /// The signature does not verify under the delegated key.
+    #[error("the signature of {origin}:{seq} does not verify with {origin}'s delegated key: altered or forged on the way")]
+    BadSignature {
+        /// The origin that claims it.
+        origin: SiteCode,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A delegation or revocation by a site without authority over its subject.
+    #[error("{by} has no authority over {site}: only the top or a site above {site} may delegate or revoke its key")]
+    NoAuthority {
+        /// Who tried.
+        by: SiteCode,
+        /// Over whom.
+        site: SiteCode,
+    },
+}
+
+/// The bytes an origin signs for a config event: [`EVENT_DOMAIN`], then origin, sequence
+/// number, time (seconds and nanoseconds since the epoch) and body in bincode's standard
+/// encoding. `body` is the event's body
+/// (`ConfigEvent`), passed generically so that this module needs no event types.
+pub fn event_bytes<B: Serialize>(
+    origin: SiteCode,
+    seq: u64,
+    time: &chrono::DateTime<chrono::Utc>,
+    body: &B,
+) -> Result<Vec<u8>, TrustError> {
+    signed_bytes(EVENT_DOMAIN, &(origin, seq, instant(time), body))
+}
+
+/// The bytes an origin signs for a report: [`REPORT_DOMAIN`], then as [`event_bytes`].
+pub fn report_bytes<B: Serialize>(
+    origin: SiteCode,
+    seq: u64,
+    time: &chrono::DateTime<chrono::Utc>,
+    body: &B,
+) -> Result<Vec<u8>, TrustError> {
+    signed_bytes(REPORT_DOMAIN, &(origin, seq, instant(time), body))
+}
+
+/// A time as seconds and nanoseconds since the epoch: its signed form does not depend on
+/// how a library prints times.
+fn instant(t: &chrono::DateTime<chrono::Utc>) -> (i64, u32) {
+    (t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+fn signed_bytes<T: Serialize>(domain: &[u8], value: &T) -> Result<Vec<u8>, TrustError> {
+    let mut out = domain.to_vec();
+    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| TrustError::Encode(e.to_string()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Signs `bytes` (from [`event_bytes`] or [`report_bytes`]).
+pub fn sign(key: &ed25519_dalek::SigningKey, bytes: &[u8]) -> Signature {
+    Signature::from_dalek(key.sign(bytes))
+}
+
+/// Whether `sig` over `bytes` verifies with `key` (strictly: no malleable signatures).
+pub fn verifies(key: &PublicKey, bytes: &[u8], sig: &Signature) -> bool {
+    let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else {
+        return false;
+    };
+    vk.verify_strict(bytes, &sig.to_dalek()).is_ok()
+}
+
+/// One key delegated to a site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The site the key speaks for.
+    pub site: SiteCode,
+    /// Its key.
+    pub key: PublicKey,
+    /// The first of the site's own sequence numbers the key signs (a rotation's new key takes
+    /// over from here; the older key keeps what it signed before).
+    pub valid_from: u64,
+}
+
+#[derive(Clone, Debug)]
+struct SiteKeys {
+    /// Who delegated to this site: its parent in the tree of authority (none for the root).
+    parent: Option<SiteCode>,
+    /// Its keys by `valid_from`.
+    keys: BTreeMap<u64, PublicKey>,
+    /// Set by a revocation, cleared by a later delegation.
+    revoked_by: Option<SiteCode>,
+}
+
+/// The keys of the tree (see the module doc). Built by applying delegations and revocations
+/// in log order.
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    root: SiteCode,
+    sites: BTreeMap<SiteCode, SiteKeys>,
+}
+
+impl KeyRing {
+    /// A ring whose trust root is `root_key`, the key of the top site `root` (from its first
+    /// number on).
+    pub fn new(root: SiteCode, root_key: PublicKey) -> Self {
+        let mut sites = BTreeMap::new();
+        sites.insert(
+            root,
+            SiteKeys {
+                parent: None,
+                keys: BTreeMap::from([(1, root_key)]),
+                revoked_by: None,
+            },
+        );
+        KeyRing { root, sites }
+    }
+
+    /// The top site.
+    pub fn root(&self) -> SiteCode {
+        self.root
+    }
+
+    /// Whether `site` is `above` or below it in the tree of authority.
+    pub fn within(&self, site: SiteCode, above: SiteCode) -> bool {
+        let mut at = Some(site);
+        // The chain is at most as long as the ring is large: a bound against any cycle.
+        for _ in 0..=self.sites.len() {
+            match at {
+                Some(s) if s == above => return true,
+                Some(s) => at = self.sites.get(&s).and_then(|k| k.parent),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// `by` delegates `d.key` to `d.site`. Refused unless `by` is in the ring (not revoked)
+    /// and `d.site` is new (it becomes `by`'s child) or already below `by`; the root's own
+    /// key changes only by the root.
+    pub fn delegate(&mut self, by: SiteCode, d: &Delegation) -> Result<(), TrustError> {
+        let no = || TrustError::NoAuthority { by, site: d.site };
+        let by_ok = self.sites.get(&by).is_some_and(|k| k.revoked_by.is_none());
+        if !by_ok {
+            return Err(no());
+        }
+        let below = d.site == by || self.within(d.site, by);
+        match self.sites.get_mut(&d.site) {
+            None => {
+                self.sites.insert(
+                    d.site,
+                    SiteKeys {
+                        parent: Some(by),
+                        keys: BTreeMap::from([(d.valid_from, d.key)]),
+                        revoked_by: None,
+                    },
+                );
+                Ok(())
+            }
+            Some(_) if d.site == self.root && by != self.root => Err(no()),
+            Some(_) if !below => Err(no()),
+            Some(k) => {
+                k.keys.insert(d.valid_from, d.key);
+                k.revoked_by = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// `by` revokes `site`'s delegation: its events verified after this are refused until a
+    /// new delegation. Only a site above `site` may (not the site itself, not the root's).
+    pub fn revoke(&mut self, by: SiteCode, site: SiteCode) -> Result<(), TrustError> {
+        let above = site != by && self.within(site, by);
+        match self.sites.get_mut(&site) {
+            Some(k) if above => {
+                k.revoked_by = Some(by);
+                Ok(())
+            }
+            _ => Err(TrustError::NoAuthority { by, site }),
+        }
+    }
+
+    /// The key that signs `origin`'s number `seq`.
+    pub fn key_for(&self, origin: SiteCode, seq: u64) -> Result<PublicKey, TrustError> {
+        let k = self
+            .sites
+            .get(&origin)
+            .ok_or(TrustError::Undelegated { origin, seq })?;
+        if let Some(by) = k.revoked_by {
+            return Err(TrustError::Revoked { origin, by });
+        }
+        k.keys
+            .range(..=seq)
+            .next_back()
+            .map(|(_, key)| *key)
+            .ok_or(TrustError::Undelegated { origin, seq })
+    }
+
+    /// Checks `sig` over `bytes` as `origin`'s number `seq`.
+    pub fn verify(
+        &self,
+        origin: SiteCode,
+        seq: u64,
+        bytes: &[u8],
+        sig: &Signature,
+    ) -> Result<(), TrustError> {
+        let key = self.key_for(origin, seq)?;
+        if verifies(&key, bytes, sig) {
+            Ok(())
+        } else {
+            Err(TrustError::BadSignature { origin, seq })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use ed25519_dalek::SigningKey;
+
+    fn code(s: &str) -> SiteCode {
+        SiteCode::new(s).unwrap()
+    }
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn time() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 12, 4, 0, 0, 0).unwrap()
+    }
+
+    /// CEN (key 1) -> P01 (key 2) -> S01 (key 3), and P02 (key 4) beside P01.
+    fn ring() -> KeyRing {
+        let mut r = KeyRing::new(code("CEN"), PublicKey::of(&key(1)));
+        for (by, site, k) in [("CEN", "P01", 2), ("P01", "S01", 3), ("CEN", "P02", 4)] {
+            r.delegate(
+                code(by),
+                &Delegation {
+                    site: code(site),
+                    key: PublicKey::of(&key(k)),
+                    valid_from: 1,
+                },
+            )
+            .unwrap();
+        }
+        r
+    }
+
+    fn signed(origin: &str, seq: u64, body: &str, k: u8) -> (Vec<u8>, Signature) {
+        let b = event_bytes(code(origin), seq, &time(), &body).unwrap();
+        let s = sign(&key(k), &b);
+        (b, s)
+    }
+
+    #[test]
+    fn each_site_signs_with_its_delegated_key_and_nothing_else_verifies() {
+        let r = ring();
+        let (b, s) = signed("S01", 7, "advert", 3);
+        assert_eq!(r.verify(code("S01"), 7, &b, &s), Ok(()));
+        // P01 (key 2) signing as CEN, or as its own child: refused.
+        let (b, s) = signed("CEN", 7, "advert", 2);
+        assert_eq!(
+            r.verify(code("CEN"), 7, &b, &s),
+            Err(TrustError::BadSignature {
+                origin: code("CEN"),
+                seq: 7
+            })
+        );
+        let (b, s) = signed("S01", 7, "advert", 2);
+        assert!(r.verify(code("S01"), 7, &b, &s).is_err());
+        // An origin nobody delegated to.
+        let (b, s) = signed("X99", 1, "advert", 9);
+        assert_eq!(
+            r.verify(code("X99"), 1, &b, &s),
+            Err(TrustError::Undelegated {
+                origin: code("X99"),
+                seq: 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_origin_number_time_and_body() {
+        let r = ring();
+        let (_, s) = signed("S01", 7, "advert", 3);
+        for b in [
+            event_bytes(code("S01"), 8, &time(), &"advert").unwrap(),
+            event_bytes(code("P01"), 7, &time(), &"advert").unwrap(),
+            event_bytes(
+                code("S01"),
+                7,
+                &(time() + chrono::Duration::seconds(1)),
+                &"advert",
+            )
+            .unwrap(),
+            event_bytes(code("S01"), 7, &time(), &"advert!").unwrap(),
+            report_bytes(code("S01"), 7, &time(), &"advert").unwrap(),
+        ] {
+            assert!(r.verify(code("S01"), 7, &b, &s).is_err());
+        }
+    }
+
+    #[test]
+    fn only_a_site_above_may_delegate_or_revoke() {
+        let mut r = ring();
+        let d = |site: &str, k: u8| Delegation {
+            site: code(site),
+            key: PublicKey::of(&key(k)),
+            valid_from: 1,
+        };
+        // P02 cannot re-key P01 (a sibling) or S01 (its sibling's child), nor the root.
+        for site in ["P01", "S01", "CEN"] {
+            assert_eq!(
+                r.delegate(code("P02"), &d(site, 9)),
+                Err(TrustError::NoAuthority {
+                    by: code("P02"),
+                    site: code(site)
+                })
+            );
+        }
+        assert!(r.revoke(code("P02"), code("S01")).is_err());
+        assert!(r.revoke(code("S01"), code("S01")).is_err());
+        assert!(r.revoke(code("P01"), code("CEN")).is_err());
+        // An unknown site cannot delegate at all.
+        assert!(r.delegate(code("X99"), &d("S05", 9)).is_err());
+        // The top may revoke anything below it; a revoked site delegates nothing.
+        r.revoke(code("CEN"), code("P01")).unwrap();
+        let (b, s) = signed("P01", 3, "x", 2);
+        assert_eq!(
+            r.verify(code("P01"), 3, &b, &s),
+            Err(TrustError::Revoked {
+                origin: code("P01"),
+                by: code("CEN")
+            })
+        );
+        assert!(r.delegate(code("P01"), &d("S02", 9)).is_err());
+        // Its child still verifies (its own delegation stands), and the tree stays a tree.
+        let (b, s) = signed("S01", 3, "x", 3);
+        assert_eq!(r.verify(code("S01"), 3, &b, &s), Ok(()));
+        assert!(r.within(code("S01"), code("CEN")));
+        assert!(!r.within(code("P02"), code("P01")));
+    }
+
+    #[test]
+    fn a_rotation_keeps_what_the_old_key_signed_before_it() {
+        let mut r = ring();
+        r.delegate(
+            code("P01"),
+            &Delegation {
+                site: code("S01"),
+                key: PublicKey::of(&key(30)),
+                valid_from: 10,
+            },
+        )
+        .unwrap();
+        let (b, s) = signed("S01", 9, "x", 3);
+        assert_eq!(r.verify(code("S01"), 9, &b, &s), Ok(()));
+        let (b, s) = signed("S01", 10, "x", 3);
+        assert!(r.verify(code("S01"), 10, &b, &s).is_err());
+        let (b, s) = signed("S01", 10, "x", 30);
+        assert_eq!(r.verify(code("S01"), 10, &b, &s), Ok(()));
+    }
+
+    #[test]
+    fn keys_print_and_parse_as_hex() {
+        let k = PublicKey::of(&key(5));
+        assert_eq!(k.to_string().parse::<PublicKey>(), Ok(k));
+        assert_eq!("zz".parse::<PublicKey>(), Err(TrustError::BadKeyText));
+        assert_eq!(
+            "00".repeat(31).parse::<PublicKey>(),
+            Err(TrustError::BadKeyText)
+        );
+    }
+
+    #[test]
+    fn signed_bytes_are_stable() {
+        // The canonical form is part of the format: this must never change within v1.
+        let b = event_bytes(code("CEN"), 1, &time(), &"x").unwrap();
+        assert!(b.starts_with(EVENT_DOMAIN));
+        assert_eq!(
+            hex::encode(&b[EVENT_DOMAIN.len()..]),
+            "0343454e01fc000524d6000178"
+        );
+    }
+}
