@@ -52,6 +52,10 @@ pub struct SiteConfig {
     /// The zone schedules are evaluated in ("UTC" unless set).
     #[serde(default = "default_zone")]
     pub zone: String,
+    /// The top site's public key (64 hex digits): the trust root every origin signature
+    /// chains to. None at the top, whose own key is the root (see [`SiteConfig::trust_root`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<String>,
     /// This site's parent; none at the top of the hierarchy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentLink>,
@@ -358,11 +362,30 @@ impl SiteConfig {
             dps: Vec::new(),
             sender: SenderLimits::default(),
             sync: SyncConfig::default(),
+            root_key: None,
         }
     }
 
     /// Checks what serde cannot: the admin API stays on loopback.
+    /// The trust root: the configured top site's key, or this site's own key (`own`, as
+    /// `identity` prints it) when it has no parent; None for a site below the top that has
+    /// not been told it (`parent set --root-key`).
+    pub fn trust_root(&self, own: &str) -> Option<String> {
+        match (&self.root_key, &self.parent) {
+            (Some(k), _) => Some(k.clone()),
+            (None, None) => Some(own.to_string()),
+            (None, Some(_)) => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(k) = &self.root_key {
+            match sender::identity::check_public_key(k) {
+                Ok(t) if t == *k => {}
+                Ok(_) => return Err("root_key: write the key in lower-case hex".into()),
+                Err(e) => return Err(format!("root_key: {e}")),
+            }
+        }
         if !self.api.ip().is_loopback() {
             return Err(format!(
                 "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",
@@ -606,6 +629,7 @@ mod tests {
             "code = \"CEN\"\nlisten = \"127.0.0.1:1\"\napi = \"10.0.0.1:0\"\n",
             "code = \"CEN\"\nlisten = \"127.0.0.1:1\"\napi = \"127.0.0.1:0\"\ntypo = 1\n",
             "not toml at all [",
+            "code = \"CEN\"\nlisten = \"127.0.0.1:1\"\napi = \"127.0.0.1:0\"\nroot_key = \"00ff\"\n",
         ] {
             std::fs::write(dir.config(), bad).unwrap();
             let err = SiteConfig::load(&dir).unwrap_err();

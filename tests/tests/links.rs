@@ -294,3 +294,88 @@ fn bad_schedules_and_rates_are_refused_and_change_nothing() {
     cen.cli(&["run"])
         .fails(2, &["site.toml", "child P01", "fast"]);
 }
+
+/// The trust root: the top's own key at the top; the top's key, given at `init --root-key` or
+/// at `parent set --root-key`, below it. A bad or a different root key is refused with one
+/// line, exit 2, and nothing written.
+#[test]
+fn the_trust_root_is_the_tops_key_given_once() {
+    let cen = TestSite::init("CEN");
+    let (cen_fp, cen_key) = identity(&cen);
+    let root = |s: &TestSite| s.cli(&["identity", "--json"]).json()["root_key"].clone();
+    assert_eq!(root(&cen), cen_key.as_str(), "the top is its own root");
+    assert!(cen.cli(&["identity"]).ok().contains("(this site: the top)"));
+
+    // init --root-key: checked before anything is created.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("P01");
+    let dir_s = dir.to_string_lossy().into_owned();
+    tests::site_server(&[
+        "init",
+        "--code",
+        "P01",
+        "--data",
+        &dir_s,
+        "--root-key",
+        "00ff",
+    ])
+    .fails(2, &["--root-key", "public key"]);
+    assert!(!dir.exists(), "a refused init created {}", dir.display());
+    tests::site_server(&[
+        "init",
+        "--code",
+        "P01",
+        "--data",
+        &dir_s,
+        "--root-key",
+        &cen_key.to_uppercase(),
+    ])
+    .ok();
+    let toml = std::fs::read_to_string(dir.join("site.toml")).unwrap();
+    assert!(
+        toml.contains(&format!("root_key = \"{cen_key}\"")),
+        "{toml}"
+    );
+
+    // A site with a parent and no root key says so; parent set --root-key gives it.
+    let s01 = TestSite::init("S01");
+    let (_, s01_key) = identity(&s01);
+    let parent_set = |root_key: &str| {
+        s01.cli(&[
+            "parent",
+            "set",
+            "--code",
+            "CEN",
+            "--addr",
+            "127.0.0.1:4710",
+            "--fingerprint",
+            &cen_fp,
+            "--pubkey",
+            &cen_key,
+            "--root-key",
+            root_key,
+        ])
+    };
+    s01.cli(&[
+        "parent",
+        "set",
+        "--code",
+        "CEN",
+        "--addr",
+        "127.0.0.1:4710",
+        "--fingerprint",
+        &cen_fp,
+        "--pubkey",
+        &cen_key,
+    ])
+    .ok();
+    assert!(root(&s01).is_null());
+    assert!(s01.cli(&["identity"]).ok().contains("root key     not set"));
+    parent_set(&cen_key).ok();
+    assert_eq!(root(&s01), cen_key.as_str());
+    // Another root is another tree: refused, site.toml unchanged.
+    let before = std::fs::read(s01.data().join("site.toml")).unwrap();
+    parent_set(&s01_key).fails(2, &["already trusts", &cen_key]);
+    parent_set("zz").fails(2, &["--root-key"]);
+    assert_eq!(before, std::fs::read(s01.data().join("site.toml")).unwrap());
+}

@@ -78,6 +78,10 @@ pub enum ParentCmd {
         fingerprint: String,
         #[arg(long)]
         pubkey: String,
+        /// The top site's public key (as its `identity` prints it): the trust root, when this
+        /// site was initialized without one. The parent's own key if the parent is the top.
+        #[arg(long)]
+        root_key: Option<String>,
     },
 }
 
@@ -205,9 +209,22 @@ pub(super) fn parent_set(
     addr: &str,
     fingerprint: &str,
     pubkey: &str,
+    root_key: Option<&str>,
 ) -> Res {
     let mut cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
     let (code, fingerprint, public_key) = peer_keys(code, fingerprint, pubkey)?;
+    if let Some(k) = root_key {
+        let k = sender::identity::check_public_key(k)
+            .map_err(|e| CliError::usage(format!("--root-key: {e}")))?;
+        match &cfg.root_key {
+            Some(old) if *old != k => {
+                return Err(CliError::usage(format!(
+                    "this site already trusts the root key {old}: a different root is another tree; initialize a new site for it"
+                )))
+            }
+            _ => cfg.root_key = Some(k),
+        }
+    }
     if !addr.is_empty() {
         site_server::config::check_addr(addr).map_err(CliError::usage)?;
     }

@@ -50,6 +50,10 @@ pub enum Cmd {
         /// Admin API address (loopback; port 0 picks a free port at each start).
         #[arg(long, default_value = "127.0.0.1:0")]
         api: SocketAddr,
+        /// The top site's public key (as its `identity` prints it): the trust root. Leave it
+        /// out at the top site, whose own key is the root.
+        #[arg(long)]
+        root_key: Option<String>,
     },
     /// Show the site's code, certificate fingerprint and public key.
     Identity {
@@ -135,7 +139,8 @@ pub async fn run(cli: Cli) -> Res {
             data,
             listen,
             api,
-        } => init(&code, &data.dir(), listen, api),
+            root_key,
+        } => init(&code, &data.dir(), listen, api, root_key.as_deref()),
         Cmd::Identity { data, json } => identity(&data.dir(), json),
         Cmd::Run { data } => Ok(site_server::daemon::run(data.dir()).await?),
         Cmd::Child(ChildCmd::Add {
@@ -157,12 +162,14 @@ pub async fn run(cli: Cli) -> Res {
             courier: _,
             fingerprint,
             pubkey,
+            root_key,
         }) => parent_set(
             &data.dir(),
             &code,
             addr.as_deref().unwrap_or(""),
             &fingerprint,
             &pubkey,
+            root_key.as_deref(),
         ),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,

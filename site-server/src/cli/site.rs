@@ -18,9 +18,21 @@ pub enum StoreCmd {
     },
 }
 
-pub(super) fn init(code: &str, dir: &DataDir, listen: SocketAddr, api: SocketAddr) -> Res {
+pub(super) fn init(
+    code: &str,
+    dir: &DataDir,
+    listen: SocketAddr,
+    api: SocketAddr,
+    root_key: Option<&str>,
+) -> Res {
     let code = SiteCode::new(code).map_err(|e| CliError::usage(e.to_string()))?;
-    let cfg = SiteConfig::new(code, listen, api);
+    let mut cfg = SiteConfig::new(code, listen, api);
+    if let Some(k) = root_key {
+        cfg.root_key = Some(
+            sender::identity::check_public_key(k)
+                .map_err(|e| CliError::usage(format!("--root-key: {e}")))?,
+        );
+    }
     cfg.validate().map_err(CliError::usage)?;
     if site_server::config::is_initialized(&dir.root) {
         return Err(CliError::usage(format!(
@@ -64,12 +76,20 @@ pub(super) fn identity(dir: &DataDir, json: bool) -> Res {
             "public_key": p.public_key,
             "listen": cfg.listen.to_string(),
             "api": cfg.api.to_string(),
+            "root_key": cfg.trust_root(&p.public_key),
         }));
     }
     println!("code         {}", cfg.code);
     println!("fingerprint  {}", p.fingerprint);
     println!("public key   {}", p.public_key);
     println!("listen       {}", cfg.listen);
+    match cfg.trust_root(&p.public_key) {
+        Some(k) if k == p.public_key => println!("root key     {k} (this site: the top)"),
+        Some(k) => println!("root key     {k}"),
+        None => {
+            println!("root key     not set: give the top site's key with `parent set --root-key`")
+        }
+    }
     Ok(())
 }
 
