@@ -340,8 +340,8 @@ fn the_trust_root_is_the_tops_key_given_once() {
     // A site with a parent and no root key says so; parent set --root-key gives it.
     let s01 = TestSite::init("S01");
     let (_, s01_key) = identity(&s01);
-    let parent_set = |root_key: &str| {
-        s01.cli(&[
+    let parent_set = |root_key: Option<&str>| {
+        let mut args = vec![
             "parent",
             "set",
             "--code",
@@ -352,30 +352,18 @@ fn the_trust_root_is_the_tops_key_given_once() {
             &cen_fp,
             "--pubkey",
             &cen_key,
-            "--root-key",
-            root_key,
-        ])
+        ];
+        args.extend(root_key.map(|k| ["--root-key", k]).into_iter().flatten());
+        s01.cli(&args)
     };
-    s01.cli(&[
-        "parent",
-        "set",
-        "--code",
-        "CEN",
-        "--addr",
-        "127.0.0.1:4710",
-        "--fingerprint",
-        &cen_fp,
-        "--pubkey",
-        &cen_key,
-    ])
-    .ok();
+    parent_set(None).ok();
     assert!(root(&s01).is_null());
     assert!(s01.cli(&["identity"]).ok().contains("root key     not set"));
-    parent_set(&cen_key).ok();
+    parent_set(Some(&cen_key)).ok();
     assert_eq!(root(&s01), cen_key.as_str());
     // Another root is another tree: refused, site.toml unchanged.
     let before = std::fs::read(s01.data().join("site.toml")).unwrap();
-    parent_set(&s01_key).fails(2, &["already trusts", &cen_key]);
-    parent_set("zz").fails(2, &["--root-key"]);
+    parent_set(Some(&s01_key)).fails(2, &["already trusts", &cen_key]);
+    parent_set(Some("zz")).fails(2, &["--root-key"]);
     assert_eq!(before, std::fs::read(s01.data().join("site.toml")).unwrap());
 }
