@@ -98,6 +98,11 @@ pub struct Holdings {
     keep: BTreeMap<PackageId, Vec<u32>>,
     /// How this DP names itself in messages (`S01/DP1`).
     pub name: String,
+    /// The chunks of installed versions, built at the first ask after a change (every `&mut`
+    /// method clears it): `/chunks/{id}` is asked by anyone who reaches the DP, and must not
+    /// scan every manifest under the node's lock each time.
+    #[serde(skip)]
+    served: Option<HashSet<ChunkId>>,
 }
 
 fn rank(p: Priority) -> u8 {
@@ -142,6 +147,7 @@ impl Holdings {
 
     /// After a restart: recomputes what each held version misses, from the store.
     pub fn reload(&mut self, has: &dyn Fn(&ChunkId) -> bool) -> Vec<Effect> {
+        self.served = None;
         let keys: Vec<_> = self.versions.keys().copied().collect();
         let mut out = Vec::new();
         for k in keys {
@@ -161,6 +167,7 @@ impl Holdings {
 
     /// The site's assignment list replaced the previous one.
     pub fn assign(&mut self, list: &[DpAssignment], has: &dyn Fn(&ChunkId) -> bool) -> Vec<Effect> {
+        self.served = None;
         let mut out = Vec::new();
         self.keep = list.iter().map(|a| (a.package, a.keep.clone())).collect();
         for h in self.versions.values_mut() {
@@ -241,6 +248,7 @@ impl Holdings {
 
     /// Chunk `id` is now stored and verified here.
     pub fn on_stored(&mut self, id: &ChunkId) -> Vec<Effect> {
+        self.served = None;
         let mut done = Vec::new();
         for h in self.versions.values_mut() {
             if h.missing.remove(id) && h.missing.is_empty() {
@@ -267,6 +275,7 @@ impl Holdings {
         corrupt: &HashSet<ChunkId>,
         missing: &HashSet<ChunkId>,
     ) -> Vec<(PackageId, u32, usize, usize)> {
+        self.served = None;
         let mut out = Vec::new();
         for h in self.versions.values_mut() {
             let (mut c, mut m) = (0, 0);
@@ -293,6 +302,7 @@ impl Holdings {
     /// A pull failure: each version still pulling that has not reported this reason gets
     /// one 40150.
     pub fn on_failure(&mut self, reason: &str) -> Vec<Effect> {
+        self.served = None;
         let mut hit = Vec::new();
         for h in self.versions.values_mut() {
             if h.missing.is_empty() || h.phase == Phase::Failed(reason.to_string()) {
@@ -342,14 +352,18 @@ impl Holdings {
 
     /// Whether `id` is a chunk of an installed version: only those are served to other DPs
     /// (a chunk of a version still being pulled, or of none, is not this DP's to give).
-    pub fn serves_chunk(&self, id: &ChunkId) -> bool {
-        self.versions.values().any(|h| {
-            h.phase == Phase::Installed
-                && h.manifest
-                    .files
-                    .iter()
-                    .any(|f| f.chunks().iter().any(|c| c.id == *id))
-        })
+    pub fn serves_chunk(&mut self, id: &ChunkId) -> bool {
+        let versions = &self.versions;
+        self.served
+            .get_or_insert_with(|| {
+                versions
+                    .values()
+                    .filter(|h| h.phase == Phase::Installed)
+                    .flat_map(|h| h.manifest.files.iter())
+                    .flat_map(|f| f.chunks().iter().map(|c| c.id))
+                    .collect()
+            })
+            .contains(id)
     }
 
     /// Versions served: installed ones.
@@ -425,11 +439,15 @@ mod tests {
         assert!(h.installed(&pkg).is_empty());
         assert_eq!(h.wanted().len(), 2);
         assert!(h.on_stored(&ChunkId::of(b"a")).is_empty());
+        // Held but not installed: not served to other DPs yet.
+        assert!(!h.serves_chunk(&ChunkId::of(b"a")));
         assert_eq!(
             ids(&h.on_stored(&ChunkId::of(b"b"))),
             vec![status::DP_DISTRIBUTION_COMPLETE]
         );
         assert_eq!(h.installed(&pkg).len(), 1);
+        assert!(h.serves_chunk(&ChunkId::of(b"a")) && h.serves_chunk(&ChunkId::of(b"b")));
+        assert!(!h.serves_chunk(&ChunkId::of(b"c")));
 
         // v2 shares "b": only "c" is wanted; v1 is kept and served until v2 is in.
         let have = |id: &ChunkId| *id == ChunkId::of(b"a") || *id == ChunkId::of(b"b");
@@ -445,11 +463,15 @@ mod tests {
         );
         assert!(!h.referenced().contains(&ChunkId::of(b"a")));
         assert!(h.referenced().contains(&ChunkId::of(b"b")));
+        // What is served follows: v1's "a" no longer, v2's "c" now.
+        assert!(!h.serves_chunk(&ChunkId::of(b"a")));
+        assert!(h.serves_chunk(&ChunkId::of(b"c")));
 
         // Unassigned: dropped at once.
         let e = h.assign(&[], &have);
         assert_eq!(ids(&e), vec![0]);
         assert!(h.referenced().is_empty());
+        assert!(!h.serves_chunk(&ChunkId::of(b"c")));
     }
 
     #[test]
