@@ -310,27 +310,20 @@ fn the_trust_root_is_the_tops_key_given_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("P01");
     let dir_s = dir.to_string_lossy().into_owned();
-    tests::site_server(&[
-        "init",
-        "--code",
-        "P01",
-        "--data",
-        &dir_s,
-        "--root-key",
-        "00ff",
-    ])
-    .fails(2, &["--root-key", "public key"]);
+    let init = |root_key: &str| {
+        tests::site_server(&[
+            "init",
+            "--code",
+            "P01",
+            "--data",
+            &dir_s,
+            "--root-key",
+            root_key,
+        ])
+    };
+    init("00ff").fails(2, &["--root-key", "public key"]);
     assert!(!dir.exists(), "a refused init created {}", dir.display());
-    tests::site_server(&[
-        "init",
-        "--code",
-        "P01",
-        "--data",
-        &dir_s,
-        "--root-key",
-        &cen_key.to_uppercase(),
-    ])
-    .ok();
+    init(&cen_key.to_uppercase()).ok();
     let toml = std::fs::read_to_string(dir.join("site.toml")).unwrap();
     assert!(
         toml.contains(&format!("root_key = \"{cen_key}\"")),
