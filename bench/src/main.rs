@@ -12,6 +12,7 @@ mod dp;
 mod replicate;
 mod sender;
 mod soak;
+mod trust;
 mod wan;
 
 use anyhow::{bail, Context, Result};
@@ -135,6 +136,26 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Origin signatures: events applied per second at a child with and without the trust
+    /// check, small-event latency over three tiers, the Debian catalog delta signed and
+    /// verified.
+    Trust {
+        #[arg(long, default_value = "/tmp/siterep-bench-trust")]
+        work: PathBuf,
+        /// Events applied per run.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Small events timed for the latency.
+        #[arg(long, default_value_t = 30)]
+        latency: usize,
+        #[arg(
+            long,
+            default_value = "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
+        )]
+        index: PathBuf,
+    },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
         /// The tree (built with `bench tree` if it does not exist).
@@ -174,6 +195,13 @@ fn main() -> Result<()> {
             runs,
         } => wan::run(&work, mib, rtt_ms, &loss, limit, runs),
         Cmd::Catalog { work, index, runs } => catalog::run(&work, &index, runs),
+        Cmd::Trust {
+            work,
+            events,
+            runs,
+            latency,
+            index,
+        } => trust::run(&work, events, runs, latency, &index),
         Cmd::Dp {
             work,
             mib,

@@ -206,7 +206,7 @@ fn rsync(src: &Path, dst: &Path) -> Result<f64> {
 
 /// Creates an advertisement at CEN and waits until S01's log lists it: milliseconds from
 /// the event's timestamp at CEN to S01 answering with it.
-fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Result<f64> {
+pub(crate) fn event_latency(ss: &Path, cen: &Site, s01: &Site, pkg: &str, n: usize) -> Result<f64> {
     let log = s01.api_json("/v1/log?from=1&limit=100000")?;
     let next = log.as_array().map(|a| a.len()).unwrap_or(0) + 1;
     cli(

@@ -16,7 +16,6 @@
 use crate::replicate::{bins, three_tiers, Site};
 use crate::xorshift_fill;
 use anyhow::{bail, Context, Result};
-use site_server::db::Db;
 use site_server::harness::{self, LocalDp};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -121,9 +120,10 @@ fn log_keys(site: &Site) -> Result<Vec<(String, u64)>> {
 /// The report log of a stopped site as (origin, seq), in order, read from its database
 /// (site data reports are not status messages, so the admin API does not list them all).
 fn report_keys(site: &Site) -> Result<Vec<(String, u64)>> {
-    let code: schema::SiteCode = site.code.parse().context("site code")?;
-    let db = Db::open(&site.data().join("db"), code, false)
-        .with_context(|| format!("opening {}'s database", site.code))?;
+    let dir = site_server::config::DataDir::new(site.data());
+    let (_lock, opened) = site_server::daemon::open_site(&dir, false)
+        .map_err(|e| anyhow::anyhow!("opening {}'s database: {e}", site.code))?;
+    let db = opened.db();
     let mut out = Vec::new();
     let mut from = 1;
     loop {

@@ -123,6 +123,8 @@ fn replication(ss: &Path, root: &Path, tree: &Path, faults: Faults) -> Result<f6
         &fp,
         "--pubkey",
         &key,
+        "--root-key",
+        &key,
     ])?;
     p01.start()?;
     let out: serde_json::Value = serde_json::from_str(&cen.cli_ok(&[

@@ -15,12 +15,20 @@ use std::io::Read;
 /// The first two bytes of every record.
 pub const MAGIC: [u8; 2] = *b"SR";
 /// The format version this build writes, and the only one it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 5;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 /// Bodies shorter than this are not worth compressing.
 const COMPRESS_FROM: usize = 512;
+/// The format version in a record's header, if it has a header.
+pub fn version_of(bytes: &[u8]) -> Option<u16> {
+    if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
+        return None;
+    }
+    Some(u16::from_le_bytes([bytes[2], bytes[3]]))
+}
+
 /// The largest decoded body accepted: bounds what a hostile input can make us allocate.
 pub const MAX_DECODED: usize = 256 << 20;
 
@@ -49,7 +57,7 @@ pub enum DecodeError {
     #[error("not a siterep record (magic {0:02x?}, expected \"SR\")")]
     Magic([u8; 2]),
     /// Written in a format version other than [`FORMAT_VERSION`] (by another build).
-    #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION}): upgrade site-server")]
+    #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION}): {}", if *found < FORMAT_VERSION { "it was written by an older site-server (format 1 has no origin signatures); initialize a new data directory, nothing older can be migrated" } else { "upgrade site-server" })]
     Version {
         /// The version the record's header carries.
         found: u16,
@@ -142,15 +150,17 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn sample() -> EventEnvelope {
-        EventEnvelope {
-            origin: SiteCode::new("CEN").unwrap(),
-            origin_seq: 7,
-            time: Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
-            body: ConfigEvent::PackageVersionRetired {
+        EventEnvelope::signed(
+            SiteCode::new("CEN").unwrap(),
+            7,
+            Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
+            ConfigEvent::PackageVersionRetired {
                 package: "CEN00001".parse::<PackageId>().unwrap(),
                 source_version: 2,
             },
-        }
+            &ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        )
+        .unwrap()
     }
 
     #[test]

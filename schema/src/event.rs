@@ -4,6 +4,7 @@ use crate::advert::Advertisement;
 use crate::catalog::CatalogDelta;
 use crate::ids::{AdvertisementId, ManifestId, PackageId, SiteCode};
 use crate::manifest::Manifest;
+use crate::trust::{self, Delegation, Signature, TrustError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -23,6 +24,34 @@ pub struct EventEnvelope {
     pub time: DateTime<Utc>,
     /// What was decided.
     pub body: ConfigEvent,
+    /// The origin's signature over [`EventEnvelope::signed_bytes`], under the key the tree
+    /// delegated to it; passed on verbatim by every site.
+    pub sig: Signature,
+}
+
+impl EventEnvelope {
+    /// The envelope of `body`, signed by `key` as `origin`'s number `seq`.
+    pub fn signed(
+        origin: SiteCode,
+        origin_seq: u64,
+        time: DateTime<Utc>,
+        body: ConfigEvent,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<Self, TrustError> {
+        let bytes = trust::event_bytes(origin, origin_seq, &time, &body)?;
+        Ok(EventEnvelope {
+            origin,
+            origin_seq,
+            time,
+            body,
+            sig: trust::sign(key, &bytes),
+        })
+    }
+
+    /// What the origin signed ([`trust::event_bytes`]).
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        trust::event_bytes(self.origin, self.origin_seq, &self.time, &self.body)
+    }
 }
 
 /// Priority of a package (and of the jobs that carry it), as SMS's High/Medium/Low.
@@ -187,6 +216,23 @@ pub enum ConfigEvent {
         /// The distribution points that leave it.
         removed: Vec<DpRef>,
     },
+    /// A key is delegated to a site (its first, or a rotation's next): signed by the site
+    /// above it, or by the top for itself (the genesis, the first event of the tree).
+    SiteKeyDelegated(Delegation),
+    /// A site's delegation is revoked from this point of the log on: its later events are
+    /// refused until a new delegation. Signed by a site above it.
+    SiteKeyRevoked {
+        /// The site revoked.
+        site: SiteCode,
+    },
+    /// The top's signed word on how far its log has got: every site can tell how far behind
+    /// it is, and raises the alarm when the newest one it holds has expired.
+    Checkpoint {
+        /// The newest of the top's own sequence numbers issued (this checkpoint's).
+        issued: u64,
+        /// When a site holding no newer checkpoint should say its view is stale.
+        expires: DateTime<Utc>,
+    },
 }
 
 /// A distribution point in the tree: its site and its id there (`S01/DP1`).
@@ -221,6 +267,9 @@ impl ConfigEvent {
             ConfigEvent::SenderBoost { .. } => "sender-boost",
             ConfigEvent::DpGroupCreated { .. } => "dp-group-created",
             ConfigEvent::DpGroupMembersChanged { .. } => "dp-group-members-changed",
+            ConfigEvent::SiteKeyDelegated(_) => "site-key-delegated",
+            ConfigEvent::SiteKeyRevoked { .. } => "site-key-revoked",
+            ConfigEvent::Checkpoint { .. } => "checkpoint",
         }
     }
 
@@ -281,6 +330,16 @@ impl ConfigEvent {
                         .join(", ")
                 };
                 format!("group {group}: +[{}] -[{}]", list(added), list(removed))
+            }
+            ConfigEvent::SiteKeyDelegated(d) => format!(
+                "{} signs with {} from its number {}",
+                d.site,
+                &d.key.to_string()[..16],
+                d.valid_from
+            ),
+            ConfigEvent::SiteKeyRevoked { site } => format!("{site}'s key is revoked"),
+            ConfigEvent::Checkpoint { issued, expires } => {
+                format!("the top has issued up to {issued}; this view expires {expires}")
             }
         }
     }

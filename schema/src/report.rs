@@ -2,6 +2,7 @@
 
 use crate::ids::{AdvertisementId, PackageId, SiteCode};
 use crate::status::{self, Severity};
+use crate::trust::{self, Delegation, PublicKey, Signature, TrustError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,34 @@ pub struct ReportEnvelope {
     pub time: DateTime<Utc>,
     /// What is reported.
     pub body: Report,
+    /// The origin's signature over [`ReportEnvelope::signed_bytes`], under its delegated key;
+    /// passed on verbatim by every site on the way up.
+    pub sig: Signature,
+}
+
+impl ReportEnvelope {
+    /// The envelope of `body`, signed by `key` as `origin`'s report number `seq`.
+    pub fn signed(
+        origin: SiteCode,
+        origin_seq: u64,
+        time: DateTime<Utc>,
+        body: Report,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<Self, TrustError> {
+        let bytes = trust::report_bytes(origin, origin_seq, &time, &body)?;
+        Ok(ReportEnvelope {
+            origin,
+            origin_seq,
+            time,
+            body,
+            sig: trust::sign(key, &bytes),
+        })
+    }
+
+    /// What the origin signed ([`trust::report_bytes`]).
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        trust::report_bytes(self.origin, self.origin_seq, &self.time, &self.body)
+    }
 }
 
 /// Every kind of report. Variants only ever grow at the end.
@@ -26,6 +55,30 @@ pub enum Report {
     Status(StatusMessage),
     /// Facts about the origin site (its distribution points, its children).
     SiteData(SiteData),
+    /// A change to the keys of the origin's subtree, so that every site above can verify the
+    /// reports of the sites below it.
+    Key(KeyReport),
+}
+
+/// The key changes a site reports up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyReport {
+    /// The origin delegated a key to a site below it.
+    Delegated(Delegation),
+    /// The origin revoked a site below it.
+    Revoked {
+        /// The site revoked.
+        site: SiteCode,
+    },
+    /// The origin asks its parent to delegate `key` to it from its event number `valid_from`
+    /// (`key rotate`); signed with its current key.
+    RotationRequested {
+        /// The new key.
+        key: PublicKey,
+        /// The first of the origin's event numbers it will sign.
+        valid_from: u64,
+    },
 }
 
 /// A status message, SMS style: a numbered message with attributes and insertion strings.

@@ -229,6 +229,18 @@ pub const SITE_DISK_FULL: u32 = 40212;
 /// Space is back in this site's content store: fetching resumed.
 pub const SITE_DISK_SPACE_BACK: u32 = 40213;
 
+// `trust`
+
+/// An event from the parent (or a bundle) was refused: bad or missing signature, undelegated
+/// or revoked key, outside its origin's authority, or a withheld predecessor. Nothing applied.
+pub const EVENT_REFUSED_UNTRUSTED: u32 = 40220;
+/// The newest checkpoint of the top site has expired: the view from the top is stale.
+pub const VIEW_FROM_TOP_STALE: u32 = 40221;
+/// A current checkpoint arrived: the view from the top is fresh again.
+pub const VIEW_FROM_TOP_FRESH: u32 = 40222;
+/// A site's key was delegated, rotated or revoked (by this site).
+pub const SITE_KEY_CHANGED: u32 = 40223;
+
 // `courier`
 
 /// A courier bundle was exported for a site.
@@ -305,6 +317,10 @@ pub const ALL_IDS: &[u32] = &[
     PACKAGE_CONTENT_FETCHING,
     SITE_DISK_FULL,
     SITE_DISK_SPACE_BACK,
+    EVENT_REFUSED_UNTRUSTED,
+    VIEW_FROM_TOP_STALE,
+    VIEW_FROM_TOP_FRESH,
+    SITE_KEY_CHANGED,
     COURIER_BUNDLE_EXPORTED,
     COURIER_BUNDLE_IMPORTED,
     COURIER_FILE_REFUSED,
@@ -612,6 +628,30 @@ pub const CATALOGUE: &[MessageDef] = &[
         Info,
         "content",
         "Space is back in the content store of this site: fetching from %1 resumed.",
+    ),
+    def(
+        EVENT_REFUSED_UNTRUSTED,
+        Error,
+        "trust",
+        "Event %1 from %2 refused, nothing applied: %3. This site stays at its last good event until it is sent as its origin signed it.",
+    ),
+    def(
+        VIEW_FROM_TOP_STALE,
+        Warning,
+        "trust",
+        "The view from the top is %1 hours old: the newest checkpoint of %2 (it had issued up to %3) expired at %4. This site keeps working on what it has: check the links up to %2.",
+    ),
+    def(
+        VIEW_FROM_TOP_FRESH,
+        Info,
+        "trust",
+        "A current checkpoint of %1 arrived (it has issued up to %2, expires %3): the view from the top is fresh again.",
+    ),
+    def(
+        SITE_KEY_CHANGED,
+        Info,
+        "trust",
+        "Key of site %1: %2.",
     ),
     def(
         COURIER_BUNDLE_EXPORTED,

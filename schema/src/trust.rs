@@ -27,9 +27,33 @@ pub const EVENT_DOMAIN: &[u8] = b"siterep/event/v1\0";
 /// The domain tag of a signed report (format version 1 of its signed bytes).
 pub const REPORT_DOMAIN: &[u8] = b"siterep/report/v1\0";
 
-/// An ed25519 public key: a site's (or DP's, or machine's) delegated signing key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// An ed25519 public key: a site's (or DP's, or machine's) delegated signing key. Written as
+/// 64 hex digits in JSON, as its 32 bytes in bincode.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; 32]);
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(self.0))
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(&s, &mut b).map_err(serde::de::Error::custom)?;
+            Ok(PublicKey(b))
+        } else {
+            Ok(PublicKey(<[u8; 32]>::deserialize(d)?))
+        }
+    }
+}
 
 impl PublicKey {
     /// The public half of `key`.
@@ -69,6 +93,13 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// No signature (all zeros): what an unsigned envelope carries in tests of code that does
+    /// not verify; it never verifies.
+    pub const MISSING: Signature = Signature {
+        r: [0; 32],
+        s: [0; 32],
+    };
+
     fn from_dalek(sig: ed25519_dalek::Signature) -> Self {
         let b = sig.to_bytes();
         let (r, s) = b.split_at(32);
@@ -126,6 +157,12 @@ pub enum TrustError {
         origin: SiteCode,
         /// Its sequence number.
         seq: u64,
+    },
+    /// The first delegation a ring takes must be the top's genesis.
+    #[error("the first key event must be the top site's delegation of the trust root key to itself, not one by {by}: is this site's root key (site.toml root_key) the top's?")]
+    NoGenesis {
+        /// Who tried.
+        by: SiteCode,
     },
     /// A delegation or revocation by a site without authority over its subject.
     #[error("{by} has no authority over {site}: only the top or a site above {site} may delegate or revoke its key")]
@@ -199,43 +236,78 @@ pub struct Delegation {
     pub valid_from: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SiteKeys {
     /// Who delegated to this site: its parent in the tree of authority (none for the root).
     parent: Option<SiteCode>,
-    /// Its keys by `valid_from`.
-    keys: BTreeMap<u64, PublicKey>,
+    /// Its keys with their `valid_from`, in that order (a later delegation with the same
+    /// number comes after the earlier one and takes over its numbers; the earlier key still
+    /// verifies reports).
+    keys: Vec<(u64, PublicKey)>,
     /// Set by a revocation, cleared by a later delegation.
     revoked_by: Option<SiteCode>,
 }
 
+/// One site's keys as operators see them (`identity --json`, `status sites`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteKeyView {
+    /// The site.
+    pub site: SiteCode,
+    /// Who delegated its key (none for the top).
+    pub delegated_by: Option<SiteCode>,
+    /// Its keys, each with the first number it signs, oldest first.
+    pub keys: Vec<(u64, PublicKey)>,
+    /// Who revoked it, if its delegation is revoked.
+    pub revoked_by: Option<SiteCode>,
+}
+
 /// The keys of the tree (see the module doc). Built by applying delegations and revocations
-/// in log order.
-#[derive(Clone, Debug)]
+/// in log order, starting from the trust root: the top site's first key.
+///
+/// Until the top's first event (its genesis: a delegation of the root key to itself) is
+/// applied, the ring knows the root key but not the top's code; [`KeyRing::delegate`] takes
+/// that genesis only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRing {
-    root: SiteCode,
+    root_key: PublicKey,
+    root: Option<SiteCode>,
     sites: BTreeMap<SiteCode, SiteKeys>,
 }
 
 impl KeyRing {
-    /// A ring whose trust root is `root_key`, the key of the top site `root` (from its first
-    /// number on).
-    pub fn new(root: SiteCode, root_key: PublicKey) -> Self {
-        let mut sites = BTreeMap::new();
-        sites.insert(
-            root,
-            SiteKeys {
-                parent: None,
-                keys: BTreeMap::from([(1, root_key)]),
-                revoked_by: None,
-            },
-        );
-        KeyRing { root, sites }
+    /// A ring that trusts `root_key` and nothing else yet: the next delegation it takes must
+    /// be the genesis (a site delegating `root_key` to itself from its number 1).
+    pub fn new(root_key: PublicKey) -> Self {
+        KeyRing {
+            root_key,
+            root: None,
+            sites: BTreeMap::new(),
+        }
     }
 
-    /// The top site.
-    pub fn root(&self) -> SiteCode {
+    /// A ring whose genesis is applied: `root` is the top with `root_key`.
+    pub fn with_root(root: SiteCode, root_key: PublicKey) -> Self {
+        let mut r = KeyRing::new(root_key);
+        r.delegate(
+            root,
+            &Delegation {
+                site: root,
+                key: root_key,
+                valid_from: 1,
+            },
+        )
+        .expect("a genesis delegation is always taken by an empty ring");
+        r
+    }
+
+    /// The top site, once its genesis is applied.
+    pub fn root(&self) -> Option<SiteCode> {
         self.root
+    }
+
+    /// The trust root: the top site's first key.
+    pub fn root_key(&self) -> PublicKey {
+        self.root_key
     }
 
     /// Whether `site` is `above` or below it in the tree of authority.
@@ -252,11 +324,31 @@ impl KeyRing {
         false
     }
 
+    /// Whether `site` has a delegated key (revoked or not).
+    pub fn knows(&self, site: SiteCode) -> bool {
+        self.sites.contains_key(&site)
+    }
+
     /// `by` delegates `d.key` to `d.site`. Refused unless `by` is in the ring (not revoked)
     /// and `d.site` is new (it becomes `by`'s child) or already below `by`; the root's own
-    /// key changes only by the root.
+    /// key changes only by the root. An empty ring takes only the genesis.
     pub fn delegate(&mut self, by: SiteCode, d: &Delegation) -> Result<(), TrustError> {
         let no = || TrustError::NoAuthority { by, site: d.site };
+        if self.root.is_none() {
+            if by != d.site || d.key != self.root_key || d.valid_from != 1 {
+                return Err(TrustError::NoGenesis { by });
+            }
+            self.root = Some(by);
+            self.sites.insert(
+                by,
+                SiteKeys {
+                    parent: None,
+                    keys: vec![(1, d.key)],
+                    revoked_by: None,
+                },
+            );
+            return Ok(());
+        }
         let by_ok = self.sites.get(&by).is_some_and(|k| k.revoked_by.is_none());
         if !by_ok {
             return Err(no());
@@ -268,16 +360,17 @@ impl KeyRing {
                     d.site,
                     SiteKeys {
                         parent: Some(by),
-                        keys: BTreeMap::from([(d.valid_from, d.key)]),
+                        keys: vec![(d.valid_from, d.key)],
                         revoked_by: None,
                     },
                 );
                 Ok(())
             }
-            Some(_) if d.site == self.root && by != self.root => Err(no()),
+            Some(_) if Some(d.site) == self.root && by != d.site => Err(no()),
             Some(_) if !below => Err(no()),
             Some(k) => {
-                k.keys.insert(d.valid_from, d.key);
+                let at = k.keys.partition_point(|(f, _)| *f <= d.valid_from);
+                k.keys.insert(at, (d.valid_from, d.key));
                 k.revoked_by = None;
                 Ok(())
             }
@@ -286,8 +379,15 @@ impl KeyRing {
 
     /// `by` revokes `site`'s delegation: its events verified after this are refused until a
     /// new delegation. Only a site above `site` may (not the site itself, not the root's).
+    ///
+    /// A site this ring has never seen is not in this part of the tree: its revocation
+    /// changes nothing here (the sites that know it check the authority).
     pub fn revoke(&mut self, by: SiteCode, site: SiteCode) -> Result<(), TrustError> {
-        let above = site != by && self.within(site, by);
+        if !self.sites.contains_key(&site) && self.sites.contains_key(&by) && site != by {
+            return Ok(());
+        }
+        let by_ok = self.sites.get(&by).is_some_and(|k| k.revoked_by.is_none());
+        let above = by_ok && site != by && self.within(site, by);
         match self.sites.get_mut(&site) {
             Some(k) if above => {
                 k.revoked_by = Some(by);
@@ -297,8 +397,12 @@ impl KeyRing {
         }
     }
 
-    /// The key that signs `origin`'s number `seq`.
+    /// The key that signs `origin`'s number `seq`. Before the genesis, the root key (only
+    /// the genesis itself can then be applied).
     pub fn key_for(&self, origin: SiteCode, seq: u64) -> Result<PublicKey, TrustError> {
+        if self.root.is_none() {
+            return Ok(self.root_key);
+        }
         let k = self
             .sites
             .get(&origin)
@@ -307,8 +411,9 @@ impl KeyRing {
             return Err(TrustError::Revoked { origin, by });
         }
         k.keys
-            .range(..=seq)
-            .next_back()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= seq)
             .map(|(_, key)| *key)
             .ok_or(TrustError::Undelegated { origin, seq })
     }
@@ -327,6 +432,43 @@ impl KeyRing {
         } else {
             Err(TrustError::BadSignature { origin, seq })
         }
+    }
+
+    /// Checks `sig` over `bytes` (a report of `origin`'s, number `seq`) against every key
+    /// delegated to `origin`: a report's numbers are not its events', so any of its keys
+    /// that is not revoked verifies it.
+    pub fn verify_any(
+        &self,
+        origin: SiteCode,
+        seq: u64,
+        bytes: &[u8],
+        sig: &Signature,
+    ) -> Result<(), TrustError> {
+        let k = self
+            .sites
+            .get(&origin)
+            .ok_or(TrustError::Undelegated { origin, seq })?;
+        if let Some(by) = k.revoked_by {
+            return Err(TrustError::Revoked { origin, by });
+        }
+        if k.keys.iter().any(|(_, key)| verifies(key, bytes, sig)) {
+            Ok(())
+        } else {
+            Err(TrustError::BadSignature { origin, seq })
+        }
+    }
+
+    /// Every site's keys, by site code.
+    pub fn view(&self) -> Vec<SiteKeyView> {
+        self.sites
+            .iter()
+            .map(|(site, k)| SiteKeyView {
+                site: *site,
+                delegated_by: k.parent,
+                keys: k.keys.iter().map(|(f, key)| (*f, *key)).collect(),
+                revoked_by: k.revoked_by,
+            })
+            .collect()
     }
 }
 
@@ -350,7 +492,7 @@ mod tests {
 
     /// CEN (key 1) -> P01 (key 2) -> S01 (key 3), and P02 (key 4) beside P01.
     fn ring() -> KeyRing {
-        let mut r = KeyRing::new(code("CEN"), PublicKey::of(&key(1)));
+        let mut r = KeyRing::with_root(code("CEN"), PublicKey::of(&key(1)));
         for (by, site, k) in [("CEN", "P01", 2), ("P01", "S01", 3), ("CEN", "P02", 4)] {
             r.delegate(
                 code(by),
@@ -478,6 +620,56 @@ mod tests {
         assert!(r.verify(code("S01"), 10, &b, &s).is_err());
         let (b, s) = signed("S01", 10, "x", 30);
         assert_eq!(r.verify(code("S01"), 10, &b, &s), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_ring_takes_only_the_tops_genesis() {
+        let root = PublicKey::of(&key(1));
+        let mut r = KeyRing::new(root);
+        let d = |site: &str, k: u8, from: u64| Delegation {
+            site: code(site),
+            key: PublicKey::of(&key(k)),
+            valid_from: from,
+        };
+        // Before the genesis only the root key verifies, and only a genesis is taken.
+        let (b, s) = signed("P01", 1, "x", 2);
+        assert!(r.verify(code("P01"), 1, &b, &s).is_err());
+        for (by, dl) in [
+            ("P01", d("P01", 2, 1)),
+            ("CEN", d("CEN", 2, 1)),
+            ("CEN", d("CEN", 1, 2)),
+            ("CEN", d("P01", 1, 1)),
+        ] {
+            assert_eq!(
+                r.delegate(code(by), &dl),
+                Err(TrustError::NoGenesis { by: code(by) })
+            );
+        }
+        r.delegate(code("CEN"), &d("CEN", 1, 1)).unwrap();
+        assert_eq!(r, KeyRing::with_root(code("CEN"), root));
+        assert_eq!(r.root(), Some(code("CEN")));
+        // The top rotates its own key; nobody else may.
+        r.delegate(code("CEN"), &d("P01", 2, 1)).unwrap();
+        assert!(r.delegate(code("P01"), &d("CEN", 9, 5)).is_err());
+        r.delegate(code("CEN"), &d("CEN", 5, 5)).unwrap();
+        let (b, s) = signed("CEN", 5, "x", 5);
+        assert_eq!(r.verify(code("CEN"), 5, &b, &s), Ok(()));
+        // A second delegation from the same number takes over that number; the first key
+        // still verifies reports (a site rotated before it signed any event).
+        r.delegate(code("CEN"), &d("P01", 7, 1)).unwrap();
+        let (b, s) = signed("P01", 1, "x", 7);
+        assert_eq!(r.verify(code("P01"), 1, &b, &s), Ok(()));
+        let b = report_bytes(code("P01"), 4, &time(), &"r").unwrap();
+        assert_eq!(r.verify_any(code("P01"), 4, &b, &sign(&key(2), &b)), Ok(()));
+        // Reports verify under any of a site's keys.
+        let b = report_bytes(code("CEN"), 99, &time(), &"r").unwrap();
+        assert_eq!(
+            r.verify_any(code("CEN"), 99, &b, &sign(&key(1), &b)),
+            Ok(())
+        );
+        assert!(r
+            .verify_any(code("CEN"), 99, &b, &sign(&key(2), &b))
+            .is_err());
     }
 
     #[test]

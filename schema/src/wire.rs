@@ -312,12 +312,14 @@ mod tests {
             },
             Frame::Events {
                 first: 42,
-                events: vec![EventEnvelope {
-                    origin: cen,
-                    origin_seq: 9,
-                    time: Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap(),
-                    body: ConfigEvent::SyncRequest { catalog_version: 3 },
-                }],
+                events: vec![EventEnvelope::signed(
+                    cen,
+                    9,
+                    Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap(),
+                    ConfigEvent::SyncRequest { catalog_version: 3 },
+                    &ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+                )
+                .unwrap()],
             },
             Frame::EventsAck { upto: 42 },
             Frame::ChunkRequest {

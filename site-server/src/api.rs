@@ -108,7 +108,7 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         site: site.clone(),
         token,
     });
-    Router::new()
+    let r = Router::new()
         .route("/v1/identity", get(identity))
         .route("/v1/packages", get(packages))
         .route("/v1/packages/publish", post(publish))
@@ -140,13 +140,83 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/sender/retry", post(sender_retry))
         .route("/v1/sender/boost", post(sender_boost))
         .route("/v1/packages/{id}/priority", post(set_priority))
-        .layer(DefaultBodyLimit::max(encoding::MAX_DECODED))
+        .route("/v1/keys", get(keys))
+        .route("/v1/keys/rotate", post(key_rotate))
+        .route("/v1/keys/revoke", post(key_revoke))
+        .route("/v1/keys/checkpoint", post(key_checkpoint));
+    #[cfg(feature = "forge")]
+    let r = r.route("/v1/test/forge", post(forge));
+    r.layer(DefaultBodyLimit::max(encoding::MAX_DECODED))
         .layer(middleware::from_fn_with_state(st.clone(), auth))
         .with_state(st)
 }
 
 async fn identity(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::IdentityView> {
     blocking(&st.site, |s| s.identity()).await
+}
+
+async fn keys(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::KeysView> {
+    blocking(&st.site, |s| s.keys_view()).await
+}
+
+async fn key_rotate(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::KeysView> {
+    blocking(&st.site, |s| s.rotate_key()).await
+}
+
+/// `key revoke`'s request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    pub site: SiteCode,
+}
+
+async fn key_revoke(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<RevokeRequest>,
+) -> ApiResult<crate::site::KeysView> {
+    blocking(&st.site, move |s| s.revoke_key(req.site)).await
+}
+
+/// `key checkpoint`'s request: the expiry (`[trust] checkpoint_expiry` when none).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointRequest {
+    pub expiry: Option<String>,
+}
+
+/// What `key checkpoint` did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointOutcome {
+    pub issued: u64,
+}
+
+async fn key_checkpoint(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<CheckpointRequest>,
+) -> ApiResult<CheckpointOutcome> {
+    blocking(&st.site, move |s| {
+        let expiry = match &req.expiry {
+            Some(e) => sender::schedule::parse_duration(e)
+                .map_err(|e| crate::sansio::decide::Refusal::Invalid(format!("--expiry: {e}")))?,
+            None => {
+                s.cfg()
+                    .trust
+                    .durations()
+                    .map_err(crate::sansio::decide::Refusal::Invalid)?
+                    .1
+            }
+        };
+        Ok(CheckpointOutcome {
+            issued: s.issue_checkpoint(expiry)?,
+        })
+    })
+    .await
+}
+
+#[cfg(feature = "forge")]
+async fn forge(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<crate::forge::ForgeRequest>,
+) -> ApiResult<crate::forge::Forged> {
+    blocking(&st.site, move |s| s.forge(&req)).await
 }
 
 async fn packages(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::PackageSummary>> {

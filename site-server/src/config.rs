@@ -34,6 +34,14 @@ impl DataDir {
     pub fn lock(&self) -> PathBuf {
         self.root.join(LOCK_FILE)
     }
+    /// This site's current origin key after a rotation (before one: `signing.key`).
+    pub fn origin_key(&self) -> PathBuf {
+        self.root.join("origin.key")
+    }
+    /// A rotation's new key, waiting for the parent's delegation.
+    pub fn origin_next_key(&self) -> PathBuf {
+        self.root.join("origin-next.key")
+    }
     pub fn publish_cache(&self) -> PathBuf {
         self.root.join("publish-cache")
     }
@@ -72,6 +80,68 @@ pub struct SiteConfig {
     /// an edit needs no restart.
     #[serde(default, skip_serializing_if = "SyncConfig::is_empty")]
     pub sync: SyncConfig,
+    /// The top's checkpoints (read at the top only).
+    #[serde(default, skip_serializing_if = "TrustConfig::is_default")]
+    pub trust: TrustConfig,
+}
+
+/// `[trust]` of `site.toml`: how often the top signs a checkpoint, and for how long one
+/// vouches for the view from the top.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// How often the top signs a checkpoint (`1h` unless set).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: String,
+    /// How long after signing a checkpoint expires (`24h` unless set).
+    #[serde(default = "default_checkpoint_expiry")]
+    pub checkpoint_expiry: String,
+}
+
+fn default_checkpoint_every() -> String {
+    "1h".into()
+}
+fn default_checkpoint_expiry() -> String {
+    "24h".into()
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_expiry: default_checkpoint_expiry(),
+        }
+    }
+}
+
+impl TrustConfig {
+    fn is_default(&self) -> bool {
+        *self == TrustConfig::default()
+    }
+
+    /// (interval, expiry), checked: both at least a second, the expiry longer than the interval.
+    pub fn durations(&self) -> Result<(std::time::Duration, std::time::Duration), String> {
+        let d = |name: &str, v: &str| {
+            sender::schedule::parse_duration(v)
+                .map_err(|e| format!("[trust] {name}: {e}"))
+                .and_then(|d| {
+                    if d < std::time::Duration::from_secs(1) {
+                        Err(format!("[trust] {name} = \"{v}\": must be at least 1s"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+        };
+        let every = d("checkpoint_every", &self.checkpoint_every)?;
+        let expiry = d("checkpoint_expiry", &self.checkpoint_expiry)?;
+        if expiry <= every {
+            return Err(format!(
+                "[trust] checkpoint_expiry = \"{}\" must be longer than checkpoint_every = \"{}\", or every site would raise the freeze alarm between two checkpoints",
+                self.checkpoint_expiry, self.checkpoint_every
+            ));
+        }
+        Ok((every, expiry))
+    }
 }
 
 /// `[sync]` of `site.toml`.
@@ -363,6 +433,7 @@ impl SiteConfig {
             sender: SenderLimits::default(),
             sync: SyncConfig::default(),
             root_key: None,
+            trust: TrustConfig::default(),
         }
     }
 
@@ -386,6 +457,7 @@ impl SiteConfig {
                 Err(e) => return Err(format!("root_key: {e}")),
             }
         }
+        self.trust.durations()?;
         if !self.api.ip().is_loopback() {
             return Err(format!(
                 "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",
@@ -576,6 +648,7 @@ mod tests {
                 vec![],
                 vec![],
             )),
+            sig: schema::trust::Signature::MISSING,
         };
         let limits = SenderLimits::default();
         assert_eq!(

@@ -73,8 +73,28 @@ pub fn open_site(
 ) -> Result<(DirLock, Site), StartError> {
     let cfg = SiteConfig::load(dir).map_err(|e| StartError::Config(e.to_string()))?;
     let lock = lock_data_dir(dir)?;
-    let db = Db::open(&dir.db(), cfg.code, allow_rebuild_pending)
-        .map_err(|e| StartError::Failed(format!("cannot open the database: {e}")))?;
+    let (signer, pending) =
+        crate::site::load_origin_keys(dir).map_err(|e| StartError::Failed(e.to_string()))?;
+    let first_key = sender::identity::load_public(&dir.root)
+        .map_err(|e| StartError::Failed(e.to_string()))?
+        .public_key;
+    let root_key = match cfg.trust_root(&first_key) {
+        Some(k) => Some(k.parse().map_err(|e| {
+            StartError::Config(format!("root_key in {}: {e}", dir.config().display()))
+        })?),
+        None => None,
+    };
+    let db = Db::open(
+        &dir.db(),
+        cfg.code,
+        allow_rebuild_pending,
+        crate::db::Trust { signer, root_key },
+    )
+    .map_err(|e| match e {
+        e @ crate::db::DbError::OldFormat { .. } => StartError::Config(e.to_string()),
+        e => StartError::Failed(format!("cannot open the database: {e}")),
+    })?;
+    db.set_pending_rotation(pending);
     let store = dist_point::ContentStore::open(dir.content())
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let tz = cfg.tz().map_err(StartError::Config)?;
@@ -109,6 +129,48 @@ fn write_admin_file(dir: &DataDir, info: &AdminInfo) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, dir.admin())?;
     Ok(())
+}
+
+/// The trust clock: at the top, a signed checkpoint every `[trust] checkpoint_every`; at
+/// every site, the freeze alarm looked at when the newest checkpoint expires (and at least
+/// every minute).
+async fn trust_clock(site: Arc<Site>) {
+    loop {
+        let s = site.clone();
+        let next = tokio::task::spawn_blocking(
+            move || -> Result<std::time::Duration, crate::site::OpError> {
+                let now = chrono::Utc::now();
+                let mut wait = chrono::Duration::seconds(60);
+                if let Some(due) = s.checkpoint_if_due(now)? {
+                    wait = wait.min(due - now);
+                }
+                if let Some(v) = s.check_view(now)? {
+                    if !v.stale {
+                        wait = wait.min(v.expires - now);
+                    }
+                }
+                Ok(wait
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_millis(200)))
+            },
+        )
+        .await;
+        let wait = match next {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "trust clock: will try again in a minute");
+                std::time::Duration::from_secs(60)
+            }
+            Err(_) => return,
+        };
+        // A checkpoint may arrive with the log: look again then.
+        let grew = site.woken(crate::site::Wake::LogGrew);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = grew => {}
+        }
+    }
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -192,7 +254,10 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .map_err(|e| StartError::Failed(e.to_string()))?;
     site.load_boosts()
         .map_err(|e| StartError::Failed(e.to_string()))?;
+    site.start_trust()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
+    tokio::spawn(trust_clock(site.clone()));
     tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
     tokio::spawn(crate::net::serve_children(
         site.clone(),

@@ -10,7 +10,6 @@
 //! - [`catalog::sync::sync_now`]: the top site's catalog sync.
 //! - [`harness`]: a local hierarchy of real processes on 127.0.0.1, for the demo, the
 //!   end-to-end tests and the benchmarks.
-//!   end-to-end tests and the benchmarks.
 //!
 //! The folders say what each part is: [`sansio`] holds the pure cores (no I/O, no clock),
 //! [`db`] is the only user of sled, [`site`] owns the shared state of a running site, [`net`]
@@ -27,6 +26,8 @@ pub mod config;
 pub mod courier;
 pub mod daemon;
 pub mod db;
+#[cfg(feature = "forge")]
+pub mod forge;
 pub mod harness;
 pub mod net;
 pub mod publish;

@@ -283,6 +283,20 @@ pub fn link_courier(parent: &TestSite, child: &TestSite) -> String {
     harness::link_courier(&parent.site, &child.site).expect("courier link")
 }
 
+/// `child add --courier` at `parent` for `child` (before `parent` starts).
+pub fn courier_child_add(parent: &TestSite, child: &TestSite) {
+    let args = harness::child_add_args(&child.site, &child.code, true).expect("identity");
+    let v: Vec<&str> = args.iter().map(String::as_str).collect();
+    parent.cli(&v).ok();
+}
+
+/// `parent set --courier` at `child` for `parent` (whose trust root it takes).
+pub fn courier_parent_set(child: &TestSite, parent: &TestSite) {
+    let args = harness::parent_set_args(&parent.site, true).expect("identity");
+    let v: Vec<&str> = args.iter().map(String::as_str).collect();
+    child.cli(&v).ok();
+}
+
 /// `parent set` at `child` for the running `parent`.
 pub fn link_parent(child: &TestSite, parent: &TestSite) {
     harness::link_parent(&child.site, &parent.site).expect("parent set");
@@ -342,6 +356,35 @@ pub fn complete(site: &TestSite, pkg: &str, version: u64) -> bool {
             && r["chunks"].as_u64() > Some(0)
             && r["chunks_present"] == r["chunks"]
     })
+}
+
+/// `(origin, origin_seq)` of every event in `site`'s config log, in log order.
+pub fn log_keys(site: &TestSite) -> Vec<(String, u64)> {
+    let log = site.cli(&["log", "--json"]).json();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["origin"].as_str().unwrap().to_string(),
+                e["origin_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `adv create` of `pkg`'s program `program` for collection All at `site`: one more event.
+pub fn advertise(site: &TestSite, pkg: &str, program: &str) -> Run {
+    site.cli(&[
+        "adv",
+        "create",
+        "--package",
+        pkg,
+        "--program",
+        program,
+        "--collection",
+        "All",
+    ])
 }
 
 /// Status messages with id `id` at `site` (JSON rows).

@@ -11,21 +11,6 @@ fn snapshot(s: &TestSite) -> (String, Vec<(std::path::PathBuf, u64)>) {
     (s.cli(&["log", "--json"]).ok(), s.store_listing())
 }
 
-/// A new advertisement of `pkg` at `site`: one more config event.
-fn advertise(site: &TestSite, pkg: &str, program: &str) {
-    site.cli(&[
-        "adv",
-        "create",
-        "--package",
-        pkg,
-        "--program",
-        program,
-        "--collection",
-        "All",
-    ])
-    .ok();
-}
-
 fn log_len(s: &TestSite) -> usize {
     s.cli(&["log", "--json"]).json().as_array().unwrap().len()
 }
@@ -36,9 +21,10 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     let mut p01 = TestSite::init("P01");
     let mut s02 = TestSite::init("S02");
     link_child(&cen, &p01);
-    let pkey = tests::link_courier(&p01, &s02);
     cen.start();
     link_parent(&p01, &cen);
+    // After P01 knows the top: S02 takes its trust root from P01.
+    let pkey = tests::link_courier(&p01, &s02);
     p01.start();
     s02.start();
     let work = cen.tmp.path().to_path_buf();
@@ -87,7 +73,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     assert!(!messages(&p01, 40303).is_empty());
 
     // A second export carries only what is new: one event, no chunk.
-    advertise(&cen, &pkg, "Install");
+    tests::advertise(&cen, &pkg, "Install").ok();
     p01.wait_until(20, "the advert at P01", || {
         log_len(&p01) == log_len(&s02) + 1
     });
@@ -171,7 +157,7 @@ fn a_courier_site_gets_content_by_bundle_and_reports_back_by_receipt() {
     assert_eq!(snapshot(&s02), before);
 
     // Out of order: b3 after b2 is refused until b2 is in, naming the missing positions.
-    advertise(&cen, &pkg, "Repair");
+    tests::advertise(&cen, &pkg, "Repair").ok();
     p01.wait_until(20, "the second advert at P01", || {
         log_len(&p01) == log_len(&s02) + 2
     });

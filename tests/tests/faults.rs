@@ -26,6 +26,8 @@ fn through_proxy(faults: Faults) -> (TestSite, TestSite, UdpProxy) {
         &fp,
         "--pubkey",
         &key,
+        "--root-key",
+        &key,
     ])
     .ok();
     s01.start();

@@ -299,12 +299,14 @@ fn a_rogue_child_is_believed_only_for_itself_and_bounded() {
     // Reports in the name of the parent, of a stranger, and a claim that the parent is its
     // child: refused and counted; its own report is stored.
     let now = chrono::Utc::now();
-    let report = |origin: &str, body: Report| ReportEnvelope {
-        origin: schema::SiteCode::new(origin).unwrap(),
-        origin_seq: 1,
-        time: now,
-        body,
+    // Signed with the rogue's own (pinned, delegated) key: what is refused here is refused
+    // for its origin, not its signature.
+    let key = sender::identity::load_signing_key(rogue._dir.path()).unwrap();
+    let report_n = |origin: &str, seq: u64, body: Report| {
+        ReportEnvelope::signed(schema::SiteCode::new(origin).unwrap(), seq, now, body, &key)
+            .unwrap()
     };
+    let report = |origin: &str, body: Report| report_n(origin, 1, body);
     let status = |site: &str| {
         Report::Status(StatusMessage::new(
             schema::status::SITE_SERVER_STARTED,
@@ -326,10 +328,7 @@ fn a_rogue_child_is_believed_only_for_itself_and_bounded() {
                     schema::SiteCode::new("CEN").unwrap(),
                 ])),
             ),
-            ReportEnvelope {
-                origin_seq: 2,
-                ..report("S01", status("S01"))
-            },
+            report_n("S01", 2, status("S01")),
         ],
     });
     assert_eq!(rogue.recv(), Frame::ReportsAck { upto: 4 });

@@ -128,6 +128,8 @@ fn publish_list_republish_and_change() {
     assert_eq!(
         kinds,
         [
+            "site-key-delegated",
+            "checkpoint",
             "package-version-published",
             "package-version-published",
             "advertisement-created"
@@ -139,7 +141,7 @@ fn publish_list_republish_and_change() {
         .iter()
         .map(|e| e["origin_seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
 
     let msgs = site
         .cli(&["status", "messages", "--id", "40100", "--json"])

@@ -1,20 +1,11 @@
 //! Config log replication over QUIC between real processes on 127.0.0.1: CEN -> P01 -> S01.
 
-use tests::{link_child, link_child_as, link_parent, sample_tree, three_tiers, TestSite};
+use tests::{link_child, link_child_as, link_parent, log_keys, sample_tree, three_tiers, TestSite};
 
 /// Events of `site`'s log as (origin, origin_seq).
-fn log_keys(site: &TestSite) -> Vec<(String, u64)> {
-    let log = site.cli(&["log", "--json"]).json();
-    log.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["origin"].as_str().unwrap().to_string(),
-                e["origin_seq"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+/// The keys of `keys` whose origin is `origin`.
+fn of(keys: &[(String, u64)], origin: &str) -> Vec<(String, u64)> {
+    keys.iter().filter(|k| k.0 == origin).cloned().collect()
 }
 
 /// Origin sequence numbers of the status messages at `site` that `origin` raised.
@@ -49,9 +40,13 @@ fn events_flow_down_three_tiers_once_and_in_order() {
         "All",
     ])
     .ok();
-    let want = vec![("CEN".to_string(), 1), ("CEN".to_string(), 2)];
-    s01.wait_until(20, "CEN's events at S01", || log_keys(&s01) == want);
-    assert_eq!(log_keys(&p01), want);
+    // CEN's log: its trust events (its genesis, P01's key, a checkpoint), then the two.
+    let want = log_keys(&cen);
+    assert_eq!(want.len(), 5, "{want:?}");
+    s01.wait_until(20, "CEN's events at S01", || {
+        of(&log_keys(&s01), "CEN") == want
+    });
+    assert_eq!(of(&log_keys(&p01), "CEN"), want);
     let pkgs = s01.cli(&["package", "list", "--json"]).json();
     assert_eq!(pkgs[0]["id"], "CEN00001");
 
@@ -61,14 +56,15 @@ fn events_flow_down_three_tiers_once_and_in_order() {
         sites[0]["peer"] == "P01"
             && sites[0]["role"] == "child"
             && sites[0]["state"] == "active"
-            && sites[0]["config_cursor"] == 2
+            && sites[0]["config_cursor"] == want.len()
             && sites[0]["backlog_events"] == 0
     });
     let up = s01.cli(&["status", "sites", "--json"]).json();
     assert_eq!(up[0]["peer"], "P01");
     assert_eq!(up[0]["role"], "parent");
     assert_eq!(up[0]["state"], "active");
-    assert_eq!(up[0]["config_cursor"], 2);
+    // P01's log: CEN's events and P01's delegation of S01's key.
+    assert_eq!(up[0]["config_cursor"], log_keys(&p01).len());
     assert!(s01.cli(&["status", "sites"]).ok().contains("active"));
 
     // Reports flow up: S01's start message reaches CEN, with its origin, once.
@@ -84,11 +80,11 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     std::fs::write(src.join("README"), b"p01 edition\n").unwrap();
     p01.cli(&["package", "publish", "--source", &src_s, "--name", "Local"])
         .ok();
-    let want_s01 = vec![
-        ("CEN".to_string(), 1),
-        ("CEN".to_string(), 2),
-        ("P01".to_string(), 1),
-    ];
+    let want_s01 = log_keys(&p01);
+    assert_eq!(
+        of(&want_s01, "P01"),
+        [("P01".to_string(), 1), ("P01".to_string(), 2)]
+    );
     s01.wait_until(20, "P01's event at S01", || log_keys(&s01) == want_s01);
     assert_eq!(log_keys(&cen), want, "nothing flows up the config log");
 
@@ -108,8 +104,9 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     // P01 listens on an ephemeral port in tests: point S01 at its new one.
     link_parent(&s01, &p01);
     s01.start();
-    s01.wait_until(20, "the third CEN event at S01", || {
-        log_keys(&s01).iter().filter(|k| k.0 == "CEN").count() == 3
+    let cen_all: Vec<u64> = log_keys(&cen).iter().map(|k| k.1).collect();
+    s01.wait_until(20, "CEN's new event at S01", || {
+        log_keys(&s01).iter().filter(|k| k.0 == "CEN").count() == cen_all.len()
     });
     let keys = log_keys(&s01);
     let mut dedup = keys.clone();
@@ -117,7 +114,7 @@ fn events_flow_down_three_tiers_once_and_in_order() {
     dedup.dedup();
     assert_eq!(dedup.len(), keys.len(), "no event applied twice: {keys:?}");
     let cen_seqs: Vec<u64> = keys.iter().filter(|k| k.0 == "CEN").map(|k| k.1).collect();
-    assert_eq!(cen_seqs, [1, 2, 3], "in the parent's order");
+    assert_eq!(cen_seqs, cen_all, "in the parent's order");
 
     // After the restarts, every report of S01 is at CEN exactly once.
     let s01_own = report_seqs(&s01, "S01");
@@ -219,10 +216,19 @@ fn a_child_killed_while_catching_up_applies_every_event_once() {
         p01.kill9();
     }
     p01.start();
-    p01.wait_until(30, "all 61 events at P01", || log_keys(&p01).len() >= 61);
+    // 61 decided, after CEN's genesis, its delegation of P01 and its first checkpoint.
+    let n = log_keys(&cen).len();
+    assert_eq!(n, 64);
+    p01.wait_until(30, "all of CEN's events at P01", || {
+        log_keys(&p01).len() >= n
+    });
     let keys = log_keys(&p01);
     let seqs: Vec<u64> = keys.iter().map(|k| k.1).collect();
-    assert_eq!(seqs, (1..=61).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "each once, in order"
+    );
     let advs = p01.cli(&["adv", "list", "--json"]).json();
     assert_eq!(advs.as_array().unwrap().len(), 60);
 }

@@ -30,12 +30,14 @@ fn main() {
         },
         Frame::Events {
             first: 42,
-            events: vec![EventEnvelope {
-                origin: cen,
-                origin_seq: 9,
+            events: vec![EventEnvelope::signed(
+                cen,
+                9,
                 time,
-                body: ConfigEvent::SyncRequest { catalog_version: 3 },
-            }],
+                ConfigEvent::SyncRequest { catalog_version: 3 },
+                &ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            )
+            .expect("signs")],
         },
         Frame::EventsAck { upto: 42 },
         Frame::ChunkRequest {

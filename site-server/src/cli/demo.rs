@@ -233,8 +233,8 @@ fn set_parent(child: &LocalSite, parent: &LocalSite) -> Result<(), CliError> {
     )
 }
 
-/// A courier-only link: `child add --courier` at `parent`, `parent set --courier` at `child`.
-fn courier_link(parent: &LocalSite, child: &LocalSite) -> Result<(), CliError> {
+/// A courier-only link, first half: `child add --courier` at `parent` (before it starts).
+fn courier_child(parent: &LocalSite, child: &LocalSite) -> Result<(), CliError> {
     step_owned(
         parent,
         &format!(
@@ -242,7 +242,12 @@ fn courier_link(parent: &LocalSite, child: &LocalSite) -> Result<(), CliError> {
             parent.code, child.code
         ),
         &harness::child_add_args(child, &child.code, true)?,
-    )?;
+    )
+}
+
+/// A courier-only link, second half: `parent set --courier` at `child`, once `parent` knows
+/// the top (`child` takes its trust root from it).
+fn courier_parent(child: &LocalSite, parent: &LocalSite) -> Result<(), CliError> {
     step_owned(
         child,
         &format!(
@@ -280,7 +285,7 @@ fn start_site(site: &mut LocalSite) -> Result<(), CliError> {
 fn scenario(bins: &Bins, root: &Path, demo: &mut Demo) -> Result<(), CliError> {
     accept_child(demo.site("CEN"), demo.site("P01"))?;
     accept_child(demo.site("P01"), demo.site("S01"))?;
-    courier_link(demo.site("P01"), demo.site("S02"))?;
+    courier_child(demo.site("P01"), demo.site("S02"))?;
     for code in ["CEN", "P01", "S01"] {
         let dp = add_dp(bins, root, demo.site(code))?;
         demo.dps.push(dp);
@@ -301,6 +306,7 @@ fn scenario(bins: &Bins, root: &Path, demo: &mut Demo) -> Result<(), CliError> {
     )?;
     start_site(demo.site_mut("CEN"))?;
     set_parent(demo.site("P01"), demo.site("CEN"))?;
+    courier_parent(demo.site("S02"), demo.site("P01"))?;
     start_site(demo.site_mut("P01"))?;
     set_parent(demo.site("S01"), demo.site("P01"))?;
     start_site(demo.site_mut("S01"))?;

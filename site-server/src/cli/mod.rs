@@ -8,6 +8,7 @@ mod common;
 mod courier;
 mod demo;
 mod dp;
+mod key;
 mod links;
 mod package;
 mod sender;
@@ -114,6 +115,9 @@ pub enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Keys: rotate this site's, revoke one below, sign a checkpoint (top), show them all.
+    #[command(subcommand)]
+    Key(crate::cli::key::KeyCmd),
     /// Catalog sync (top site): sync now, sources and schedule, status of every site.
     #[command(subcommand)]
     Sync(crate::cli::sync::SyncCmd),
@@ -141,7 +145,7 @@ pub async fn run(cli: Cli) -> Res {
             api,
             root_key,
         } => init(&code, &data.dir(), listen, api, root_key.as_deref()),
-        Cmd::Identity { data, json } => identity(&data.dir(), json),
+        Cmd::Identity { data, json } => identity(&data.dir(), json).await,
         Cmd::Run { data } => Ok(site_server::daemon::run(data.dir()).await?),
         Cmd::Child(ChildCmd::Add {
             data,
@@ -198,6 +202,7 @@ pub async fn run(cli: Cli) -> Res {
         Cmd::Demo { keep } => crate::cli::demo::run(keep).await,
         Cmd::Courier(c) => crate::cli::courier::run(c).await,
         Cmd::Sync(c) => crate::cli::sync::run(c).await,
+        Cmd::Key(c) => crate::cli::key::run(c).await,
         Cmd::Catalog(c) => crate::cli::sync::catalog(c).await,
         Cmd::Status(StatusCmd::Sync { data, json }) => {
             crate::cli::sync::status(&data.dir(), json).await

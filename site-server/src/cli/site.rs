@@ -65,10 +65,19 @@ pub(super) fn init(
     Ok(())
 }
 
-pub(super) fn identity(dir: &DataDir, json: bool) -> Res {
+pub(super) async fn identity(dir: &DataDir, json: bool) -> Res {
     let cfg = SiteConfig::load(dir).map_err(|e| CliError::usage(e.to_string()))?;
     let p =
         sender::identity::load_public(&dir.root).map_err(|e| CliError::failed(e.to_string()))?;
+    // The keys of the tree as the running daemon holds them (none when it is stopped).
+    let keys: Option<site_server::site::KeysView> = if dir.admin().exists() {
+        match crate::cli::client::AdminClient::from_dir(dir) {
+            Ok(c) => c.get("/v1/keys").await.ok(),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     if json {
         return print_json(&serde_json::json!({
             "code": cfg.code,
@@ -77,6 +86,7 @@ pub(super) fn identity(dir: &DataDir, json: bool) -> Res {
             "listen": cfg.listen.to_string(),
             "api": cfg.api.to_string(),
             "root_key": cfg.trust_root(&p.public_key),
+            "keys": keys,
         }));
     }
     println!("code         {}", cfg.code);
@@ -88,6 +98,12 @@ pub(super) fn identity(dir: &DataDir, json: bool) -> Res {
         Some(k) => println!("root key     {k}"),
         None => {
             println!("root key     not set: give the top site's key with `parent set --root-key`")
+        }
+    }
+    if let Some(k) = &keys {
+        println!("origin key   {}", k.origin_key);
+        if let Some((key, from)) = &k.pending_key {
+            println!("rotating to  {key} from number {from} (waiting for the parent's delegation)");
         }
     }
     Ok(())

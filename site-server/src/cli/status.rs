@@ -247,6 +247,7 @@ pub(super) async fn sites(dir: &DataDir, json: bool) -> Res {
     if json {
         return print_json(&rows);
     }
+    let keys: site_server::site::KeysView = client.get("/v1/keys").await?;
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -311,6 +312,8 @@ pub(super) async fn sites(dir: &DataDir, json: bool) -> Res {
             &courier,
         );
     }
+    println!();
+    crate::cli::key::print_keys(&keys);
     Ok(())
 }
 

@@ -404,5 +404,10 @@ pub async fn status(dir: &DataDir, json: bool) -> Res {
         ],
         &table,
     );
+    let keys: site_server::site::KeysView = client.get("/v1/keys").await?;
+    match &keys.view_from_top {
+        Some(v) => println!("{}", v.line()),
+        None => println!("no checkpoint of the top yet"),
+    }
     Ok(())
 }

@@ -113,6 +113,17 @@ pub fn courier_state(child: SiteCode) -> Record {
     Record(format!("courier:{child}"))
 }
 
+/// The keys of this site's subtree, for verifying its children's reports (a `KeyRing` whose
+/// root is this site).
+pub(super) fn report_ring() -> Record {
+    Record("report-ring".into())
+}
+
+/// The freeze alarm's state: whether the last word was "stale".
+pub fn view_stale() -> Record {
+    Record("view-stale".into())
+}
+
 /// The last clean catalog sync (catalog version and each source's fingerprint).
 pub fn catalog_last_sync() -> Record {
     Record("catalog-last-sync".into())

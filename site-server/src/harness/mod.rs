@@ -516,6 +516,8 @@ pub fn parent_set_args(parent: &LocalSite, courier: bool) -> Result<Vec<String>>
         v.extend(["--addr".to_string(), parent.listen_addr()?]);
     }
     v.extend(["--fingerprint".to_string(), fp, "--pubkey".into(), key]);
+    // The trust root: the parent's (its own key at the top).
+    v.extend(["--root-key".to_string(), parent.identity_field("root_key")?]);
     Ok(v)
 }
 

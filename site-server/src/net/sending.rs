@@ -331,7 +331,10 @@ async fn queue_events(
         return Ok(());
     };
     let (first, last) = (events[0].0, *last);
-    let events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
+    #[allow(unused_mut)]
+    let mut events: Vec<EventEnvelope> = events.into_iter().map(|(_, e)| e).collect();
+    #[cfg(feature = "forge")]
+    crate::forge::withhold(&mut events);
     let (priority, boost) = batch_priority(site, &events);
     encoded.clear();
     schema::wire::encode_frame(&Frame::Events { first, events }, encoded)

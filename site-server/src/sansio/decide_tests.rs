@@ -166,6 +166,7 @@ impl Site {
             origin_seq: self.seq,
             time: self.ctx.now,
             body,
+            sig: schema::trust::Signature::MISSING,
         };
         projection::apply(&self.store, self.ctx.site, &env).unwrap();
     }
@@ -184,6 +185,7 @@ impl Site {
             origin_seq: seq,
             time: self.ctx.now,
             body,
+            sig: schema::trust::Signature::MISSING,
         };
         projection::apply(&self.store, self.ctx.site, &env).unwrap();
     }

@@ -12,6 +12,7 @@
 //! - [`sync_schedule`]: when the next scheduled catalog sync is.
 //! - [`refusals`]: refused connections counted per peer address, reported once per interval.
 //! - [`scope`]: which reports a child, and which events the parent, may send this site.
+//! - [`trust`]: which events and reports this site believes: signatures, authority, order.
 
 pub mod catalog_plan;
 pub mod child_asks;
@@ -23,6 +24,7 @@ pub mod projection;
 pub mod refusals;
 pub mod scope;
 pub mod sync_schedule;
+pub mod trust;
 
 #[cfg(test)]
 mod decide_tests;

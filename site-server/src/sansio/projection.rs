@@ -26,10 +26,11 @@ pub enum Table {
     Catalog,
     Meta,
     DpGroups,
+    Keys,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Packages,
         Table::Manifests,
         Table::Adverts,
@@ -37,6 +38,7 @@ impl Table {
         Table::Catalog,
         Table::Meta,
         Table::DpGroups,
+        Table::Keys,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -47,6 +49,7 @@ impl Table {
             Table::Catalog => "proj_catalog",
             Table::Meta => "proj_meta",
             Table::DpGroups => "proj_dp_groups",
+            Table::Keys => "proj_keys",
         }
     }
 }
@@ -353,8 +356,61 @@ pub fn apply<S: ProjectionStore>(
                 write(s, Table::DpGroups, GROUPS_KEY, &g)?;
             }
         }
+        // The key ring is kept by the trust check (`keyring`, `set_keyring`), which runs
+        // before this on every event.
+        ConfigEvent::SiteKeyDelegated(_) | ConfigEvent::SiteKeyRevoked { .. } => {}
+        ConfigEvent::Checkpoint { issued, expires } => {
+            let cp = CheckpointRecord {
+                origin: ev.origin,
+                seq: ev.origin_seq,
+                time: ev.time,
+                issued: *issued,
+                expires: *expires,
+            };
+            write(s, Table::Keys, CHECKPOINT_KEY, &cp)?;
+        }
     }
     write(s, Table::Meta, META_KEY, &m)
+}
+
+const RING_KEY: &[u8] = b"ring";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// The keys of the tree as this site's log has delegated them (none before the first check).
+pub fn keyring<S: ProjectionStore>(
+    s: &S,
+) -> Result<Option<schema::trust::KeyRing>, ProjError<S::Error>> {
+    read(s, Table::Keys, RING_KEY)
+}
+
+/// Stores the key ring after a trust check changed it.
+pub fn set_keyring<S: ProjectionStore>(
+    s: &S,
+    ring: &schema::trust::KeyRing,
+) -> Result<(), ProjError<S::Error>> {
+    write(s, Table::Keys, RING_KEY, ring)
+}
+
+/// The newest checkpoint of the top this site holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// The top site.
+    pub origin: SiteCode,
+    /// The checkpoint's own number.
+    pub seq: u64,
+    /// When the top signed it.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The newest of the top's numbers issued then.
+    pub issued: u64,
+    /// When it expires.
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
+/// The newest checkpoint applied, if any.
+pub fn checkpoint<S: ProjectionStore>(
+    s: &S,
+) -> Result<Option<CheckpointRecord>, ProjError<S::Error>> {
+    read(s, Table::Keys, CHECKPOINT_KEY)
 }
 
 /// The tables of a [`MemStore`].

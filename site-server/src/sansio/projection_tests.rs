@@ -36,6 +36,7 @@ fn env(origin: &str, seq: u64, body: ConfigEvent) -> EventEnvelope {
         origin_seq: seq,
         time: t0() + Duration::minutes(seq as i64),
         body,
+        sig: schema::trust::Signature::MISSING,
     }
 }
 
@@ -1139,6 +1140,24 @@ fn every_kind_log() -> Vec<EventEnvelope> {
                 until: None,
             },
         ),
+        env(
+            "TOP",
+            7,
+            ConfigEvent::SiteKeyDelegated(schema::trust::Delegation {
+                site: code("CEN"),
+                key: schema::trust::PublicKey([7; 32]),
+                valid_from: 1,
+            }),
+        ),
+        env("TOP", 8, ConfigEvent::SiteKeyRevoked { site: code("S01") }),
+        env(
+            "TOP",
+            9,
+            ConfigEvent::Checkpoint {
+                issued: 9,
+                expires: t0() + Duration::hours(24),
+            },
+        ),
     ]
 }
 
@@ -1148,7 +1167,7 @@ fn the_same_log_gives_the_same_bytes_in_two_fresh_stores() {
     let kinds: BTreeSet<&str> = log.iter().map(|e| e.body.kind()).collect();
     assert_eq!(
         kinds.len(),
-        13,
+        16,
         "the log has every kind of event: {kinds:?}"
     );
 

@@ -152,6 +152,7 @@ mod tests {
                 vec![],
                 vec![],
             )),
+            sig: schema::trust::Signature::MISSING,
         }
     }
 
@@ -161,6 +162,7 @@ mod tests {
             origin_seq: 1,
             time: t0(),
             body: Report::SiteData(SiteData::Children(kids.iter().map(|k| code(k)).collect())),
+            sig: schema::trust::Signature::MISSING,
         }
     }
 

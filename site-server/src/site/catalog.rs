@@ -224,6 +224,7 @@ mod tests {
                 v.map(Attribute::CatalogVersion).into_iter().collect(),
                 ins.iter().map(|s| s.to_string()).collect(),
             )),
+            sig: schema::trust::Signature::MISSING,
         }
     }
 

@@ -260,7 +260,7 @@ impl Site {
                 applied: 0,
                 skipped: ev.events.len() as u64,
                 cursor,
-                refused: Vec::new(),
+                ..Default::default()
             }
         } else {
             self.apply_parent_events(header.first, &ev.events)?

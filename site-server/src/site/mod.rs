@@ -18,6 +18,9 @@
 //!   requests) and the link states (written by `net` as links go up and down, read by
 //!   `status sites`). **Lock order: none.** Each is taken alone, for a closure that neither
 //!   awaits nor takes another of them nor writes the database; debug builds assert it.
+//! - The last refusal of an event from above (`last_refusal`, a `std` mutex taken alone for
+//!   a compare and a swap): written by the batch appliers, so that a parent that resends a
+//!   refused event raises one 40220, not one per attempt.
 //! - The catalog sync's turn ([`Site::sync_turn`], a tokio mutex) is held across a whole
 //!   sync, which takes the locks above only in the way just said.
 //! - Wake-ups are [`Wake`] signals: each says who sends it and who waits on it.
@@ -25,6 +28,7 @@
 mod catalog;
 mod courier;
 mod dps;
+mod keys;
 mod ops;
 mod views;
 
@@ -34,6 +38,7 @@ pub use courier::{
     BundleEvents, CourierState, ExportOutcome, ExportPlan, ImportOutcome, ReadReceipt, ReceiptState,
 };
 pub use dps::{DpGroupChange, DpInstall, DpRow, SiteDps};
+pub use keys::{load_origin_keys, KeysView, ViewFromTop};
 pub use ops::{set_child_policy, BoostView, LinkPolicyRequest, RetryRequest, SendersView};
 pub use views::{
     ContentRow, CourierLinkView, IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail,
@@ -70,6 +75,7 @@ pub struct Site {
     fetch: Mutex<FetchPlan>,
     sender: Mutex<Scheduler>,
     sync_turn: tokio::sync::Mutex<()>,
+    last_refusal: Mutex<Option<String>>,
 }
 
 /// A wake-up signal between the tasks of a site.
@@ -137,6 +143,7 @@ impl Site {
             fetch: Default::default(),
             sender: Mutex::new(sender),
             sync_turn: tokio::sync::Mutex::new(()),
+            last_refusal: Mutex::new(None),
         }
     }
 

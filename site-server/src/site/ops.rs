@@ -252,6 +252,18 @@ impl Site {
             })?;
         if o.applied > 0 {
             self.wake(Wake::ReportsGrew);
+            // A delegation may have arrived: of this site's rotated key, or of its own key
+            // (then it owes its children theirs); a checkpoint may clear the freeze alarm.
+            if let Err(e) = self
+                .promote_rotation()
+                .and_then(|_| self.owe_delegations())
+                .and_then(|_| self.check_view(ctx.now).map(drop))
+            {
+                tracing::warn!(error = %e, "cannot act on the keys after a batch from above");
+            }
+        }
+        if let Some((id, why)) = &o.stopped {
+            return Err(self.refused_from_parent(id, why));
         }
         Ok(o)
     }
@@ -278,6 +290,7 @@ impl Site {
         if o.applied > 0 {
             self.wake(Wake::ReportsGrew);
         }
+        self.delegate_rotations(&o.rotations);
         Ok(o)
     }
 

@@ -75,6 +75,9 @@ pub struct SiteLinkRow {
     /// A courier child: its last export and receipt, and the backlog the next export carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub courier: Option<CourierLinkView>,
+    /// The peer's keys as this site's log holds them (who delegated them, revoked or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<schema::trust::SiteKeyView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -363,7 +366,7 @@ impl Site {
             Report::Status(m) => {
                 q.since.is_none_or(|s| m.time >= s) && q.id.is_none_or(|id| m.id == id)
             }
-            Report::SiteData(_) => false,
+            Report::SiteData(_) | Report::Key(_) => false,
         };
         let rows = self.db.reports(1, q.limit.unwrap_or(usize::MAX), keep)?;
         Ok(rows
@@ -383,13 +386,15 @@ impl Site {
                     attributes: m.attributes,
                     insertion: m.insertion,
                 }),
-                Report::SiteData(_) => None,
+                Report::SiteData(_) | Report::Key(_) => None,
             })
             .collect())
     }
 
     /// Every configured link with its state, cursors and backlog.
     pub fn sites(&self) -> Result<Vec<SiteLinkRow>, OpError> {
+        let ring = self.db.keyring()?.map(|r| r.view()).unwrap_or_default();
+        let key_of = |site: SiteCode| ring.iter().find(|k| k.site == site).cloned();
         let now = Utc::now();
         let known = self.link_states();
         let status = |peer: SiteCode, role| {
@@ -407,6 +412,7 @@ impl Site {
                 backlog_events: 0,
                 backlog_bytes: 0,
                 courier: None,
+                keys: key_of(p.code),
             });
         }
         let len = self.db.counts()?.config_events;
@@ -436,6 +442,7 @@ impl Site {
                 backlog_events: events,
                 backlog_bytes: bytes,
                 courier,
+                keys: key_of(c.code),
             });
         }
         Ok(rows)
