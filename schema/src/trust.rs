@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The domain tag of a signed config event (format version 1 of its signed bytes).
-pub const EVENT_DOMAIN: &[u8] = b"siterep/event/v1\0";
-/// The domain tag of a signed report (format version 1 of its signed bytes).
-pub const REPORT_DOMAIN: &[u8] = b"siterep/report/v1\0";
+/// The domain tag of a signed config event (format version 2 of its signed bytes: the body by
+/// its BLAKE3).
+pub const EVENT_DOMAIN: &[u8] = b"siterep/event/v2\0";
+/// The domain tag of a signed report (format version 2 of its signed bytes).
+pub const REPORT_DOMAIN: &[u8] = b"siterep/report/v2\0";
 
 /// An ed25519 public key: a site's (or DP's, or machine's) delegated signing key. Written as
 /// 64 hex digits in JSON, as its 32 bytes in bincode.
@@ -175,16 +176,20 @@ pub enum TrustError {
 }
 
 /// The bytes an origin signs for a config event: [`EVENT_DOMAIN`], then origin, sequence
-/// number, time (seconds and nanoseconds since the epoch) and body in bincode's standard
-/// encoding. `body` is the event's body
+/// number and time (seconds and nanoseconds since the epoch) in bincode's standard encoding,
+/// then the BLAKE3 of the body's bincode standard encoding. `body` is the event's body
 /// (`ConfigEvent`), passed generically so that this module needs no event types.
+///
+/// The body is hashed as it is encoded (never held encoded whole), so that a big event (the
+/// whole Debian catalog in one delta) costs one pass of BLAKE3 and a signature over a few
+/// dozen bytes, not a buffer of its size and SHA-512 over it twice.
 pub fn event_bytes<B: Serialize>(
     origin: SiteCode,
     seq: u64,
     time: &chrono::DateTime<chrono::Utc>,
     body: &B,
 ) -> Result<Vec<u8>, TrustError> {
-    signed_bytes(EVENT_DOMAIN, &(origin, seq, instant(time), body))
+    signed_bytes(EVENT_DOMAIN, origin, seq, time, body)
 }
 
 /// The bytes an origin signs for a report: [`REPORT_DOMAIN`], then as [`event_bytes`].
@@ -194,7 +199,7 @@ pub fn report_bytes<B: Serialize>(
     time: &chrono::DateTime<chrono::Utc>,
     body: &B,
 ) -> Result<Vec<u8>, TrustError> {
-    signed_bytes(REPORT_DOMAIN, &(origin, seq, instant(time), body))
+    signed_bytes(REPORT_DOMAIN, origin, seq, time, body)
 }
 
 /// A time as seconds and nanoseconds since the epoch: its signed form does not depend on
@@ -203,12 +208,77 @@ fn instant(t: &chrono::DateTime<chrono::Utc>) -> (i64, u32) {
     (t.timestamp(), t.timestamp_subsec_nanos())
 }
 
-fn signed_bytes<T: Serialize>(domain: &[u8], value: &T) -> Result<Vec<u8>, TrustError> {
+fn signed_bytes<B: Serialize>(
+    domain: &[u8],
+    origin: SiteCode,
+    seq: u64,
+    time: &chrono::DateTime<chrono::Utc>,
+    body: &B,
+) -> Result<Vec<u8>, TrustError> {
+    let enc = |e: bincode::error::EncodeError| TrustError::Encode(e.to_string());
     let mut out = domain.to_vec();
-    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| TrustError::Encode(e.to_string()))?;
-    out.extend_from_slice(&body);
+    let head =
+        bincode::serde::encode_to_vec((origin, seq, instant(time)), bincode::config::standard())
+            .map_err(enc)?;
+    out.extend_from_slice(&head);
+    let mut w = HashWriter {
+        hasher: blake3::Hasher::new(),
+        buf: [0; HASH_BLOCK],
+        len: 0,
+    };
+    bincode::serde::encode_into_std_write(body, &mut w, bincode::config::standard())
+        .map_err(enc)?;
+    w.hasher.update(&w.buf[..w.len]);
+    out.extend_from_slice(w.hasher.finalize().as_bytes());
     Ok(out)
+}
+
+/// What BLAKE3 is handed at a time: 8 of its 1 KiB chunks, what its SIMD paths take at once.
+const HASH_BLOCK: usize = 8 << 10;
+
+/// Bincode writes field by field; this hands BLAKE3 whole blocks, from a buffer on the stack
+/// (no allocation per event, none of the body's size).
+struct HashWriter {
+    hasher: blake3::Hasher,
+    buf: [u8; HASH_BLOCK],
+    len: usize,
+}
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (HASH_BLOCK - self.len).min(data.len());
+            self.buf[self.len..self.len + take].copy_from_slice(&data[..take]);
+            self.len += take;
+            data = &data[take..];
+            if self.len == HASH_BLOCK {
+                self.hasher.update(&self.buf);
+                self.len = 0;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether every `(key, bytes, signature)` verifies: one batch verification (about three
+/// times cheaper per signature than one by one). `false` says only that one does not: check
+/// them one by one with [`verifies`] to find which.
+pub fn verify_all(items: &[(PublicKey, &[u8], Signature)]) -> bool {
+    let mut keys = Vec::with_capacity(items.len());
+    for (k, _, _) in items {
+        match ed25519_dalek::VerifyingKey::from_bytes(&k.0) {
+            Ok(vk) if !vk.is_weak() => keys.push(vk),
+            _ => return false,
+        }
+    }
+    let msgs: Vec<&[u8]> = items.iter().map(|(_, b, _)| *b).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = items.iter().map(|(_, _, s)| s.to_dalek()).collect();
+    ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
 }
 
 /// Signs `bytes` (from [`event_bytes`] or [`report_bytes`]).
@@ -673,6 +743,31 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_verifies_only_if_every_signature_does() {
+        let items: Vec<(PublicKey, Vec<u8>, Signature)> = (0..20u8)
+            .map(|i| {
+                let (b, s) = signed("CEN", i as u64 + 1, "x", i % 3 + 1);
+                (PublicKey::of(&key(i % 3 + 1)), b, s)
+            })
+            .collect();
+        let view = |v: &[(PublicKey, Vec<u8>, Signature)]| -> Vec<(PublicKey, Vec<u8>, Signature)> {
+            v.to_vec()
+        };
+        let as_refs = |v: &[(PublicKey, Vec<u8>, Signature)]| -> bool {
+            let r: Vec<(PublicKey, &[u8], Signature)> =
+                v.iter().map(|(k, b, s)| (*k, b.as_slice(), *s)).collect();
+            verify_all(&r)
+        };
+        assert!(as_refs(&items));
+        let mut bad = view(&items);
+        bad[7].2 = bad[8].2;
+        assert!(!as_refs(&bad));
+        let mut bad = view(&items);
+        bad[3].0 = PublicKey::of(&key(9));
+        assert!(!as_refs(&bad));
+    }
+
+    #[test]
     fn keys_print_and_parse_as_hex() {
         let k = PublicKey::of(&key(5));
         assert_eq!(k.to_string().parse::<PublicKey>(), Ok(k));
@@ -685,12 +780,14 @@ mod tests {
 
     #[test]
     fn signed_bytes_are_stable() {
-        // The canonical form is part of the format: this must never change within v1.
+        // The canonical form is part of the format: this must never change within v2.
         let b = event_bytes(code("CEN"), 1, &time(), &"x").unwrap();
         assert!(b.starts_with(EVENT_DOMAIN));
+        let body = bincode::serde::encode_to_vec("x", bincode::config::standard()).unwrap();
         assert_eq!(
             hex::encode(&b[EVENT_DOMAIN.len()..]),
-            "0343454e01fc000524d6000178"
+            format!("0343454e01fc000524d600{}", blake3::hash(&body).to_hex())
         );
+        assert_eq!(&body, b"\x01x");
     }
 }

@@ -61,6 +61,10 @@ pub enum DbError {
     FromParent(String),
     #[error("position {position} of the config log fails its check ({why}): the log was altered; restore the data directory from a backup")]
     Untrusted { position: u64, why: String },
+    /// Internal: a signature assumed good was not; the batch runs again, checked event by
+    /// event. Never returned to a caller.
+    #[error("a signature of the batch does not verify: checking it event by event")]
+    Reverify,
     #[error("the data directory holds format {found} records and this build reads only format {}: it was written by an older site-server (before origin signatures); initialize a new data directory (nothing older can be migrated)", encoding::FORMAT_VERSION)]
     OldFormat { found: u16 },
 }
@@ -117,6 +121,18 @@ pub struct Db {
     /// A rotation's new key and its first number, waiting for the parent's delegation; while
     /// set, this site originates no events. Written by [`Db::set_pending_rotation`].
     pending: std::sync::Mutex<Option<(SigningKey, u64)>>,
+}
+
+/// What is known of a batch's signatures while its transaction runs.
+enum Verified<'a> {
+    /// Being verified beside the transaction: the keys expected, and the answer (waited for
+    /// before the commit).
+    Assumed(
+        &'a [Option<PublicKey>],
+        &'a dyn Fn() -> &'a Vec<Option<PublicKey>>,
+    ),
+    /// Verified: the key each verified under, if it did.
+    Known(&'a [Option<PublicKey>]),
 }
 
 /// What a site signs with and trusts: its current origin key and the trust root.
@@ -560,15 +576,71 @@ impl Db {
         for env in events {
             scope::admit_from_parent(self.own, below, env.origin).map_err(DbError::FromParent)?;
         }
+        // The signatures are checked in one batch on a thread beside the transaction, under
+        // the keys the ring will hold for them (`expected_keys`); the transaction assumes
+        // they verify and, before it commits, waits for the answer. If one does not, it
+        // aborts and runs again with the answer known, stopping at that event.
+        let ring = if check { self.keyring()? } else { None };
+        let expected = match ring {
+            Some(ring) => trust::expected_keys(&ring, events),
+            None => vec![None; events.len()],
+        };
+        let indexed: Vec<(usize, &EventEnvelope)> = events.iter().enumerate().collect();
+        std::thread::scope(|sc| {
+            let worker = (check && events.len() > 1)
+                .then(|| sc.spawn(|| trust::verify_expected(events, &expected)));
+            let worker = std::cell::RefCell::new(worker);
+            let answer: std::cell::OnceCell<Vec<Option<PublicKey>>> = Default::default();
+            let verified = || {
+                answer.get_or_init(|| match worker.borrow_mut().take() {
+                    Some(h) => h.join().unwrap_or_else(|_| vec![None; events.len()]),
+                    None => trust::verify_expected(events, &expected),
+                })
+            };
+            let first_try = self.apply_parent_tx(
+                first,
+                &indexed,
+                now,
+                &raise,
+                check.then_some(Verified::Assumed(&expected, &verified)),
+            );
+            match first_try {
+                Err(DbError::Reverify) => self.apply_parent_tx(
+                    first,
+                    &indexed,
+                    now,
+                    &raise,
+                    check.then_some(Verified::Known(verified())),
+                ),
+                other => other,
+            }
+        })
+    }
+
+    /// One transaction of [`Db::apply_parent_batch`]: `verified` says what is known of the
+    /// signatures (`None`: no trust check at all, for the benchmark).
+    fn apply_parent_tx(
+        &self,
+        first: u64,
+        events: &[(usize, &EventEnvelope)],
+        now: DateTime<Utc>,
+        raise: &impl Fn(&EventEnvelope) -> Option<Report>,
+        verified: Option<Verified<'_>>,
+    ) -> Result<BatchOutcome, DbError> {
         let signer = self.signer();
-        // The ring as this attempt of the transaction has it (sled may run it again).
+        // The ring as this attempt of the transaction has it (sled may run it again), and
+        // the events it applied assuming their signatures verify.
         let ring: std::cell::RefCell<Option<KeyRing>> = std::cell::RefCell::new(None);
+        let assumed: std::cell::RefCell<Vec<(usize, PublicKey)>> = Default::default();
         self.apply_batch_with(
             &parent_applied(),
             first,
             events,
-            || *ring.borrow_mut() = None,
-            |tx, env| {
+            || {
+                *ring.borrow_mut() = None;
+                assumed.borrow_mut().clear();
+            },
+            |tx, &(i, env)| {
                 let id = format!("{}:{}", env.origin, env.origin_seq);
                 if tx[DEDUPE]
                     .get(keys::dedupe(b'c', env.origin, env.origin_seq))?
@@ -583,25 +655,49 @@ impl Db {
                 let Some(r) = slot.as_mut() else {
                     return Ok(Appended::Stop(id, NO_ROOT.into()));
                 };
-                if !check {
-                    let new = append_config_tx(tx, self.own, env)?;
-                    return Ok(new.into());
-                }
-                let prev = env.origin_seq <= 1
-                    || tx[DEDUPE]
-                        .get(keys::dedupe(b'c', env.origin, env.origin_seq - 1))?
-                        .is_some();
-                if let Err(why) = trust::admit_event(r, env, prev) {
-                    return Ok(Appended::Stop(id, why));
-                }
-                if is_key_event(env) {
-                    projection::set_keyring(&TxView(tx), r).map_err(lift)?;
+                if let Some(v) = &verified {
+                    let prev = env.origin_seq <= 1
+                        || tx[DEDUPE]
+                            .get(keys::dedupe(b'c', env.origin, env.origin_seq - 1))?
+                            .is_some();
+                    let admitted = match v {
+                        Verified::Assumed(expected, _) => {
+                            let now_key = r.key_for(env.origin, env.origin_seq).ok();
+                            match now_key.filter(|k| Some(*k) == expected[i]) {
+                                Some(k) => {
+                                    assumed.borrow_mut().push((i, k));
+                                    trust::check_order(env, prev)
+                                        .and_then(|_| trust::apply_authorized(r, env))
+                                }
+                                None => trust::admit_event(r, env, prev),
+                            }
+                        }
+                        Verified::Known(known) => {
+                            trust::admit_event_verified(r, env, prev, known[i])
+                        }
+                    };
+                    if let Err(why) = admitted {
+                        return Ok(Appended::Stop(id, why));
+                    }
+                    if is_key_event(env) {
+                        projection::set_keyring(&TxView(tx), r).map_err(lift)?;
+                    }
                 }
                 let new = append_config_tx(tx, self.own, env)?;
                 if let Some(rep) = raise(env).filter(|_| new) {
                     append_own_report_tx(tx, self.own, &signer, now, rep)?;
                 }
                 Ok(new.into())
+            },
+            |_| {
+                // Before the commit: every signature assumed good must be.
+                if let Some(Verified::Assumed(_, answer)) = &verified {
+                    let known = answer();
+                    if assumed.borrow().iter().any(|(i, k)| known[*i] != Some(*k)) {
+                        return Err(ConflictableTransactionError::Abort(DbError::Reverify));
+                    }
+                }
+                Ok(())
             },
         )
     }
@@ -666,6 +762,7 @@ impl Db {
                 sc.learn(env);
                 Ok(new.into())
             },
+            |_| Ok(()),
         )?;
         o.rotations = rotations.into_inner();
         Ok(o)
@@ -727,11 +824,12 @@ impl Db {
         items: &[T],
         append: impl Fn(&[TransactionalTree], &T) -> TxResult<Appended>,
     ) -> Result<BatchOutcome, DbError> {
-        self.apply_batch_with(key, first, items, || {}, append)
+        self.apply_batch_with(key, first, items, || {}, append, |_| Ok(()))
     }
 
     /// As [`Db::apply_batch`], calling `begin` at the start of every attempt of the
-    /// transaction (sled may run it more than once).
+    /// transaction (sled may run it more than once) and `finish` before it commits (an error
+    /// aborts it).
     fn apply_batch_with<T>(
         &self,
         key: &Cursor,
@@ -739,6 +837,7 @@ impl Db {
         items: &[T],
         begin: impl Fn(),
         append: impl Fn(&[TransactionalTree], &T) -> TxResult<Appended>,
+        finish: impl Fn(&BatchOutcome) -> TxResult<()>,
     ) -> Result<BatchOutcome, DbError> {
         let out = unwrap_tx(self.trees[..].transaction(|tx| -> TxResult<BatchOutcome> {
             begin();
@@ -774,6 +873,7 @@ impl Db {
                 }
                 o.cursor = pos;
             }
+            finish(&o)?;
             tx[CURSORS].insert(key.bytes(), &o.cursor.to_be_bytes())?;
             Ok(o)
         }))?;

@@ -17,7 +17,7 @@
 
 use schema::event::{ConfigEvent, DistributionTarget, EventEnvelope};
 use schema::report::{KeyReport, Report, ReportEnvelope};
-use schema::trust::{KeyRing, TrustError};
+use schema::trust::{KeyRing, PublicKey, TrustError};
 use schema::SiteCode;
 
 /// Checks `env` against `ring` and, if it is believed, applies what it changes to the ring
@@ -31,6 +31,70 @@ pub fn admit_event(
     check_order(env, prev_applied)?;
     verify_event(ring, env)?;
     apply_authorized(ring, env)
+}
+
+/// As [`admit_event`] for an event whose signature was already verified under `verified`
+/// (by a batch check run beside the transaction): if that is the key the ring holds for it
+/// now, the signature is not checked again.
+pub fn admit_event_verified(
+    ring: &mut KeyRing,
+    env: &EventEnvelope,
+    prev_applied: bool,
+    verified: Option<PublicKey>,
+) -> Result<(), String> {
+    check_order(env, prev_applied)?;
+    let now = ring.key_for(env.origin, env.origin_seq).ok();
+    if verified.is_none() || verified != now {
+        verify_event(ring, env)?;
+    }
+    apply_authorized(ring, env)
+}
+
+/// The key each event of a batch will be checked against, as the ring will stand when its
+/// turn comes (a delegation or revocation earlier in the batch counts); `None` where there
+/// is none (the check will refuse it).
+pub fn expected_keys(ring: &KeyRing, events: &[EventEnvelope]) -> Vec<Option<PublicKey>> {
+    let mut r = ring.clone();
+    events
+        .iter()
+        .map(|env| {
+            let k = r.key_for(env.origin, env.origin_seq).ok();
+            if matches!(
+                env.body,
+                ConfigEvent::SiteKeyDelegated(_) | ConfigEvent::SiteKeyRevoked { .. }
+            ) {
+                let _ = apply_authorized(&mut r, env);
+            }
+            k
+        })
+        .collect()
+}
+
+/// Which events verify under their `expected` key: all at once when they all do (one batch
+/// verification), else one by one. `Some(key)` for each that does.
+pub fn verify_expected(
+    events: &[EventEnvelope],
+    expected: &[Option<PublicKey>],
+) -> Vec<Option<PublicKey>> {
+    let bytes: Vec<Option<Vec<u8>>> = events.iter().map(|e| e.signed_bytes().ok()).collect();
+    let items: Vec<(PublicKey, &[u8], schema::trust::Signature)> = events
+        .iter()
+        .zip(expected)
+        .zip(&bytes)
+        .filter_map(|((e, k), b)| Some(((*k)?, b.as_deref()?, e.sig)))
+        .collect();
+    if items.len() == events.len() && schema::trust::verify_all(&items) {
+        return expected.to_vec();
+    }
+    events
+        .iter()
+        .zip(expected)
+        .zip(&bytes)
+        .map(|((e, k), b)| {
+            let (k, b) = ((*k)?, b.as_deref()?);
+            schema::trust::verifies(&k, b, &e.sig).then_some(k)
+        })
+        .collect()
 }
 
 /// The contiguity rule: `env`'s number follows one already applied.
@@ -231,6 +295,39 @@ mod tests {
         admit_event(&mut r, &ev("P01", 3, retire("P0100001"), 2), true).unwrap();
         // CEN may change anything below it.
         admit_event(&mut r, &ev("CEN", 4, retire("P0100001"), 1), true).unwrap();
+    }
+
+    #[test]
+    fn a_batch_is_verified_under_the_keys_it_will_meet() {
+        let r = tree();
+        // P01 rotates in the middle of the batch: its next event is checked with the new key.
+        let batch = vec![
+            ev("CEN", 4, retire("CEN00001"), 1),
+            ev("P01", 2, deleg("S01", 30, 2), 2),
+            ev("S01", 1, retire("S0100001"), 3),
+            ev("S01", 2, retire("S0100001"), 30),
+        ];
+        let expected = expected_keys(&r, &batch);
+        let keys: Vec<Option<PublicKey>> = [1, 2, 3, 30]
+            .iter()
+            .map(|k| Some(PublicKey::of(&key(*k))))
+            .collect();
+        assert_eq!(expected, keys);
+        assert_eq!(verify_expected(&batch, &expected), keys);
+        // A forged one among them is found, the rest still verify.
+        let mut forged = batch.clone();
+        forged[2] = ev("S01", 1, retire("S0100001"), 2);
+        let v = verify_expected(&forged, &expected);
+        assert_eq!(v[2], None);
+        assert_eq!((v[0], v[1], v[3]), (keys[0], keys[1], keys[3]));
+        // What the batch check verified is not checked again; what it did not is, and fails.
+        let mut ring = r.clone();
+        admit_event_verified(&mut ring, &forged[0], true, v[0]).unwrap();
+        let e = admit_event_verified(&mut r.clone(), &forged[2], false, v[2]).unwrap_err();
+        assert!(
+            e.contains("does not verify with S01's delegated key"),
+            "{e}"
+        );
     }
 
     #[test]
