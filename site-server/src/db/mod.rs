@@ -2134,6 +2134,43 @@ mod tests {
     }
 
     #[test]
+    fn a_data_directory_of_the_previous_format_is_refused_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("db");
+        let db = open_test(&path, "CEN", false).unwrap();
+        // A record as format 1 wrote it: the same header with version 1.
+        let mut old = encoding::encode(&db.log(1, 1).unwrap()[0].1).unwrap();
+        old[2..4].copy_from_slice(&1u16.to_le_bytes());
+        db.trees[LOG].insert(1u64.to_be_bytes(), old).unwrap();
+        db.db.flush().unwrap();
+        drop(db);
+        let err = open_test(&path, "CEN", false).err().expect("refused");
+        assert!(matches!(err, DbError::OldFormat { found: 1 }), "{err}");
+        assert!(
+            err.to_string().contains("initialize a new data directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_log_altered_on_disk_fails_the_rebuild() {
+        let (_d, db) = populated();
+        // CEN's own event at position 3, re-signed by another key, written under the log.
+        let (pos, mut env) = db.log(3, 1).unwrap().remove(0);
+        assert_eq!(env.origin, code("CEN"));
+        env = signed_event("P02", env.origin_seq, env.time, env.body.clone());
+        env.origin = code("CEN");
+        db.trees[LOG]
+            .insert(pos.to_be_bytes(), encoding::encode(&env).unwrap())
+            .unwrap();
+        let err = db.rebuild().unwrap_err();
+        assert!(
+            matches!(&err, DbError::Untrusted { position: 3, why } if why.contains("does not verify")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn rebuild_repairs_damaged_projections_and_guards_interruptions() {
         let (d, db) = populated();
         let good = db.projection_dump().unwrap();
