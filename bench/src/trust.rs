@@ -88,8 +88,18 @@ fn top_log(n: usize) -> Result<Vec<EventEnvelope>> {
     Ok(out)
 }
 
-/// Events per second applying `log` to a fresh P01 database, checked or not.
-fn apply_rate(dir: &Path, log: &[EventEnvelope], checked: bool) -> Result<f64> {
+/// CPU seconds (user + system) this process has used.
+fn cpu_secs() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Events per second applying `log` to a fresh P01 database, checked or not, and the cores
+/// kept busy meanwhile (CPU seconds over wall seconds).
+fn apply_rate(dir: &Path, log: &[EventEnvelope], checked: bool) -> Result<(f64, f64)> {
     let _ = std::fs::remove_dir_all(dir);
     let db = Db::open(
         dir,
@@ -103,6 +113,7 @@ fn apply_rate(dir: &Path, log: &[EventEnvelope], checked: bool) -> Result<f64> {
     let below = Default::default();
     let now = chrono::Utc::now();
     let t = Instant::now();
+    let cpu = cpu_secs();
     for (i, batch) in log.chunks(BATCH).enumerate() {
         let first = (i * BATCH) as u64 + 1;
         let o = if checked {
@@ -119,10 +130,11 @@ fn apply_rate(dir: &Path, log: &[EventEnvelope], checked: bool) -> Result<f64> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
+    let busy = (cpu_secs() - cpu) / secs;
     if db.counts()?.config_events != log.len() as u64 {
         bail!("not every event was applied");
     }
-    Ok(log.len() as f64 / secs)
+    Ok((log.len() as f64 / secs, busy))
 }
 
 /// (sign ms, verify ms, event bytes, records) of one delta event of the whole `index`.
@@ -162,7 +174,9 @@ fn catalog_delta(index: &Path) -> Result<(f64, f64, usize, usize)> {
 pub fn run(work: &Path, events: usize, runs: usize, latency: usize, index: &Path) -> Result<()> {
     std::fs::create_dir_all(work)?;
     let log = top_log(events)?;
-    println!("run  checked events/s  unchecked events/s  checked/unchecked");
+    println!(
+        "run  checked events/s (cores busy)  unchecked events/s (cores busy)  checked/unchecked"
+    );
     let (mut checked, mut unchecked, mut ratios) = (vec![], vec![], vec![]);
     for run in 0..runs {
         // Alternate which goes first, so neither always has the warmer page cache.
@@ -173,7 +187,11 @@ pub fn run(work: &Path, events: usize, runs: usize, latency: usize, index: &Path
             let u = apply_rate(&work.join("unchecked"), &log, false)?;
             (apply_rate(&work.join("checked"), &log, true)?, u)
         };
-        println!("{run:>3}  {c:>16.0}  {u:>18.0}  {:>17.3}", c / u);
+        let ((c, cb), (u, ub)) = (c, u);
+        println!(
+            "{run:>3}  {c:>16.0} ({cb:>4.2})  {u:>24.0} ({ub:>4.2})  {:>17.3}",
+            c / u
+        );
         checked.push(c);
         unchecked.push(u);
         ratios.push(c / u);
