@@ -76,6 +76,7 @@ fn top_log(n: usize) -> Result<Vec<EventEnvelope>> {
             mandatory: vec![],
             time_basis: TimeBasis::Utc,
             enabled: true,
+            run: Default::default(),
         };
         out.push(EventEnvelope::signed(
             code("CEN"),

@@ -36,6 +36,37 @@ pub struct Advertisement {
     pub time_basis: TimeBasis,
     /// True until the advertisement is disabled; disabling sets it false and keeps the rest.
     pub enabled: bool,
+    /// How agents run it: the recurring schedule, the time limit and re-runs.
+    pub run: RunOptions,
+}
+
+/// How an agent runs an advertised program beyond its start and mandatory times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// A recurring mandatory schedule from `start`, in seconds (`7d`: every 7 days); an agent
+    /// whose last run failed runs it again at each recurrence.
+    pub recurring_secs: Option<u64>,
+    /// How long the program may run before the agent kills it and reports a failure.
+    pub timeout_secs: u32,
+    /// The re-run generation: every `adv rerun` adds one, and an agent whose last run was of
+    /// an older generation runs the program again.
+    pub rerun: u32,
+    /// Whether the last re-run asked only the machines whose last run failed.
+    pub rerun_failed_only: bool,
+}
+
+/// The installer timeout of the seed documents: 30 minutes.
+pub const DEFAULT_TIMEOUT_SECS: u32 = 30 * 60;
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            recurring_secs: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            rerun: 0,
+            rerun_failed_only: false,
+        }
+    }
 }
 
 /// A program of a package: the command a client runs and how to read its exit code.

@@ -14,8 +14,9 @@ use std::io::Read;
 
 /// The first two bytes of every record.
 pub const MAGIC: [u8; 2] = *b"SR";
-/// The format version this build writes, and the only one it reads.
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this build writes, and the only one it reads (1: before origin
+/// signatures; 2: before advertisement run options, collections and machine approvals).
+pub const FORMAT_VERSION: u16 = 3;
 const HEADER_LEN: usize = 5;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
@@ -57,7 +58,7 @@ pub enum DecodeError {
     #[error("not a siterep record (magic {0:02x?}, expected \"SR\")")]
     Magic([u8; 2]),
     /// Written in a format version other than [`FORMAT_VERSION`] (by another build).
-    #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION}): {}", if *found < FORMAT_VERSION { "it was written by an older site-server (format 1 has no origin signatures); initialize a new data directory, nothing older can be migrated" } else { "upgrade site-server" })]
+    #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION}): {}", if *found < FORMAT_VERSION { "it was written by an older site-server (format 1 has no origin signatures, format 2 no agent policy); initialize a new data directory, nothing older can be migrated" } else { "upgrade site-server" })]
     Version {
         /// The version the record's header carries.
         found: u16,

@@ -3,8 +3,9 @@
 use crate::advert::Advertisement;
 use crate::catalog::CatalogDelta;
 use crate::ids::{AdvertisementId, ManifestId, PackageId, SiteCode};
+use crate::machine::Collection;
 use crate::manifest::Manifest;
-use crate::trust::{self, Delegation, Signature, TrustError};
+use crate::trust::{self, Delegation, PublicKey, Signature, TrustError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -233,6 +234,31 @@ pub enum ConfigEvent {
         /// When a site holding no newer checkpoint should say its view is stale.
         expires: DateTime<Utc>,
     },
+    /// A collection is created, or its rules and members replaced whole.
+    CollectionSet(Collection),
+    /// A machine may use the distribution points of `site`, with `key`: its agent's requests
+    /// and reports are believed when signed by it. A later approval of the same name
+    /// replaces the key.
+    MachineApproved {
+        /// The machine's site.
+        site: SiteCode,
+        /// Its name.
+        name: String,
+        /// Its agent's key.
+        key: PublicKey,
+    },
+    /// Whether `site` approves every new machine by itself (ConfigMgr's automatic approval).
+    AutoApproval {
+        /// The site.
+        site: SiteCode,
+        /// On or off.
+        enabled: bool,
+    },
+    /// A disabled advertisement is enabled again.
+    AdvertisementEnabled {
+        /// The advertisement.
+        id: AdvertisementId,
+    },
 }
 
 /// A distribution point in the tree: its site and its id there (`S01/DP1`).
@@ -270,6 +296,10 @@ impl ConfigEvent {
             ConfigEvent::SiteKeyDelegated(_) => "site-key-delegated",
             ConfigEvent::SiteKeyRevoked { .. } => "site-key-revoked",
             ConfigEvent::Checkpoint { .. } => "checkpoint",
+            ConfigEvent::CollectionSet(_) => "collection-set",
+            ConfigEvent::MachineApproved { .. } => "machine-approved",
+            ConfigEvent::AutoApproval { .. } => "auto-approval",
+            ConfigEvent::AdvertisementEnabled { .. } => "advertisement-enabled",
         }
     }
 
@@ -341,6 +371,30 @@ impl ConfigEvent {
             ConfigEvent::Checkpoint { issued, expires } => {
                 format!("the top has issued up to {issued}; this view expires {expires}")
             }
+            ConfigEvent::CollectionSet(c) => {
+                let rules: Vec<String> = c.rules.iter().map(|r| r.to_string()).collect();
+                format!(
+                    "collection {:?}: rules [{}] members [{}]",
+                    c.name,
+                    rules.join("; "),
+                    c.members.join(", ")
+                )
+            }
+            ConfigEvent::MachineApproved { site, name, key } => {
+                format!(
+                    "machine {site}/{name} approved with {}",
+                    &key.to_string()[..16]
+                )
+            }
+            ConfigEvent::AutoApproval { site, enabled } => format!(
+                "{site} approves new machines {}",
+                if *enabled {
+                    "automatically"
+                } else {
+                    "only by the operator"
+                }
+            ),
+            ConfigEvent::AdvertisementEnabled { id } => id.to_string(),
         }
     }
 }

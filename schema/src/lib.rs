@@ -27,6 +27,7 @@ pub mod chunking;
 pub mod encoding;
 pub mod event;
 pub mod ids;
+pub mod machine;
 pub mod manifest;
 pub mod report;
 pub mod status;

@@ -121,6 +121,10 @@ pub enum Attribute {
     Collection(String),
     /// The catalog version a message is about (catalog sync).
     CatalogVersion(u64),
+    /// A program's exit code (advertised programs).
+    ExitCode(i32),
+    /// An advertisement's re-run generation a run belongs to.
+    Rerun(u32),
 }
 
 impl StatusMessage {
@@ -180,6 +184,8 @@ pub enum SiteData {
     /// The site's child sites (sorted), so that every site above knows its whole subtree
     /// (to validate targets, and to fetch content on the way to a deeper site).
     Children(Vec<SiteCode>),
+    /// What one of the site's machines says it is (its agent's inventory).
+    Machine(crate::machine::Inventory),
 }
 
 /// A distribution point as its site reports it up the tree.

@@ -89,6 +89,17 @@ pub const CATALOG_SYNC_COMPLETED: u32 = 6702;
 /// A catalog sync failed at one source (one per failing source).
 pub const CATALOG_SYNC_FAILED: u32 = 6703;
 
+// `advertised_programs_client` (SMS's Advertised Programs Client ids)
+
+/// Agent: it received an advertisement for its machine (the machine is in the collection).
+pub const PROGRAM_RECEIVED: u32 = 10002;
+/// Agent: the advertised program started.
+pub const PROGRAM_STARTED: u32 = 10005;
+/// Agent: the advertised program failed (exit code and the last lines of its output).
+pub const PROGRAM_FAILED: u32 = 10006;
+/// Agent: the advertised program completed successfully (exit code).
+pub const PROGRAM_SUCCEEDED: u32 = 10008;
+
 // `advertisement`
 
 /// Client: no installation window is scheduled (early start); the install waits to retry.
@@ -153,6 +164,12 @@ pub const ADVERTISEMENT_CREATED: u32 = 40110;
 pub const ADVERTISEMENT_CHANGED: u32 = 40111;
 /// An advertisement was disabled.
 pub const ADVERTISEMENT_DISABLED: u32 = 40112;
+/// An advertisement was enabled again.
+pub const ADVERTISEMENT_ENABLED: u32 = 40113;
+/// An advertisement is to run again (on every machine, or on those whose run failed).
+pub const ADVERTISEMENT_RERUN: u32 = 40114;
+/// A collection was created or its rules changed.
+pub const COLLECTION_SET: u32 = 40115;
 
 // `distribution_manager`
 
@@ -257,6 +274,28 @@ pub const COURIER_RECEIPT_IMPORTED: u32 = 40303;
 /// A site below the top applied a new software-update catalog version from its parent.
 pub const CATALOG_VERSION_APPLIED: u32 = 40400;
 
+// `advertised_programs_client` (this system's block)
+
+/// Agent: the program found its software already installed.
+pub const PROGRAM_ALREADY_INSTALLED: u32 = 40500;
+/// Agent: the program does not apply to the machine.
+pub const PROGRAM_NOT_APPLICABLE: u32 = 40501;
+/// Agent: the package could not be downloaded or verified; nothing ran.
+pub const PROGRAM_DOWNLOAD_FAILED: u32 = 40502;
+/// Agent: the program could not start, ran past its time limit, or the agent stopped
+/// during the run.
+pub const PROGRAM_ERROR: u32 = 40503;
+
+// `machine_manager`
+
+/// A machine asked to be approved at this site (once per name and key).
+pub const MACHINE_AWAITS_APPROVAL: u32 = 40510;
+/// A machine was approved at this site, by the operator or automatically.
+pub const MACHINE_APPROVED: u32 = 40511;
+/// A distribution point refused agent requests (unapproved machine, wrong key, bad
+/// signature), counted over a minute.
+pub const AGENT_REQUESTS_REFUSED: u32 = 40512;
+
 /// Every id of [`CATALOGUE`], by its constant, in the same order.
 pub const ALL_IDS: &[u32] = &[
     DP_DISTRIBUTION_COMPLETE,
@@ -267,6 +306,10 @@ pub const ALL_IDS: &[u32] = &[
     CATALOG_SYNC_STARTED,
     CATALOG_SYNC_COMPLETED,
     CATALOG_SYNC_FAILED,
+    PROGRAM_RECEIVED,
+    PROGRAM_STARTED,
+    PROGRAM_FAILED,
+    PROGRAM_SUCCEEDED,
     INSTALL_NO_WINDOW_EARLY_START,
     INSTALL_NO_WINDOW_LATE_START,
     INSTALL_RESCHEDULED_BY_USER,
@@ -293,6 +336,9 @@ pub const ALL_IDS: &[u32] = &[
     ADVERTISEMENT_CREATED,
     ADVERTISEMENT_CHANGED,
     ADVERTISEMENT_DISABLED,
+    ADVERTISEMENT_ENABLED,
+    ADVERTISEMENT_RERUN,
+    COLLECTION_SET,
     PACKAGE_TARGETED,
     PACKAGE_UNTARGETED,
     SENDER_EMERGENCY_BOOST,
@@ -326,6 +372,13 @@ pub const ALL_IDS: &[u32] = &[
     COURIER_FILE_REFUSED,
     COURIER_RECEIPT_IMPORTED,
     CATALOG_VERSION_APPLIED,
+    PROGRAM_ALREADY_INSTALLED,
+    PROGRAM_NOT_APPLICABLE,
+    PROGRAM_DOWNLOAD_FAILED,
+    PROGRAM_ERROR,
+    MACHINE_AWAITS_APPROVAL,
+    MACHINE_APPROVED,
+    AGENT_REQUESTS_REFUSED,
 ];
 
 /// The whole catalogue, sorted by id. The README's table is generated from this one
@@ -374,6 +427,30 @@ pub const CATALOGUE: &[MessageDef] = &[
         "Catalog sync completed: catalog version %1 (%2 added, %3 revised, %4 expired, %5 superseded; %6 update(s) in all).",
     ),
     def(CATALOG_SYNC_FAILED, Error, "catalog_sync", "Catalog sync failed at source %1: %2"),
+    def(
+        PROGRAM_RECEIVED,
+        Info,
+        "advertised_programs_client",
+        "The program of advertisement %1 was received.",
+    ),
+    def(
+        PROGRAM_STARTED,
+        Info,
+        "advertised_programs_client",
+        "The program of advertisement %1 started.",
+    ),
+    def(
+        PROGRAM_FAILED,
+        Error,
+        "advertised_programs_client",
+        "The program of advertisement %1 failed with exit code %2. Output: %3",
+    ),
+    def(
+        PROGRAM_SUCCEEDED,
+        Info,
+        "advertised_programs_client",
+        "The program of advertisement %1 completed successfully with exit code %2.",
+    ),
     def(
         INSTALL_NO_WINDOW_EARLY_START,
         Warning,
@@ -505,6 +582,14 @@ pub const CATALOGUE: &[MessageDef] = &[
     ),
     def(ADVERTISEMENT_CHANGED, Info, "offer_manager", "Advertisement %1 changed."),
     def(ADVERTISEMENT_DISABLED, Info, "offer_manager", "Advertisement %1 disabled."),
+    def(ADVERTISEMENT_ENABLED, Info, "offer_manager", "Advertisement %1 enabled."),
+    def(
+        ADVERTISEMENT_RERUN,
+        Info,
+        "offer_manager",
+        "Advertisement %1 runs again (re-run %2) on %3 machines.",
+    ),
+    def(COLLECTION_SET, Info, "offer_manager", "Collection %1 set: %2"),
     def(
         PACKAGE_TARGETED,
         Info,
@@ -677,6 +762,48 @@ pub const CATALOGUE: &[MessageDef] = &[
         Info,
         "catalog_sync",
         "Catalog version %1 applied (%2 change(s) from %3's sync).",
+    ),
+    def(
+        PROGRAM_ALREADY_INSTALLED,
+        Info,
+        "advertised_programs_client",
+        "The program of advertisement %1 found the software already installed (exit code %2).",
+    ),
+    def(
+        PROGRAM_NOT_APPLICABLE,
+        Info,
+        "advertised_programs_client",
+        "The program of advertisement %1 does not apply to this machine (exit code %2).",
+    ),
+    def(
+        PROGRAM_DOWNLOAD_FAILED,
+        Error,
+        "advertised_programs_client",
+        "The content of advertisement %1 could not be downloaded or verified, so nothing ran: %2",
+    ),
+    def(
+        PROGRAM_ERROR,
+        Error,
+        "advertised_programs_client",
+        "The program of advertisement %1 did not complete: %2. Output: %3",
+    ),
+    def(
+        MACHINE_AWAITS_APPROVAL,
+        Warning,
+        "machine_manager",
+        "Machine %1 asks to be approved with key %2: run `site-server machine approve --name %1 --pubkey %2` if it is yours.",
+    ),
+    def(
+        MACHINE_APPROVED,
+        Info,
+        "machine_manager",
+        "Machine %1 approved with key %2 (%3).",
+    ),
+    def(
+        AGENT_REQUESTS_REFUSED,
+        Warning,
+        "machine_manager",
+        "Distribution point %1 refused %2 agent request(s) in the last minute; the last: %3",
     ),
 ];
 

@@ -118,6 +118,28 @@ impl Signature {
     }
 }
 
+impl fmt::Display for Signature {
+    /// 128 hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", hex::encode(self.r), hex::encode(self.s))
+    }
+}
+
+impl std::str::FromStr for Signature {
+    type Err = String;
+    /// 128 hex digits, as [`fmt::Display`] writes them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let b = hex::decode(s.trim()).map_err(|_| "a signature is 128 hex digits".to_string())?;
+        if b.len() != 64 {
+            return Err("a signature is 128 hex digits".into());
+        }
+        Ok(Signature {
+            r: b[..32].try_into().expect("32 bytes"),
+            s: b[32..].try_into().expect("32 bytes"),
+        })
+    }
+}
+
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Signature({}..)", &hex::encode(self.r)[..16])

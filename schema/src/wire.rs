@@ -124,6 +124,43 @@ pub enum Frame {
         /// The messages, in outbox order.
         messages: Vec<DpMessage>,
     },
+    /// Site to distribution point, on the control stream: what the DP serves its agents
+    /// ([`crate::machine::Policy`]'s events, in the site's log order). Sent when the link
+    /// comes up and whenever it changes; the DP keeps the last one.
+    DpPolicy {
+        /// The events.
+        events: Vec<crate::event::EventEnvelope>,
+    },
+    /// Distribution point to its site: a machine that is not approved (with this key) asked
+    /// to register. The site approves it if it approves machines automatically, else it
+    /// says so once (40510) and waits for the operator.
+    DpMachineSeen {
+        /// The machine's name.
+        name: String,
+        /// The key it signed with.
+        key: crate::trust::PublicKey,
+        /// What it says it is.
+        inventory: crate::machine::Inventory,
+    },
+    /// Distribution point to its site: reports of one approved machine, each signed by it;
+    /// answered by [`Frame::DpMachineAck`] with the same `req`.
+    DpMachineReports {
+        /// The DP's number for this request.
+        req: u64,
+        /// The machine.
+        machine: String,
+        /// Its reports, in its order.
+        reports: Vec<crate::machine::SignedMachineReport>,
+    },
+    /// Site to distribution point: the answer to [`Frame::DpMachineReports`].
+    DpMachineAck {
+        /// The request answered.
+        req: u64,
+        /// The last of the machine's report numbers stored.
+        upto: u64,
+        /// Why reports were refused, if any were.
+        refused: Option<String>,
+    },
 }
 
 /// A status message raised by a distribution point. The site turns it into a
@@ -143,7 +180,10 @@ pub struct DpMessage {
 
 /// The status ids a distribution point may raise (2342/2330 and the DP block of 40150-).
 pub fn dp_may_raise(id: u32) -> bool {
-    matches!(id, 2330 | 2342 | 40150..=40153)
+    matches!(
+        id,
+        2330 | 2342 | 40150..=40153 | crate::status::AGENT_REQUESTS_REFUSED
+    )
 }
 
 /// One package version a distribution point must hold.

@@ -125,6 +125,12 @@ pub fn router(site: Arc<Site>, token: String) -> Router {
         .route("/v1/courier/receipt", post(receipt_apply))
         .route("/v1/status/packages", get(content))
         .route("/v1/adverts", get(adverts).post(create_advert))
+        .route("/v1/adverts/lifecycle", post(advert_lifecycle))
+        .route("/v1/collections", get(collections).post(set_collection))
+        .route("/v1/machines", get(machines))
+        .route("/v1/machines/approve", post(approve))
+        .route("/v1/status/adverts", get(adverts_status))
+        .route("/v1/status/machine", get(machine_status))
         .route("/v1/log", get(log))
         .route("/v1/status/messages", get(messages))
         .route("/v1/status/sites", get(sites))
@@ -373,6 +379,82 @@ async fn content(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::
 
 async fn adverts(State(st): State<Arc<AppState>>) -> ApiResult<Vec<schema::advert::Advertisement>> {
     blocking(&st.site, |s| s.adverts()).await
+}
+
+async fn advert_lifecycle(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<crate::site::LifecycleRequest>,
+) -> ApiResult<schema::advert::Advertisement> {
+    blocking(&st.site, move |s| s.advert_lifecycle(&req)).await
+}
+
+/// `collection create|change`'s request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectionRequest {
+    pub collection: schema::machine::Collection,
+    pub replace: bool,
+}
+
+async fn collections(
+    State(st): State<Arc<AppState>>,
+) -> ApiResult<Vec<schema::machine::Collection>> {
+    blocking(&st.site, |s| s.collections()).await
+}
+
+async fn set_collection(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<CollectionRequest>,
+) -> ApiResult<schema::machine::Collection> {
+    blocking(&st.site, move |s| {
+        s.set_collection(&req.collection, req.replace)
+    })
+    .await
+}
+
+async fn machines(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::MachinesView> {
+    blocking(&st.site, |s| s.machines()).await
+}
+
+async fn approve(
+    State(st): State<Arc<AppState>>,
+    Json(req): Json<crate::site::ApproveRequest>,
+) -> ApiResult<crate::site::MachinesView> {
+    blocking(&st.site, move |s| s.approve(&req)).await
+}
+
+/// `status adverts`' query.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AdvertsQuery {
+    pub id: Option<schema::AdvertisementId>,
+    #[serde(default)]
+    pub failed: bool,
+}
+
+async fn adverts_status(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<AdvertsQuery>,
+) -> ApiResult<crate::site::AdvertsView> {
+    blocking(&st.site, move |s| s.adverts_view(q.id, q.failed)).await
+}
+
+/// `status machine`'s query.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MachineQuery {
+    pub name: String,
+}
+
+/// `status machine`'s answer: the machine's record at each site that has one, and where it
+/// stands with each advertisement.
+pub type MachineStatus = (
+    Vec<crate::sansio::agents::MachineRecord>,
+    Vec<crate::sansio::agents::AdvertMachine>,
+);
+
+async fn machine_status(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<MachineQuery>,
+) -> ApiResult<MachineStatus> {
+    blocking(&st.site, move |s| s.machine_view(&q.name)).await
 }
 
 async fn create_advert(

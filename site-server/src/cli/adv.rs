@@ -1,10 +1,13 @@
-//! `adv create|list`: advertisements of a package's program to a collection.
+//! `adv create|list|enable|disable|change|rerun`: advertisements of a package's program to a
+//! collection, and their lifecycle.
 
 use super::common::*;
 use crate::cli::client::AdminClient;
 use clap::{Args, Subcommand};
 use schema::advert::{Advertisement, ExitRules, Program};
+use site_server::sansio::agents::{AdvertChange, Lifecycle};
 use site_server::sansio::decide::AdvertRequest;
+use site_server::site::LifecycleRequest;
 
 #[derive(Args)]
 pub struct AdvCreate {
@@ -51,14 +54,70 @@ pub struct AdvCreate {
     /// Read every success code as success-reboot-required (CAU's alwaysReboot).
     #[arg(long)]
     always_reboot: bool,
+    /// A recurring mandatory schedule from the start (7d, 12h, ...): a machine whose last
+    /// run failed runs it again at each recurrence.
+    #[arg(long)]
+    recurring: Option<String>,
+    /// How long the program may run before the agent kills it (default 30m).
+    #[arg(long)]
+    timeout: Option<String>,
     #[arg(long)]
     json: bool,
+}
+
+fn secs(what: &str, s: &str) -> Result<u64, CliError> {
+    let d =
+        sender::schedule::parse_duration(s).map_err(|e| CliError::usage(format!("{what}: {e}")))?;
+    if d.as_secs() == 0 {
+        return Err(CliError::usage(format!("{what}: give at least 1s")));
+    }
+    Ok(d.as_secs())
 }
 
 #[derive(Subcommand)]
 pub enum AdvCmd {
     /// Advertise a package's program to a collection.
     Create(Box<AdvCreate>),
+    /// Enable a disabled advertisement again.
+    Enable {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Disable an advertisement: agents stop it before its next run (a run under way ends).
+    Disable {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Change an advertisement: add a mandatory time, a recurring schedule, a command line
+    /// or a time limit.
+    Change {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// A mandatory time to add (repeatable).
+        #[arg(long)]
+        add_mandatory: Vec<String>,
+        /// A recurring schedule (7d); 0 removes it.
+        #[arg(long)]
+        recurring: Option<String>,
+        /// A new command line.
+        #[arg(long)]
+        command: Option<String>,
+        /// A new time limit (45m).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Run an advertisement again on every machine (or with --failed-only, on the machines
+    /// whose last run failed).
+    Rerun {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        failed_only: bool,
+    },
     /// List advertisements.
     List {
         #[command(flatten)]
@@ -87,8 +146,22 @@ pub(super) async fn adv(cmd: AdvCmd) -> Res {
                 already_installed,
                 not_applicable,
                 always_reboot,
+                recurring,
+                timeout,
                 json,
             } = *args;
+            let run = schema::advert::RunOptions {
+                recurring_secs: recurring
+                    .as_deref()
+                    .map(|r| secs("--recurring", r))
+                    .transpose()?,
+                timeout_secs: match timeout.as_deref() {
+                    Some(t) => u32::try_from(secs("--timeout", t)?)
+                        .map_err(|_| CliError::usage("--timeout: at most 136 years"))?,
+                    None => schema::advert::DEFAULT_TIMEOUT_SECS,
+                },
+                ..Default::default()
+            };
             let d = ExitRules::default();
             let exit = ExitRules {
                 success: success.unwrap_or(d.success),
@@ -113,6 +186,7 @@ pub(super) async fn adv(cmd: AdvCmd) -> Res {
                     .map(|m| parse_time(m))
                     .collect::<Result<_, _>>()?,
                 utc,
+                run,
             };
             let client = AdminClient::from_dir(&data.dir())?;
             let a: Advertisement = client.post_json("/v1/adverts", &req).await?;
@@ -130,6 +204,47 @@ pub(super) async fn adv(cmd: AdvCmd) -> Res {
                 if utc { " UTC" } else { " client-local" }
             );
             Ok(())
+        }
+        AdvCmd::Enable { id, data } => lifecycle(&data, &id, Lifecycle::Enable).await,
+        AdvCmd::Disable { id, data } => lifecycle(&data, &id, Lifecycle::Disable).await,
+        AdvCmd::Rerun {
+            id,
+            data,
+            failed_only,
+        } => lifecycle(&data, &id, Lifecycle::Rerun { failed_only }).await,
+        AdvCmd::Change {
+            id,
+            data,
+            add_mandatory,
+            recurring,
+            command,
+            timeout,
+        } => {
+            let c = AdvertChange {
+                add_mandatory: add_mandatory
+                    .iter()
+                    .map(|m| parse_time(m))
+                    .collect::<Result<_, _>>()?,
+                recurring_secs: recurring
+                    .as_deref()
+                    .map(|r| {
+                        if r.trim() == "0" {
+                            Ok(0)
+                        } else {
+                            secs("--recurring", r)
+                        }
+                    })
+                    .transpose()?,
+                command,
+                timeout_secs: timeout
+                    .as_deref()
+                    .map(|t| {
+                        u32::try_from(secs("--timeout", t)?)
+                            .map_err(|_| CliError::usage("--timeout: at most 136 years"))
+                    })
+                    .transpose()?,
+            };
+            lifecycle(&data, &id, Lifecycle::Change(c)).await
         }
         AdvCmd::List { data, json } => {
             let client = AdminClient::from_dir(&data.dir())?;
@@ -176,4 +291,36 @@ pub(super) async fn adv(cmd: AdvCmd) -> Res {
             Ok(())
         }
     }
+}
+
+async fn lifecycle(data: &DataArg, id: &str, what: Lifecycle) -> Res {
+    let id: schema::AdvertisementId = id
+        .parse()
+        .map_err(|e| CliError::usage(format!("advertisement id {id:?}: {e}")))?;
+    let client = AdminClient::from_dir(&data.dir())?;
+    let verb = match &what {
+        Lifecycle::Enable => "enabled".to_string(),
+        Lifecycle::Disable => "disabled".to_string(),
+        Lifecycle::Change(_) => "changed".to_string(),
+        Lifecycle::Rerun { failed_only } => format!(
+            "set to run again on {} machines",
+            if *failed_only { "the failed" } else { "all" }
+        ),
+    };
+    let a: Advertisement = client
+        .post_json("/v1/adverts/lifecycle", &LifecycleRequest { id, what })
+        .await?;
+    println!(
+        "advertisement {} {verb}: {}, re-run {}, {} mandatory time(s){}, time limit {}s",
+        a.id,
+        if a.enabled { "enabled" } else { "disabled" },
+        a.run.rerun,
+        a.mandatory.len(),
+        a.run
+            .recurring_secs
+            .map(|r| format!(", every {r}s"))
+            .unwrap_or_default(),
+        a.run.timeout_secs
+    );
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod demo;
 mod dp;
 mod key;
 mod links;
+mod machine;
 mod package;
 mod sender;
 mod site;
@@ -77,9 +78,15 @@ pub enum Cmd {
     /// Packages: publish, list, show.
     #[command(subcommand)]
     Package(PackageCmd),
-    /// Advertisements: create, list.
+    /// Advertisements: create, list, enable, disable, change, rerun.
     #[command(subcommand)]
     Adv(AdvCmd),
+    /// Machines of this site: approve (or approve automatically), list.
+    #[command(subcommand)]
+    Machine(crate::cli::machine::MachineCmd),
+    /// Collections: create, change, list.
+    #[command(subcommand)]
+    Collection(crate::cli::machine::CollectionCmd),
     /// Show the config log.
     Log {
         #[command(flatten)]
@@ -177,6 +184,17 @@ pub async fn run(cli: Cli) -> Res {
         ),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,
+        Cmd::Machine(m) => crate::cli::machine::machine(m).await,
+        Cmd::Collection(c) => crate::cli::machine::collection(c).await,
+        Cmd::Status(StatusCmd::Adverts {
+            data,
+            id,
+            failed,
+            json,
+        }) => crate::cli::machine::adverts(&data.dir(), id, failed, json).await,
+        Cmd::Status(StatusCmd::Machine { name, data, json }) => {
+            crate::cli::machine::machine_status(&data.dir(), name, json).await
+        }
         Cmd::Log {
             data,
             from,

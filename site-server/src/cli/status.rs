@@ -52,6 +52,28 @@ pub enum StatusCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Per advertisement, per site of the subtree: machines in the collection, received,
+    /// running, succeeded, failed, reboot pending, not applicable.
+    Adverts {
+        #[command(flatten)]
+        data: DataArg,
+        /// One advertisement.
+        #[arg(long)]
+        id: Option<String>,
+        /// With --id: the machines that returned errors, with exit code and output.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A machine's history and where it stands with each advertisement.
+    Machine {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// The catalogue of every status-message id.
     Catalogue {
         #[arg(long)]

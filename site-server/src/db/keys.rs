@@ -6,17 +6,22 @@
 //! - `report_log`: local position (u64 BE) -> encoded `ReportEnvelope`
 //! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
 //! - `cursors`: the counters, cursors and records below
+//! - `agents`: roll-ups of machines' reports (see [`super::agents`]): `m:SITE/NAME` ->
+//!   machine record, `a:ADVERT/SITE/NAME` -> where the machine stands with the
+//!   advertisement, `seq:NAME` -> the last report number stored of a machine of this site,
+//!   `pending:NAME` -> the key an unapproved machine asked with
 //! - `proj_*`: the projections of [`crate::sansio::projection`]
 
 use schema::{PackageId, SiteCode};
 
 /// The trees before the projections, in the order of the index constants.
-pub(super) const TREES: [&str; 4] = ["config_log", "report_log", "dedupe", "cursors"];
+pub(super) const TREES: [&str; 5] = ["config_log", "report_log", "dedupe", "cursors", "agents"];
 pub(super) const LOG: usize = 0;
 pub(super) const REPORTS: usize = 1;
 pub(super) const DEDUPE: usize = 2;
 pub(super) const CURSORS: usize = 3;
-pub(super) const PROJ: usize = 4;
+pub(super) const AGENTS: usize = 4;
+pub(super) const PROJ: usize = 5;
 
 /// Counters of the `cursors` tree that only the database itself moves.
 pub(super) const CONFIG_LEN: &[u8] = b"config_len";
@@ -128,6 +133,49 @@ pub fn view_stale() -> Record {
 pub fn catalog_last_sync() -> Record {
     Record("catalog-last-sync".into())
 }
+
+/// The `agents` tree's key of a machine's record.
+pub(super) fn agent_machine(site: SiteCode, name: &str) -> Vec<u8> {
+    format!("m:{site}/{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+/// The prefix of every machine record (of `site`, if given).
+pub(super) fn agent_machines(site: Option<SiteCode>) -> Vec<u8> {
+    match site {
+        Some(s) => format!("m:{s}/").into_bytes(),
+        None => b"m:".to_vec(),
+    }
+}
+
+/// The `agents` tree's key of where a machine stands with an advertisement.
+pub(super) fn agent_advert(
+    advert: &schema::AdvertisementId,
+    site: SiteCode,
+    name: &str,
+) -> Vec<u8> {
+    format!("a:{advert}/{site}/{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+/// The prefix of the advertisement records (of one advertisement, if given).
+pub(super) fn agent_adverts(advert: Option<&schema::AdvertisementId>) -> Vec<u8> {
+    match advert {
+        Some(a) => format!("a:{a}/").into_bytes(),
+        None => b"a:".to_vec(),
+    }
+}
+
+/// The last report number stored of machine `name` of this site.
+pub(super) fn agent_seq(name: &str) -> Vec<u8> {
+    format!("seq:{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+/// The key an unapproved machine of this site last asked with.
+pub(super) fn agent_pending(name: &str) -> Vec<u8> {
+    format!("pending:{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+/// The prefix of [`agent_pending`] keys.
+pub(super) const AGENT_PENDING_PREFIX: &[u8] = b"pending:";
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,7 @@ use sled::transaction::{
 use sled::{Transactional, Tree};
 use std::path::Path;
 
+pub mod agents;
 pub mod keys;
 
 pub use keys::{
@@ -65,7 +66,7 @@ pub enum DbError {
     /// event. Never returned to a caller.
     #[error("a signature of the batch does not verify: checking it event by event")]
     Reverify,
-    #[error("the data directory holds format {found} records and this build reads only format {}: it was written by an older site-server (before origin signatures); initialize a new data directory (nothing older can be migrated)", encoding::FORMAT_VERSION)]
+    #[error("the data directory holds format {found} records and this build reads only format {}: it was written by an older site-server (before origin signatures, or before agent policy); initialize a new data directory (nothing older can be migrated)", encoding::FORMAT_VERSION)]
     OldFormat { found: u16 },
 }
 
@@ -1313,6 +1314,7 @@ fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<
         })?;
         tx[CURSORS].insert(keys::reported_children(env.origin), v)?;
     }
+    agents::project_report(tx, env)?;
     if let Report::SiteData(SiteData::DistributionPoints(dps)) = &env.body {
         let v = encoding::encode(dps).map_err(|e| {
             ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))
@@ -1551,6 +1553,7 @@ mod tests {
                         start: None,
                         mandatory: vec![],
                         utc: true,
+                        run: Default::default(),
                     },
                 )
             })

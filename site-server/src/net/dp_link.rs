@@ -5,7 +5,11 @@
 //! ([`Site::dp_assignments`]: the current version of every package targeted at the DP,
 //! directly or through a group, once the version is complete in this site's store) and
 //! sends them again whenever they change. The DP's status messages come back as `DpReports`
-//! and are stored once each as this site's reports, with the DP as the machine. On the
+//! and are stored once each as this site's reports, with the DP as the machine. The site
+//! also sends the DP what it serves its agents (`DpPolicy`, [`Site::dp_policy`]) now and on
+//! every change; the DP passes on registrations of machines that are not approved
+//! (`DpMachineSeen`) and approved machines' signed reports (`DpMachineReports`, answered by
+//! `DpMachineAck` once stored). On the
 //! content stream the site answers chunk requests from its store; a chunk asked for twice on
 //! one connection is verified before it goes again (the DP refused the first copy).
 
@@ -16,6 +20,7 @@ use schema::status;
 
 use crate::site::Site;
 use chrono::Utc;
+use schema::event::EventEnvelope;
 use schema::report::{Attribute, Report, StatusMessage};
 use schema::wire::{ChunkReply, Frame};
 use schema::SiteCode;
@@ -49,6 +54,11 @@ pub async fn serve_dp(
         sources,
     })
     .await?;
+    let first_policy = policy(site).await?;
+    w.send(&Frame::DpPolicy {
+        events: first_policy.clone(),
+    })
+    .await?;
     site.note(
         status::DP_ATTACHED,
         vec![schema::report::Attribute::DistributionPoint(dp.to_string())],
@@ -64,7 +74,7 @@ pub async fn serve_dp(
         r = serve_content_streams(site.clone(), conn.clone()) => r,
         r = write_frames(w, out_rx) => r,
         r = read_reports(site.clone(), r, dp.to_string(), out_tx.clone()) => r,
-        r = push_assignments(site.clone(), dp.to_string(), first, out_tx) => r,
+        r = push_assignments(site.clone(), dp.to_string(), (first, first_policy), out_tx) => r,
     }
 }
 
@@ -139,6 +149,38 @@ async fn read_reports(
                     return Ok(());
                 }
             }
+            Frame::DpMachineSeen {
+                name,
+                key,
+                inventory,
+            } => {
+                let r = blocking(&site, move |s| s.machine_seen(&name, key, &inventory)).await;
+                if let Err(e) = r {
+                    tracing::warn!(dp, error = %e, "a machine's registration was not recorded");
+                }
+            }
+            Frame::DpMachineReports {
+                req,
+                machine,
+                reports,
+            } => {
+                let r = blocking(&site, move |s| s.machine_reports(&machine, &reports)).await;
+                let ack = match r {
+                    Ok(o) => Frame::DpMachineAck {
+                        req,
+                        upto: o.upto,
+                        refused: o.refused,
+                    },
+                    Err(e) => Frame::DpMachineAck {
+                        req,
+                        upto: 0,
+                        refused: Some(format!("the site could not store the reports: {e}")),
+                    },
+                };
+                if tx.send(ack).is_err() {
+                    return Ok(());
+                }
+            }
             other => tracing::debug!(frame = ?other, "ignored from a DP"),
         }
     }
@@ -149,9 +191,10 @@ async fn read_reports(
 async fn push_assignments(
     site: Arc<Site>,
     dp: String,
-    mut last: Assignments,
+    last: (Assignments, Vec<EventEnvelope>),
     tx: tokio::sync::mpsc::UnboundedSender<Frame>,
 ) -> Result<(), ReplError> {
+    let (mut last, mut last_policy) = last;
     let mut log = Box::pin(site.woken(Wake::LogGrew));
     log.as_mut().enable();
     loop {
@@ -167,6 +210,13 @@ async fn push_assignments(
             _ = tokio::time::sleep(RECHECK) => {}
         }
         tokio::time::sleep(SETTLE).await;
+        let p = policy(&site).await?;
+        if p != last_policy {
+            if tx.send(Frame::DpPolicy { events: p.clone() }).is_err() {
+                return Ok(());
+            }
+            last_policy = p;
+        }
         let now = assignments(&site, &dp).await?;
         if now != last {
             let (versions, sources) = now.clone();
@@ -181,6 +231,12 @@ async fn push_assignments(
             last = now;
         }
     }
+}
+
+/// What the DP serves its agents ([`Site::dp_policy`]).
+async fn policy(site: &Arc<Site>) -> Result<Vec<EventEnvelope>, ReplError> {
+    let s = site.clone();
+    Ok(tokio::task::spawn_blocking(move || s.dp_policy()).await??)
 }
 
 type Assignments = (Vec<schema::wire::DpAssignment>, Vec<schema::wire::DpSource>);

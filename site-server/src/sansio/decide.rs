@@ -210,6 +210,9 @@ pub struct AdvertRequest {
     pub start: Option<NaiveDateTime>,
     pub mandatory: Vec<NaiveDateTime>,
     pub utc: bool,
+    /// The recurring schedule and time limit (re-runs start at 0).
+    #[serde(default)]
+    pub run: schema::advert::RunOptions,
 }
 
 pub fn create_advert<S: ProjectionStore>(
@@ -268,6 +271,7 @@ pub fn create_advert<S: ProjectionStore>(
             TimeBasis::ClientLocal
         },
         enabled: true,
+        run: req.run.clone(),
     };
     let report = ctx.status(
         status::ADVERTISEMENT_CREATED,

@@ -84,6 +84,7 @@ fn advert_req(package: PackageId) -> AdvertRequest {
         start: None,
         mandatory: vec![],
         utc: false,
+        run: Default::default(),
     }
 }
 
@@ -578,6 +579,7 @@ fn create_advert_allocates_the_first_advert_id_and_fills_in_defaults() {
         mandatory: vec![],
         time_basis: TimeBasis::ClientLocal,
         enabled: true,
+        run: Default::default(),
     };
     assert_eq!(d.out, want, "trimmed names, start now to the second");
     assert_eq!(

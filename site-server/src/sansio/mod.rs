@@ -4,6 +4,8 @@
 //!
 //! - [`projection`]: the state derived from the config log, over any [`projection::ProjectionStore`].
 //! - [`decide`]: operator requests turned into events (or refusals).
+//! - [`agents`]: collections, machine approvals, the advertisement lifecycle, machines'
+//!   reports as status messages, and the roll-ups of `status adverts`.
 //! - [`links`]: the state machine of one link's status.
 //! - [`fetch`]: what a site still has to fetch from its parent, in what order.
 //! - [`child_asks`]: what one child connection asked for, bounded by bytes and count.
@@ -14,6 +16,7 @@
 //! - [`scope`]: which reports a child, and which events the parent, may send this site.
 //! - [`trust`]: which events and reports this site believes: signatures, authority, order.
 
+pub mod agents;
 pub mod catalog_plan;
 pub mod child_asks;
 pub mod decide;

@@ -27,10 +27,12 @@ pub enum Table {
     Meta,
     DpGroups,
     Keys,
+    Collections,
+    Machines,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Packages,
         Table::Manifests,
         Table::Adverts,
@@ -39,6 +41,8 @@ impl Table {
         Table::Meta,
         Table::DpGroups,
         Table::Keys,
+        Table::Collections,
+        Table::Machines,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -50,6 +54,8 @@ impl Table {
             Table::Meta => "proj_meta",
             Table::DpGroups => "proj_dp_groups",
             Table::Keys => "proj_keys",
+            Table::Collections => "proj_collections",
+            Table::Machines => "proj_machines",
         }
     }
 }
@@ -198,6 +204,62 @@ pub fn dp_groups<S: ProjectionStore>(s: &S) -> Result<DpGroups, ProjError<S::Err
     Ok(read(s, Table::DpGroups, GROUPS_KEY)?.unwrap_or_default())
 }
 
+/// A machine approved at a site, as the machines table keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub site: SiteCode,
+    pub name: String,
+    pub key: schema::trust::PublicKey,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// The machines table's key of a machine: `m:SITE/NAME` (names compare without case).
+pub fn machine_key(site: SiteCode, name: &str) -> Vec<u8> {
+    format!("m:{site}/{}", name.to_ascii_lowercase()).into_bytes()
+}
+/// The machines table's key of a site's automatic-approval switch.
+pub fn auto_key(site: SiteCode) -> Vec<u8> {
+    format!("auto:{site}").into_bytes()
+}
+
+pub fn collection<S: ProjectionStore>(
+    s: &S,
+    name: &str,
+) -> Result<Option<schema::machine::Collection>, ProjError<S::Error>> {
+    read(s, Table::Collections, name.as_bytes())
+}
+pub fn approval<S: ProjectionStore>(
+    s: &S,
+    site: SiteCode,
+    name: &str,
+) -> Result<Option<Approval>, ProjError<S::Error>> {
+    read(s, Table::Machines, &machine_key(site, name))
+}
+pub fn auto_approval<S: ProjectionStore>(
+    s: &S,
+    site: SiteCode,
+) -> Result<bool, ProjError<S::Error>> {
+    Ok(read(s, Table::Machines, &auto_key(site))?.unwrap_or(false))
+}
+
+/// Whether agents act on `ev` (or their distribution point does): the key events from the
+/// genesis down, collections, advertisements, package versions, machine approvals.
+pub fn is_policy(ev: &ConfigEvent) -> bool {
+    matches!(
+        ev,
+        ConfigEvent::SiteKeyDelegated(_)
+            | ConfigEvent::SiteKeyRevoked { .. }
+            | ConfigEvent::CollectionSet(_)
+            | ConfigEvent::AdvertisementCreated(_)
+            | ConfigEvent::AdvertisementChanged(_)
+            | ConfigEvent::AdvertisementDisabled { .. }
+            | ConfigEvent::AdvertisementEnabled { .. }
+            | ConfigEvent::PackageVersionPublished(_)
+            | ConfigEvent::PackageVersionRetired { .. }
+            | ConfigEvent::MachineApproved { .. }
+    )
+}
+
 /// Applies one event of the log to the projections. `own` is this site's code (it decides
 /// which ids this site allocates next). Total: every well-formed event applies; an event that
 /// refers to something unknown (a retire of an unknown version, say) changes nothing but the
@@ -268,11 +330,24 @@ pub fn apply<S: ProjectionStore>(
                 m.next_advert = m.next_advert.max(a.id.number + 1);
             }
         }
-        ConfigEvent::AdvertisementDisabled { id } => {
+        ConfigEvent::AdvertisementDisabled { id } | ConfigEvent::AdvertisementEnabled { id } => {
             if let Some(mut a) = advert(s, id)? {
-                a.enabled = false;
+                a.enabled = matches!(ev.body, ConfigEvent::AdvertisementEnabled { .. });
                 write(s, Table::Adverts, &advert_key(id), &a)?;
             }
+        }
+        ConfigEvent::CollectionSet(c) => write(s, Table::Collections, c.name.as_bytes(), c)?,
+        ConfigEvent::MachineApproved { site, name, key } => {
+            let a = Approval {
+                site: *site,
+                name: name.clone(),
+                key: *key,
+                time: ev.time,
+            };
+            write(s, Table::Machines, &machine_key(*site, name), &a)?;
+        }
+        ConfigEvent::AutoApproval { site, enabled } => {
+            write(s, Table::Machines, &auto_key(*site), enabled)?
         }
         ConfigEvent::DistributionTargetsAdded {
             package: id,

@@ -113,6 +113,7 @@ fn advert(id: &str, package: &str) -> Advertisement {
         mandatory: vec![],
         time_basis: TimeBasis::Utc,
         enabled: true,
+        run: Default::default(),
     }
 }
 
@@ -1158,6 +1159,39 @@ fn every_kind_log() -> Vec<EventEnvelope> {
                 expires: t0() + Duration::hours(24),
             },
         ),
+        env(
+            "TOP",
+            10,
+            ConfigEvent::CollectionSet(schema::machine::Collection {
+                name: "web".into(),
+                rules: vec![schema::machine::Rule::parse("os=linux").unwrap()],
+                members: vec![],
+            }),
+        ),
+        env(
+            OWN,
+            12,
+            ConfigEvent::MachineApproved {
+                site: code(OWN),
+                name: "web-1".into(),
+                key: schema::trust::PublicKey([9; 32]),
+            },
+        ),
+        env(
+            OWN,
+            13,
+            ConfigEvent::AutoApproval {
+                site: code(OWN),
+                enabled: true,
+            },
+        ),
+        env(
+            OWN,
+            14,
+            ConfigEvent::AdvertisementEnabled {
+                id: adv_id("CEN20001"),
+            },
+        ),
     ]
 }
 
@@ -1167,7 +1201,7 @@ fn the_same_log_gives_the_same_bytes_in_two_fresh_stores() {
     let kinds: BTreeSet<&str> = log.iter().map(|e| e.body.kind()).collect();
     assert_eq!(
         kinds.len(),
-        16,
+        20,
         "the log has every kind of event: {kinds:?}"
     );
 

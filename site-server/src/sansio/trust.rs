@@ -153,7 +153,9 @@ pub fn apply_authorized(ring: &mut KeyRing, env: &EventEnvelope) -> Result<(), S
         ConfigEvent::AdvertisementChanged(a) if !owns(a.id.site) => {
             refuse(format!("advertisement {} (created by {})", a.id, a.id.site))
         }
-        ConfigEvent::AdvertisementDisabled { id } if !owns(id.site) => {
+        ConfigEvent::AdvertisementDisabled { id } | ConfigEvent::AdvertisementEnabled { id }
+            if !owns(id.site) =>
+        {
             refuse(format!("advertisement {id} (created by {})", id.site))
         }
         ConfigEvent::PackageVersionRetired { package, .. }
@@ -186,6 +188,11 @@ pub fn apply_authorized(ring: &mut KeyRing, env: &EventEnvelope) -> Result<(), S
         ConfigEvent::CatalogDelta(_) | ConfigEvent::Checkpoint { .. } if o != root => refuse(
             format!("the {}: only the top ({root}) issues it", env.body.kind()),
         ),
+        ConfigEvent::MachineApproved { site, .. } | ConfigEvent::AutoApproval { site, .. }
+            if !owns(*site) =>
+        {
+            refuse(format!("the machines of {site}"))
+        }
         ConfigEvent::SiteKeyDelegated(d) => ring.delegate(o, d).map_err(|e| e.to_string()),
         ConfigEvent::SiteKeyRevoked { site } => ring.revoke(o, *site).map_err(|e| e.to_string()),
         _ => Ok(()),

@@ -2,6 +2,7 @@
 //! share, and the operations the admin API exposes. Handlers stay thin; what a request does
 //! is here, grouped by concern: [`ops`] (decisions and what the sender must know), [`views`]
 //! (what operators look at), [`dps`] (distribution points and what this site reports up),
+//! [`machines`] (collections, machine approvals, the advertisement lifecycle, agents' reports),
 //! [`courier`] (bundles and receipts) and [`catalog`] (catalog views and sync rows).
 //!
 //! # Shared state
@@ -21,6 +22,9 @@
 //! - The last refusal of an event from above (`last_refusal`, a `std` mutex taken alone for
 //!   a compare and a swap): written by the batch appliers, so that a parent that resends a
 //!   refused event raises one 40220, not one per attempt.
+//! - The policy cache (`policy`, a `std` mutex reached through [`locked`]): the config
+//!   log's events that agents act on, extended from the log by [`Site::dp_policy`] (the DP
+//!   links' tasks) and read by it; the log is read before the lock is taken.
 //! - The catalog sync's turn ([`Site::sync_turn`], a tokio mutex) is held across a whole
 //!   sync, which takes the locks above only in the way just said.
 //! - Wake-ups are [`Wake`] signals: each says who sends it and who waits on it.
@@ -29,6 +33,7 @@ mod catalog;
 mod courier;
 mod dps;
 mod keys;
+mod machines;
 mod ops;
 mod views;
 
@@ -39,6 +44,7 @@ pub use courier::{
 };
 pub use dps::{DpGroupChange, DpInstall, DpRow, SiteDps};
 pub use keys::{load_origin_keys, KeysView, ViewFromTop};
+pub use machines::{AdvertsView, ApproveRequest, LifecycleRequest, MachinesView};
 pub use ops::{set_child_policy, BoostView, LinkPolicyRequest, RetryRequest, SendersView};
 pub use views::{
     ContentRow, CourierLinkView, IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail,
@@ -76,6 +82,7 @@ pub struct Site {
     sender: Mutex<Scheduler>,
     sync_turn: tokio::sync::Mutex<()>,
     last_refusal: Mutex<Option<String>>,
+    policy: Mutex<machines::PolicyCache>,
 }
 
 /// A wake-up signal between the tasks of a site.
@@ -144,6 +151,7 @@ impl Site {
             sender: Mutex::new(sender),
             sync_turn: tokio::sync::Mutex::new(()),
             last_refusal: Mutex::new(None),
+            policy: Mutex::new(Default::default()),
         }
     }
 
