@@ -274,8 +274,11 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
         .spawn(move || crate::intake::run(intake_store, intake_rx, pool_tx, intake_events))
         .map_err(|e| DpError::Failed(format!("cannot start the storing thread: {e}")))?;
     tokio::spawn(node::run(node.clone(), events));
+    let desk = crate::agents::Desk::open(&dir);
+    tokio::spawn(crate::agents::report_refusals(desk.clone(), node.clone()));
     tokio::spawn(crate::site_link::run(
         node.clone(),
+        desk.clone(),
         endpoint.clone(),
         site_addr,
     ));
@@ -319,11 +322,13 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
         node: node.clone(),
         token: Arc::new(token),
     };
-    let app = crate::serve::router(store.clone(), node.clone(), cfg.max_downloads).merge(
-        Router::new()
-            .route("/chunks/{id}", get(chunk))
-            .with_state(http.clone()),
-    );
+    let app = crate::serve::router(store.clone(), node.clone(), cfg.max_downloads)
+        .merge(
+            Router::new()
+                .route("/chunks/{id}", get(chunk))
+                .with_state(http.clone()),
+        )
+        .merge(crate::agents::router(desk));
     let admin_app = Router::new()
         .route("/admin/status", get(admin_status))
         .route("/admin/validate", post(admin_validate))

@@ -8,7 +8,8 @@
 //! to one site server over pinned QUIC ([`site_link`]), holds what the site assigns to it
 //! ([`plan`], sans-IO), pulls the chunks it misses, at most a window at a time, from ranked
 //! source DPs and then the site ([`pull`], sans-IO), verifies and stores them ([`intake`]),
-//! validates its store on a schedule, and deletes what nothing needs ([`node`]). Its HTTP
+//! validates its store on a schedule, and deletes what nothing needs ([`node`]). It serves
+//! its site's agents their policy and passes their signed reports up ([`agents`]). Its HTTP
 //! listener caps connections and times out slow clients ([`listener`]).
 //!
 //! Entry points: [`store::ContentStore`] (for every user of the store), [`daemon::run`] (the
@@ -17,6 +18,7 @@
 //! What it is not: a database. Which chunks a package version needs is in the manifest
 //! (schema) and the site's projections (site-server); this crate only knows chunks.
 
+pub mod agents;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -311,6 +311,21 @@ impl Node {
         &self.store
     }
 
+    /// Queues a status message for the site now (from outside the node's loop).
+    pub(crate) fn raise_now(
+        &self,
+        id: u32,
+        attributes: Vec<schema::report::Attribute>,
+        insertion: Vec<String>,
+    ) {
+        {
+            let mut c = self.core.lock().expect("core lock");
+            c.state.raise(id, attributes, insertion);
+            c.dirty = true;
+        }
+        self.outbox_grew.notify_waiters();
+    }
+
     /// Whether `id` belongs to a version installed here (see [`crate::plan::Holdings::serves_chunk`]).
     pub(crate) fn serves_chunk(&self, id: &ChunkId) -> bool {
         self.core

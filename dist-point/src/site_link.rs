@@ -31,15 +31,21 @@ pub enum SiteLinkError {
 }
 
 /// Keeps the link to the site up until the process ends.
-pub(crate) async fn run(node: Arc<Node>, endpoint: quinn::Endpoint, addr: SocketAddr) {
+pub(crate) async fn run(
+    node: Arc<Node>,
+    desk: Arc<crate::agents::Desk>,
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+) {
     let mut wait = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        let why = match attach(&node, &endpoint, addr).await {
+        let why = match attach(&node, &desk, &endpoint, addr).await {
             Ok(()) => "closed".to_string(),
             Err(e) => e.to_string(),
         };
         tracing::warn!(site = %addr, reason = %why, "site link down");
+        desk.link(None);
         node.send(Event::SiteDown(why));
         if started.elapsed() > Duration::from_secs(30) {
             wait = Duration::from_secs(1);
@@ -51,6 +57,7 @@ pub(crate) async fn run(node: Arc<Node>, endpoint: quinn::Endpoint, addr: Socket
 
 async fn attach(
     node: &Arc<Node>,
+    desk: &Arc<crate::agents::Desk>,
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
 ) -> Result<(), SiteLinkError> {
@@ -71,7 +78,7 @@ async fn attach(
     .await?;
     // The first answer says whether the site accepts us.
     match r.recv().await? {
-        f @ (Frame::Refused { .. } | Frame::DpAssign { .. }) => from_site(node, f)?,
+        f @ (Frame::Refused { .. } | Frame::DpAssign { .. }) => from_site(node, desk, f)?,
         other => {
             return Err(SiteLinkError::Protocol(format!(
                 "expected the site's assignments, got {other:?}"
@@ -93,9 +100,11 @@ async fn attach(
     let replies = read_replies(node.clone(), crecv);
     let control_in = async {
         loop {
-            from_site(node, r.recv().await?)?;
+            from_site(node, desk, r.recv().await?)?;
         }
     };
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    desk.link(Some(up_tx));
     let control_out = async {
         // Messages go once per connection; unacknowledged ones go again after a reconnect.
         let mut sent = 0u64;
@@ -111,6 +120,11 @@ async fn attach(
             }
             tokio::select! {
                 _ = &mut grew => {}
+                f = up_rx.recv() => {
+                    if let Some(f) = f {
+                        w.send(&f).await?;
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
         }
@@ -126,17 +140,22 @@ async fn attach(
 }
 
 /// A frame from the site on the control stream, handed to the node.
-fn from_site(node: &Node, f: Frame) -> Result<(), SiteLinkError> {
+fn from_site(node: &Node, desk: &crate::agents::Desk, f: Frame) -> Result<(), SiteLinkError> {
     match f {
+        Frame::DpPolicy { events } => desk.policy_from_site(events),
+        Frame::DpMachineAck { req, upto, refused } => desk.acked(req, upto, refused),
         Frame::DpAssign {
             site,
             versions,
             sources,
-        } => node.send(Event::Assigned {
-            site,
-            versions,
-            sources,
-        }),
+        } => {
+            desk.site_is(site);
+            node.send(Event::Assigned {
+                site,
+                versions,
+                sources,
+            })
+        }
         Frame::ReportsAck { upto } => node.send(Event::Acked(upto)),
         Frame::Refused { reason } => return Err(SiteLinkError::Refused(reason)),
         other => tracing::debug!(frame = ?other, "ignored from the site"),

@@ -483,6 +483,8 @@ pub struct Registration {
 pub struct ReportsStored {
     /// The last of the agent's report numbers the site has stored.
     pub upto: u64,
+    /// Why the site stored no further, if it refused one.
+    pub refused: Option<String>,
 }
 
 #[cfg(test)]
