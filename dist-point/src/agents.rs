@@ -20,7 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use schema::event::{ConfigEvent, EventEnvelope};
-use schema::machine::{self, Inventory, Policy, Registration, ReportsStored, SignedMachineReport};
+use schema::machine::{
+    self, Policy, RegisterRequest, Registration, ReportsStored, SignedMachineReport,
+};
 use schema::trust::PublicKey;
 use schema::wire::Frame;
 use schema::SiteCode;
@@ -35,7 +37,7 @@ pub const POLICY_FILE: &str = "policy.bin";
 /// The largest request body an agent may send (a registration or a batch of reports).
 pub const MAX_BODY: usize = 1 << 20;
 /// The most reports in one request.
-pub const MAX_REPORTS: usize = 256;
+pub const MAX_REPORTS: usize = machine::MAX_REPORTS_PER_REQUEST;
 /// How long a report request waits for the site to store them.
 const ACK_WAIT: Duration = Duration::from_secs(15);
 
@@ -46,13 +48,6 @@ struct Served {
     bytes: Arc<Vec<u8>>,
     etag: String,
     approved: HashMap<String, PublicKey>,
-}
-
-/// What a registration carries: what the machine is and the key it signs with.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct RegisterRequest {
-    pub key: PublicKey,
-    pub inventory: Inventory,
 }
 
 /// See the module doc.

@@ -467,6 +467,18 @@ pub struct Policy {
     pub events: Vec<EventEnvelope>,
 }
 
+/// What a registration carries: the key the machine signs with and what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The machine's key (the request is signed by it).
+    pub key: PublicKey,
+    /// What the machine is.
+    pub inventory: Inventory,
+}
+
+/// The most reports an agent sends in one request.
+pub const MAX_REPORTS_PER_REQUEST: usize = 256;
+
 /// The answer to an agent's registration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
