@@ -204,3 +204,137 @@ async fn fetch_file(
         resumed_from,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::manifest::{FileEntry, Manifest};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-file package version of `data`, chunked as a publish would.
+    fn version(data: &[u8]) -> PackageVersion {
+        // Cut every MiB: the manifest, not the cutter, is what the agent checks against.
+        let chunks: Vec<ChunkRef> = data
+            .chunks(1 << 20)
+            .map(|c| ChunkRef {
+                id: ChunkId::of(c),
+                len: c.len() as u32,
+            })
+            .collect();
+        let manifest = Manifest {
+            files: vec![FileEntry {
+                path: "setup.bin".into(),
+                mode: 0o644,
+                size: data.len() as u64,
+                kind: EntryKind::File { chunks },
+            }],
+        };
+        PackageVersion {
+            package: "CEN00001".parse().unwrap(),
+            name: "p".into(),
+            source_version: 1,
+            priority: Default::default(),
+            manifest_id: manifest.id(),
+            manifest,
+        }
+    }
+
+    /// An HTTP server that answers every request with `body` from the Range asked (200 or
+    /// 206), and records the Range headers it saw.
+    async fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u64>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = c.read(&mut b).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&b[..n]);
+                }
+                let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                let from: u64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| {
+                        r.trim_end_matches('-')
+                            .trim()
+                            .trim_end_matches('-')
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                s2.lock().unwrap().push(from);
+                let part = &body[from as usize..];
+                let head = if from > 0 {
+                    format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", part.len())
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        part.len()
+                    )
+                };
+                let _ = c.write_all(head.as_bytes()).await;
+                let _ = c.write_all(part).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_fails_its_hash_is_never_kept_and_the_rest_resumes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..(3 << 20) + 12345)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let v = version(&data);
+        let EntryKind::File { chunks } = &v.manifest.files[0].kind else {
+            unreachable!()
+        };
+        assert!(chunks.len() >= 3, "several chunks");
+        let mut bad = data.clone();
+        let second = chunks[0].len as usize + 5;
+        bad[second] ^= 1;
+        let cache = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+
+        let (addr, _) = serve(bad).await;
+        let e = fetch(&http, &addr, cache.path(), &v).await.unwrap_err();
+        assert!(
+            e.to_string().contains("chunk 2") && e.to_string().contains("fails its hash"),
+            "{e}"
+        );
+        assert!(!is_complete(cache.path(), &v));
+        let part = dir_of(cache.path(), &v).join("setup.bin.part");
+        assert_eq!(
+            std::fs::metadata(&part).unwrap().len(),
+            chunks[0].len as u64,
+            "only the verified first chunk is kept"
+        );
+
+        let (addr, seen) = serve(data.clone()).await;
+        let got = fetch(&http, &addr, cache.path(), &v).await.unwrap();
+        assert_eq!(got.resumed_from, chunks[0].len as u64);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![chunks[0].len as u64],
+            "resumed with a Range"
+        );
+        assert!(is_complete(cache.path(), &v));
+        assert_eq!(
+            std::fs::read(dir_of(cache.path(), &v).join("setup.bin")).unwrap(),
+            data
+        );
+    }
+}

@@ -83,11 +83,9 @@ pub fn verify(p: &Policy, root: PublicKey) -> Result<Verified, String> {
             ConfigEvent::CollectionSet(c) => {
                 v.collections.insert(c.name.clone(), c.clone());
             }
-            ConfigEvent::PackageVersionPublished(pv) => {
-                if pv.manifest.id() == pv.manifest_id {
-                    v.versions
-                        .insert((pv.package, pv.source_version), pv.clone());
-                }
+            ConfigEvent::PackageVersionPublished(pv) if pv.manifest.id() == pv.manifest_id => {
+                v.versions
+                    .insert((pv.package, pv.source_version), pv.clone());
             }
             ConfigEvent::PackageVersionRetired {
                 package,

@@ -41,6 +41,10 @@ pub const MAX_REPORTS: usize = machine::MAX_REPORTS_PER_REQUEST;
 /// How long a report request waits for the site to store them.
 const ACK_WAIT: Duration = Duration::from_secs(15);
 
+/// Where the site's answer to one report request goes: the last number stored, and why
+/// it stored no further.
+type AckTx = tokio::sync::oneshot::Sender<(u64, Option<String>)>;
+
 /// The policy as served: its encoded bytes, their tag, and the approved keys.
 #[derive(Default)]
 struct Served {
@@ -56,7 +60,7 @@ pub struct Desk {
     /// The site link's queue for frames to the site; `None` while the link is down.
     up: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Frame>>>,
     /// Report requests waiting for the site's ack, by request number.
-    waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<(u64, Option<String>)>>>,
+    waiting: Mutex<HashMap<u64, AckTx>>,
     next_req: AtomicU64,
     /// Requests refused since the last 40512, and the last reason.
     refused: Mutex<(u64, String)>,

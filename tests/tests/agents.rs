@@ -78,7 +78,11 @@ fn tree() -> Tree {
 }
 
 fn agent(name: &str, dp: &TestDp, root: &str) -> TestAgent {
-    let mut a = TestAgent::init(name, dp, root, &["role=web"]);
+    tagged(name, dp, root, &["role=web"])
+}
+
+fn tagged(name: &str, dp: &TestDp, root: &str, tags: &[&str]) -> TestAgent {
+    let mut a = TestAgent::init(name, dp, root, tags);
     let marker = a.tmp.path().join("marker");
     a.set_env("SITEREP_TEST_MARKER", marker.to_str().unwrap());
     a.set_env("SITEREP_TEST_MACHINE", name);
@@ -91,19 +95,20 @@ fn runs(a: &TestAgent) -> usize {
         .unwrap_or(0)
 }
 
-/// `adv create` at CEN for collection `web`; returns the advertisement id.
-fn advertise(t: &Tree, extra: &[&str]) -> String {
+/// `adv create` at CEN of program `program` running `command` for `collection`, start
+/// now (UTC); returns the advertisement id.
+fn adv_create(t: &Tree, program: &str, collection: &str, command: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "adv",
         "create",
         "--package",
         &t.pkg,
         "--program",
-        "Install",
+        program,
         "--command",
-        "install.sh",
+        command,
         "--collection",
-        "web",
+        collection,
         "--utc",
         "--json",
     ];
@@ -178,7 +183,7 @@ fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
             "tag:role=web,os=linux",
         ])
         .ok();
-    let adv = advertise(&t, &[]);
+    let adv = adv_create(&t, "Install", "web", "install.sh", &[]);
     web2.start();
     until_ran(&t.s01, &web1, &adv, "done");
     until_ran(&t.p01, &web3, &adv, "failed");
@@ -260,4 +265,121 @@ fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
             runs(a) == 2
         });
     }
+}
+
+#[test]
+fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
+    let t = tree();
+    t.s01.cli(&["machine", "approve", "--auto"]).ok();
+    t.cen
+        .cli(&["collection", "create", "web", "--rule", "tag:role=web"])
+        .ok();
+    t.cen
+        .cli(&["collection", "create", "solo", "--member", "web-9"])
+        .ok();
+
+    // A policy that does not chain to the trust root: nothing of it is believed or kept.
+    let p01_key = t.p01.cli(&["identity", "--json"]).json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stranger = agent("web-5", &t.dp_s01, &p01_key);
+    let mut r = stranger.run_once();
+    t.s01.wait_until(30, "web-5 approved and polled", || {
+        r = stranger.run_once();
+        r.stderr.contains("trust root")
+    });
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("does not chain to the trust root"),
+        "{}",
+        r.stderr
+    );
+    assert!(!stranger.data().join("policy.bin").exists());
+
+    // A request signed by another key than the one approved: refused, and said at P01.
+    let web3 = agent("web-3", &t.dp_p01, &t.root);
+    t.p01
+        .cli(&[
+            "machine", "approve", "--name", "web-3", "--pubkey", &web3.key,
+        ])
+        .ok();
+    t.p01
+        .wait_until(30, "web-3 approved at its DP", || web3.run_once().code == 0);
+    std::fs::write(web3.data().join("machine.key"), "11".repeat(32)).unwrap();
+    let r = web3.run_once();
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("not approved at P01 with key"),
+        "{}",
+        r.stderr
+    );
+    let refused = t.dp_p01.log();
+    assert!(refused.contains("agent request refused"), "{refused}");
+
+    // A command that is not in the package, and a time limit.
+    let web1 = agent("web-1", &t.dp_s01, &t.root);
+    let bad = adv_create(&t, "Setup", "web", "setup.exe", &[]);
+    let slow = adv_create(
+        &t,
+        "Slow",
+        "web",
+        "/bin/sh -c 'echo begun; sleep 30'",
+        &["--timeout", "2s"],
+    );
+    until_ran(&t.s01, &web1, &slow, "failed");
+    assert_eq!(web1.last_end(&bad).as_deref(), Some("failed"));
+    t.cen.wait_until(60, "both failures at CEN with why", || {
+        let b = t
+            .cen
+            .cli(&["status", "adverts", "--id", &bad, "--failed", "--json"])
+            .json();
+        let s = t
+            .cen
+            .cli(&["status", "adverts", "--id", &slow, "--failed", "--json"])
+            .json();
+        b["failed"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not a file of the package"))
+            && s["failed"][0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("time limit") && d.contains("begun"))
+    });
+    assert_eq!(runs(&web1), 0, "nothing installed");
+
+    // The agent killed during a run: after its restart the run is reported as not
+    // completed (never as installed), and the program it left is stopped.
+    // Not in `web` (no tag): only the one advertisement runs there.
+    let mut web9 = tagged("web-9", &t.dp_s01, &t.root, &[]);
+    let long = adv_create(
+        &t,
+        "Long",
+        "solo",
+        "/bin/sh -c 'sleep 5; echo run >> \"$SITEREP_TEST_MARKER\"'",
+        &[],
+    );
+    web9.start();
+    t.s01.wait_until(60, "web-9 running the program", || {
+        !web9.status()["running"].is_null()
+    });
+    web9.kill9();
+    let r = web9.run_once();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(web9.last_end(&long).as_deref(), Some("failed"));
+    t.cen.wait_until(60, "the interrupted run at CEN", || {
+        let v = t
+            .cen
+            .cli(&["status", "adverts", "--id", &long, "--failed", "--json"])
+            .json();
+        v["failed"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("stopped during the run"))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(runs(&web9), 0, "the program left behind was stopped");
+    let states = t.cen.cli(&["status", "machine", "web-9", "--json"]).json();
+    assert!(
+        !states.to_string().contains("\"succeeded\""),
+        "nothing reported installed: {states}"
+    );
 }

@@ -151,8 +151,10 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use ed25519_dalek::SigningKey;
+    use schema::event::DistributionTarget;
     use schema::trust::{Delegation, PublicKey};
     use schema::PackageId;
+    use schema::SiteCode;
 
     fn code(s: &str) -> SiteCode {
         SiteCode::new(s).unwrap()
