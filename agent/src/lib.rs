@@ -11,8 +11,9 @@
 //! its restarts ([`state`]).
 //!
 //! Entry points: [`cycle::Agent::open`] and [`cycle::Agent::cycle`] (one policy cycle),
-//! [`config::AgentConfig`] (`agent.toml`), [`run`] (the daemon).
+//! [`config::AgentConfig`] (`agent.toml`), [`run`] (the daemon), [`cli::run`] (its commands).
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cycle;

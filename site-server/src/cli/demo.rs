@@ -4,11 +4,14 @@
 //! package at CEN, targets S01, waits until S01 holds every chunk, publishes a changed
 //! version (only the changed chunks travel), has a distribution point of each site serve it,
 //! syncs an update catalog at CEN from an apt index (its delta reaches every site, S02 by the
-//! bundle), carries the package to a courier-only site S02 by bundle (and a receipt back), and
-//! prints what an operator would look at.
+//! bundle), carries the package to a courier-only site S02 by bundle (and a receipt back),
+//! runs an advertised install script on three agents (two succeed, one fails, a re-run of
+//! the failed turns it green: [`agents`]), and prints what an operator would look at.
 //!
 //! The processes are started and linked by `site_server::harness`, as in the end-to-end
 //! tests; this file is the scenario and what it prints.
+
+mod agents;
 
 use super::common::CliError;
 use site_server::harness::{self, Bins, HarnessError, LocalDp, LocalSite};
@@ -283,6 +286,7 @@ fn start_site(site: &mut LocalSite) -> Result<(), CliError> {
 }
 
 fn scenario(bins: &Bins, root: &Path, demo: &mut Demo) -> Result<(), CliError> {
+    let exe = bins.site_server.clone();
     accept_child(demo.site("CEN"), demo.site("P01"))?;
     accept_child(demo.site("P01"), demo.site("S01"))?;
     courier_child(demo.site("P01"), demo.site("S02"))?;
@@ -332,22 +336,7 @@ fn scenario(bins: &Bins, root: &Path, demo: &mut Demo) -> Result<(), CliError> {
         "CEN: catalog sync status of every site (S02's came back in its receipt)",
         &["status", "sync"],
     )?;
-    step(
-        cen,
-        "CEN: advertise it",
-        &[
-            "adv",
-            "create",
-            "--package",
-            "CEN00001",
-            "--program",
-            "Install",
-            "--command",
-            "install.sh --quiet",
-            "--collection",
-            "All Servers",
-        ],
-    )?;
+    agents::story(&exe, root, demo)?;
     show_status(demo)
 }
 

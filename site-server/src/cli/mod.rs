@@ -134,6 +134,13 @@ pub enum Cmd {
     /// Courier bundles for sites without a usable link: export, import, receipt.
     #[command(subcommand)]
     Courier(crate::cli::courier::CourierCmd),
+    /// The client agent's commands (the same as the `site-agent` binary):
+    /// `site-server agent init|run|run-once|status ...`.
+    #[command(name = "agent", disable_help_flag = true)]
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The distribution point's own commands (the same as the `dist-point` binary):
     /// `site-server dist-point init|run|status|validate ...`.
     #[command(name = "dist-point", disable_help_flag = true)]
@@ -224,6 +231,25 @@ pub async fn run(cli: Cli) -> Res {
         Cmd::Catalog(c) => crate::cli::sync::catalog(c).await,
         Cmd::Status(StatusCmd::Sync { data, json }) => {
             crate::cli::sync::status(&data.dir(), json).await
+        }
+        Cmd::Agent { args } => {
+            use clap::Parser;
+            let cli = match agent::cli::Cli::try_parse_from(
+                std::iter::once("site-agent".to_string()).chain(args),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = e.print();
+                    return Err(CliError {
+                        code: if e.use_stderr() { 2 } else { 0 },
+                        message: String::new(),
+                    });
+                }
+            };
+            agent::cli::run(cli).await.map_err(|e| CliError {
+                code: e.exit_code(),
+                message: e.to_string(),
+            })
         }
         Cmd::DistPoint { args } => {
             use clap::Parser;

@@ -136,7 +136,7 @@ pub(super) async fn messages(
                 m.id.to_string(),
                 m.severity.to_string(),
                 m.component.clone(),
-                m.text.clone(),
+                m.text.replace('\n', " | "),
             ]
         })
         .collect();
