@@ -3,7 +3,8 @@
 use crate::AgentError;
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
-use schema::machine::{self, Policy, Registration, ReportsStored, SignedMachineReport};
+use schema::event::Policy;
+use schema::machine::{self, Registration, ReportsStored, SignedMachineReport};
 use schema::trust::PublicKey;
 use std::time::Duration;
 

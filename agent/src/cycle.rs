@@ -11,7 +11,8 @@ use crate::AgentError;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use ed25519_dalek::SigningKey;
 use schema::advert::{Advertisement, ExitOutcome};
-use schema::machine::{MachineEvent, Policy, Step};
+use schema::event::Policy;
+use schema::machine::{MachineEvent, Step};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use schema::advert::{Advertisement, TimeBasis};
+use schema::event::Policy;
 use schema::event::{ConfigEvent, PackageVersion};
-use schema::machine::{Collection, Inventory, Policy};
+use schema::machine::{Collection, Inventory};
 use schema::trust::{KeyRing, PublicKey};
 use schema::{AdvertisementId, PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ impl Verified {
 
 /// Replays `p`'s events in order from the trust root: each must verify under the key the
 /// ring holds for its origin and number, and pass the authority rule
-/// ([`schema::trust::authorize`]). The first that does not stops the replay: nothing of a
+/// ([`schema::authority::authorize`]). The first that does not stops the replay: nothing of a
 /// policy that fails its check is believed.
 pub fn verify(p: &Policy, root: PublicKey) -> Result<Verified, String> {
     let mut ring = KeyRing::new(root);
@@ -68,7 +69,7 @@ pub fn verify(p: &Policy, root: PublicKey) -> Result<Verified, String> {
                     &root.to_string()[..16]
                 )
             })?;
-        schema::trust::authorize(&mut ring, e)
+        schema::authority::authorize(&mut ring, e)
             .map_err(|why| format!("event {}:{} is refused: {why}", e.origin, e.origin_seq))?;
         match &e.body {
             ConfigEvent::AdvertisementCreated(a) | ConfigEvent::AdvertisementChanged(a) => {

@@ -19,10 +19,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use schema::event::{ConfigEvent, EventEnvelope};
-use schema::machine::{
-    self, Policy, RegisterRequest, Registration, ReportsStored, SignedMachineReport,
-};
+use schema::event::{ConfigEvent, EventEnvelope, Policy};
+use schema::machine::{self, RegisterRequest, Registration, ReportsStored, SignedMachineReport};
 use schema::trust::PublicKey;
 use schema::wire::Frame;
 use schema::SiteCode;

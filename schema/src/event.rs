@@ -398,3 +398,15 @@ impl ConfigEvent {
         }
     }
 }
+
+/// What a distribution point serves its agents: the signed events an agent acts on, in the
+/// order of its site's log (the key delegations from the top's genesis down, collections,
+/// advertisements and the package versions they run), and the site they come from. The
+/// agent believes an event only if its signature chains to the trust root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The distribution point's site.
+    pub site: Option<SiteCode>,
+    /// The events, in the site's log order.
+    pub events: Vec<EventEnvelope>,
+}

@@ -5,7 +5,8 @@
 //! catalog entries ([`catalog`]), reports and status messages ([`report`]) with the one table
 //! of every status-message id ([`status`]), the package manifest ([`manifest`]), content-defined
 //! chunking ([`chunking`]), the persisted/wire encoding ([`encoding`]), the frames of a
-//! site link ([`wire`]) and origin signatures with the tree's key ring ([`trust`]).
+//! site link ([`wire`]), origin signatures with the tree's key ring ([`trust`]), who may
+//! decide what ([`authority`]), and machines, collections and agents' reports ([`machine`]).
 //!
 //! Where a caller starts: [`event::EventEnvelope`] and [`event::ConfigEvent`] (what a config
 //! log holds), [`report::ReportEnvelope`] and [`report::StatusMessage`] (what a report log
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod advert;
+pub mod authority;
 pub mod catalog;
 pub mod chunking;
 pub mod encoding;

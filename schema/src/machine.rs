@@ -1,14 +1,13 @@
 //! Machines and their agents: what an agent says about itself ([`Inventory`]), the rules that
 //! make a [`Collection`], what it reports per advertisement ([`MachineReport`], [`Step`]),
-//! the policy its distribution point hands it ([`Policy`]) and how its requests and reports
-//! are signed.
+//! and how its requests and reports are signed (the policy its distribution point hands it
+//! is [`crate::event::Policy`]).
 //!
 //! An agent's identity is an ed25519 key that its site approved (a `MachineApproved` event).
 //! Every request it makes to its distribution point carries a signature over
 //! [`request_bytes`]; every report it makes is signed over [`report_bytes`], so the site
 //! checks it again whatever the distribution point says.
 
-use crate::event::EventEnvelope;
 use crate::ids::{AdvertisementId, SiteCode};
 use crate::trust::{PublicKey, Signature, TrustError};
 use chrono::{DateTime, Utc};
@@ -453,18 +452,6 @@ pub fn parse_authorization(h: &str) -> Result<(String, i64, Signature), String> 
         .parse()
         .map_err(|e| format!("the Authorization signature does not parse: {e}"))?;
     Ok((m.to_string(), t, s))
-}
-
-/// What a distribution point serves its agents: the signed events an agent acts on, in the
-/// order of its site's log (the key delegations from the top's genesis down, collections,
-/// advertisements and the package versions they run), and the site they come from. The
-/// agent believes an event only if its signature chains to the trust root.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// The distribution point's site.
-    pub site: Option<SiteCode>,
-    /// The events, in the site's log order.
-    pub events: Vec<EventEnvelope>,
 }
 
 /// What a registration carries: the key the machine signs with and what it is.

@@ -125,7 +125,7 @@ pub enum Frame {
         messages: Vec<DpMessage>,
     },
     /// Site to distribution point, on the control stream: what the DP serves its agents
-    /// ([`crate::machine::Policy`]'s events, in the site's log order). Sent when the link
+    /// ([`crate::event::Policy`]'s events, in the site's log order). Sent when the link
     /// comes up and whenever it changes; the DP keeps the last one.
     DpPolicy {
         /// The events.

@@ -162,6 +162,30 @@ fn the_pure_cores_do_no_io_and_read_no_clock() {
         "site-server/src/sansio is pure: take time and input as arguments",
         bad,
     );
+    let plan = workspace().join("agent/src/plan.rs");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    for needle in [
+        "tokio",
+        "std::fs",
+        "fs::",
+        "File",
+        "Utc::now",
+        "Local::now",
+        "chrono::Local",
+        "Instant::now",
+        "std::net",
+    ] {
+        let code: String = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !code.contains(needle),
+            "agent/src/plan.rs is the agent's pure core but names {needle}"
+        );
+    }
 }
 
 #[test]
@@ -218,6 +242,13 @@ fn the_libraries_print_nothing() {
             &[&src.join("main.rs"), &src.join("cli")],
         ));
     }
+    // The agent's commands are a file of its library (`site-server agent` runs them too).
+    let src = root.join("agent/src");
+    bad.extend(offenders(
+        &src,
+        &["println!", "print!", "eprintln!", "eprint!", "dbg!"],
+        &[&src.join("main.rs"), &src.join("cli.rs")],
+    ));
     assert_none(
         "a library reports through return values and tracing, never by printing",
         bad,
@@ -374,6 +405,7 @@ fn no_import_circles_between_modules() {
         "dist-point",
         "courier",
         "site-server",
+        "agent",
         "tests",
         "bench",
     ] {

@@ -126,9 +126,9 @@ pub fn verify_event(ring: &KeyRing, env: &EventEnvelope) -> Result<(), String> {
 }
 
 /// The authority rules for an event whose signature is verified, then its change to the ring
-/// ([`schema::trust::authorize`]: agents apply the same rules to their policy).
+/// ([`schema::authority::authorize`]: agents apply the same rules to their policy).
 pub fn apply_authorized(ring: &mut KeyRing, env: &EventEnvelope) -> Result<(), String> {
-    schema::trust::authorize(ring, env)
+    schema::authority::authorize(ring, env)
 }
 
 /// Checks a report's signature against `ring` (the keys of this site's subtree) and, if it
