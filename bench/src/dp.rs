@@ -125,6 +125,15 @@ fn curl(url: &str) -> Result<(u64, f64)> {
     Ok((bytes, secs))
 }
 
+/// The resident set of process `pid` now, in KiB.
+pub(crate) fn vm_rss(pid: u32) -> Result<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}
+
 /// The peak resident set of process `pid` so far, in KiB.
 fn vm_hwm(pid: u32) -> Result<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -134,7 +143,7 @@ fn vm_hwm(pid: u32) -> Result<u64> {
         .context("VmHWM")
 }
 
-fn dist_point() -> Result<PathBuf> {
+pub(crate) fn dist_point() -> Result<PathBuf> {
     let p = std::env::current_exe()?
         .parent()
         .unwrap()

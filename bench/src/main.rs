@@ -6,6 +6,7 @@
 //! content store (MB/s and peak RSS), a re-publish of the unchanged tree, `tar -cf - DIR |
 //! zstd -3 -T0 > /dev/null`, and single-thread BLAKE3 over the same bytes.
 
+mod agents;
 mod catalog;
 mod courier;
 mod dp;
@@ -70,6 +71,22 @@ enum Cmd {
         /// transfer without the scheduler, alternated with ours.
         #[arg(long)]
         baseline: Option<PathBuf>,
+    },
+    /// The client agent: download beside curl, RSS idle and downloading, adv create to
+    /// started, many agents polling one DP.
+    Agents {
+        #[arg(long, default_value = "/tmp/siterep-bench-agents")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Simulated agents polling one DP.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Advertisements timed from create to started.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
     },
     /// Courier: export and import of one package beside cp of the same bytes.
     Courier {
@@ -180,6 +197,13 @@ fn main() -> Result<()> {
             events,
         } => replicate::run(&work, mib, runs, events),
         Cmd::Courier { work, mib, runs } => courier::run(&work, mib, runs),
+        Cmd::Agents {
+            work,
+            mib,
+            runs,
+            agents,
+            samples,
+        } => agents::run(&work, mib, runs, agents, samples),
         Cmd::Soak {
             work,
             kills,

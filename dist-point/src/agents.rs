@@ -83,7 +83,7 @@ impl Desk {
             Ok(b) => match schema::encoding::decode::<Policy>(&b) {
                 Ok(p) => {
                     *d.site.lock().expect("desk lock") = p.site;
-                    d.install(p)
+                    d.install(&p)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the kept agent policy does not decode; waiting for the site's")
@@ -97,7 +97,8 @@ impl Desk {
         Arc::new(d)
     }
 
-    fn install(&self, p: Policy) {
+    /// Serves `p`: the approvals stay here, the rest (what agents act on) is served.
+    fn install(&self, p: &Policy) {
         let mut approved = HashMap::new();
         for e in &p.events {
             if let ConfigEvent::MachineApproved { site, name, key } = &e.body {
@@ -106,7 +107,16 @@ impl Desk {
                 }
             }
         }
-        let bytes = match schema::encoding::encode(&p) {
+        let served = Policy {
+            site: p.site,
+            events: p
+                .events
+                .iter()
+                .filter(|e| !matches!(e.body, ConfigEvent::MachineApproved { .. }))
+                .cloned()
+                .collect(),
+        };
+        let bytes = match schema::encoding::encode(&served) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode the agent policy");
@@ -122,14 +132,20 @@ impl Desk {
         });
     }
 
-    /// The site sent a new policy: serve it and keep it.
+    /// The site sent a new policy: serve it and keep it (whole, approvals too).
     pub fn policy_from_site(&self, events: Vec<EventEnvelope>) {
         let site = *self.site.lock().expect("desk lock");
         let p = Policy { site, events };
-        self.install(p);
-        let bytes = self.served.lock().expect("desk lock").bytes.clone();
+        self.install(&p);
+        let bytes = match schema::encoding::encode(&p) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the agent policy");
+                return;
+            }
+        };
         let tmp = self.dir.join("policy.bin.tmp");
-        let r = std::fs::write(&tmp, &bytes[..])
+        let r = std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(POLICY_FILE)));
         if let Err(e) = r {
