@@ -480,6 +480,7 @@ fn the_architecture_map_names_only_files_and_tests_that_exist() {
         "dist-point",
         "courier",
         "site-server",
+        "agent",
         "tests",
     ]
     .iter()
