@@ -69,6 +69,7 @@ impl AgentConfig {
 
     pub fn check(&self) -> Result<(), String> {
         check_name(&self.name)?;
+        self.inventory().check()?;
         if !(self.dp.starts_with("http://") || self.dp.starts_with("https://")) {
             return Err(format!(
                 "dp = {:?} is not a URL: write http://HOST:PORT of the distribution point",

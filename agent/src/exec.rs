@@ -62,15 +62,7 @@ fn keep(tail: &Mutex<VecDeque<String>>, line: String) {
 fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
     let t = tail.lock().expect("tail lock");
     let s: Vec<&str> = t.iter().map(|l| l.as_str()).collect();
-    let mut out = s.join("\n");
-    if out.len() > schema::machine::TAIL_BYTES {
-        let mut cut = out.len() - schema::machine::TAIL_BYTES;
-        while !out.is_char_boundary(cut) {
-            cut += 1;
-        }
-        out = out[cut..].to_string();
-    }
-    out
+    schema::machine::tail_of(&s.join("\n"), schema::machine::TAIL_BYTES)
 }
 
 /// Runs `program args` in `dir` for at most `limit`; `started` is told the process id once

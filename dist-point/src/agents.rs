@@ -348,6 +348,9 @@ async fn register(State(c): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
     }
     let mut inventory = req.inventory;
     inventory.name = name.clone();
+    if let Err(why) = inventory.check() {
+        return (StatusCode::BAD_REQUEST, format!("machine {name}: {why}\n")).into_response();
+    }
     let told = c.desk.to_site(Frame::DpMachineSeen {
         name: name.clone(),
         key,

@@ -58,6 +58,50 @@ pub struct Inventory {
     pub agent_version: String,
 }
 
+/// The most tags an inventory may carry, and the longest tag key, value or other field.
+pub const MAX_TAGS: usize = 32;
+/// See [`MAX_TAGS`].
+pub const MAX_FIELD: usize = 128;
+
+impl Inventory {
+    /// Refuses an inventory over the bounds ([`MAX_TAGS`], [`MAX_FIELD`]) or with a bad
+    /// name: what a hostile agent could otherwise make every site above store.
+    pub fn check(&self) -> Result<(), String> {
+        check_name(&self.name)?;
+        let long = [&self.os, &self.arch, &self.agent_version]
+            .into_iter()
+            .chain(self.tags.keys())
+            .chain(self.tags.values())
+            .find(|f| f.len() > MAX_FIELD);
+        if let Some(f) = long {
+            return Err(format!(
+                "an inventory field of {} bytes is over the {MAX_FIELD}-byte limit",
+                f.len()
+            ));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!(
+                "{} tags are over the limit of {MAX_TAGS}",
+                self.tags.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), keeping the end (where a
+/// program's output says what went wrong).
+pub fn tail_of(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = s.len() - max;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    s[cut..].to_string()
+}
+
 /// One rule of a collection: a machine matches when every condition given holds (an empty
 /// rule matches nothing). Name globs take `*` and `?`; every comparison ignores case.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -574,6 +618,23 @@ mod tests {
         assert!(!crate::trust::verifies(&PublicKey::of(&k), &moved, &sig));
         assert!(parse_authorization("Bearer x").is_err());
         assert!(parse_authorization("Siterep-Machine bad/name 1 00").is_err());
+    }
+
+    #[test]
+    fn inventories_and_tails_are_bounded() {
+        assert!(inv("web-1").check().is_ok());
+        let mut big = inv("web-1");
+        big.os = "x".repeat(MAX_FIELD + 1);
+        assert!(big.check().is_err());
+        let mut many = inv("web-1");
+        for i in 0..=MAX_TAGS {
+            many.tags.insert(format!("k{i}"), "v".into());
+        }
+        assert!(many.check().is_err());
+        assert!(inv("bad name").check().is_err());
+        assert_eq!(tail_of("abcdef", 3), "def");
+        assert_eq!(tail_of("ab", 3), "ab");
+        assert_eq!(tail_of("aé€", 3), "€", "cut at a character boundary");
     }
 
     #[test]

@@ -271,13 +271,18 @@ pub fn lifecycle<S: ProjectionStore>(
 }
 
 /// A machine's report as this site's reports: a status message per program step (the site
-/// is this one and the machine the one that signed, whatever the report says), the inventory
-/// as site data.
+/// is this one and the machine the one that signed, whatever the report says; output and
+/// reasons cut to [`schema::machine::TAIL_BYTES`]), the inventory as site data (none if it is
+/// over the bounds: nothing a machine says makes every site above store more).
 pub fn machine_reports(own: SiteCode, machine: &str, r: &MachineReport) -> Vec<Report> {
+    let cut = |s: &String| schema::machine::tail_of(s, schema::machine::TAIL_BYTES);
     match &r.body {
         MachineEvent::Inventory(inv) => {
             let mut inv = inv.clone();
             inv.name = machine.to_string();
+            if inv.check().is_err() {
+                return vec![];
+            }
             vec![Report::SiteData(SiteData::Machine(inv))]
         }
         MachineEvent::Program {
@@ -296,9 +301,9 @@ pub fn machine_reports(own: SiteCode, machine: &str, r: &MachineReport) -> Vec<R
                 Step::Succeeded { exit }
                 | Step::AlreadyInstalled { exit }
                 | Step::NotApplicable { exit } => vec![a, exit.to_string()],
-                Step::Failed { exit, tail } => vec![a, exit.to_string(), tail.clone()],
-                Step::DownloadFailed { why } => vec![a, why.clone()],
-                Step::Error { why, tail } => vec![a, why.clone(), tail.clone()],
+                Step::Failed { exit, tail } => vec![a, exit.to_string(), cut(tail)],
+                Step::DownloadFailed { why } => vec![a, cut(why)],
+                Step::Error { why, tail } => vec![a, cut(why), cut(tail)],
             };
             vec![Report::Status(StatusMessage::new(
                 step.status_id(),
@@ -525,4 +530,264 @@ pub fn advert_rows(
         }
     }
     rows.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sansio::projection::{apply, MemStore};
+    use schema::advert::{ExitRules, Program, RunOptions, TimeBasis};
+    use schema::event::EventEnvelope;
+    use schema::machine::Rule;
+    use schema::trust::Signature;
+
+    fn code(s: &str) -> SiteCode {
+        s.parse().unwrap()
+    }
+    fn t0() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+    fn ctx() -> Ctx {
+        Ctx {
+            site: code("CEN"),
+            machine: "m".into(),
+            now: t0(),
+        }
+    }
+    fn put(s: &MemStore, seq: u64, body: ConfigEvent) {
+        let env = EventEnvelope {
+            origin: code("CEN"),
+            origin_seq: seq,
+            time: t0(),
+            body,
+            sig: Signature::MISSING,
+        };
+        apply(s, code("CEN"), &env).unwrap();
+    }
+    fn advert() -> Advertisement {
+        Advertisement {
+            id: "CEN20001".parse().unwrap(),
+            name: "a".into(),
+            package: "CEN00001".parse().unwrap(),
+            program: Program {
+                name: "Install".into(),
+                command_line: "install.sh".into(),
+                exit: ExitRules::default(),
+            },
+            collection: "web".into(),
+            start: t0().naive_utc(),
+            mandatory: vec![],
+            time_basis: TimeBasis::Utc,
+            enabled: true,
+            run: RunOptions::default(),
+        }
+    }
+    fn ok<T>(r: Result<Decided<T>, DecideError<std::convert::Infallible>>) -> Decided<T> {
+        match r {
+            Ok(d) => d,
+            Err(DecideError::Refused(r)) => panic!("refused: {r}"),
+            Err(DecideError::Proj(_)) => panic!("projection error"),
+        }
+    }
+    fn refused<T>(r: Result<Decided<T>, DecideError<std::convert::Infallible>>) -> String {
+        match r {
+            Err(DecideError::Refused(r)) => r.to_string(),
+            _ => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_of_an_advertisement() {
+        let s = MemStore::default();
+        let id = advert().id;
+        assert!(refused(lifecycle(&s, &ctx(), id, &Lifecycle::Disable)).contains("does not exist"));
+        put(&s, 1, ConfigEvent::AdvertisementCreated(advert()));
+        let d = ok(lifecycle(&s, &ctx(), id, &Lifecycle::Disable));
+        assert_eq!(d.event, Some(ConfigEvent::AdvertisementDisabled { id }));
+        assert_eq!(d.reports.len(), 1);
+        put(&s, 2, d.event.unwrap());
+        let again = ok(lifecycle(&s, &ctx(), id, &Lifecycle::Disable));
+        assert!(
+            again.event.is_none(),
+            "disabling a disabled advertisement changes nothing"
+        );
+        let d = ok(lifecycle(&s, &ctx(), id, &Lifecycle::Enable));
+        assert_eq!(d.event, Some(ConfigEvent::AdvertisementEnabled { id }));
+        put(&s, 3, d.event.unwrap());
+        assert!(projection::advert(&s, &id).unwrap().unwrap().enabled);
+
+        let d = ok(lifecycle(
+            &s,
+            &ctx(),
+            id,
+            &Lifecycle::Rerun { failed_only: true },
+        ));
+        assert_eq!((d.out.run.rerun, d.out.run.rerun_failed_only), (1, true));
+        put(&s, 4, d.event.unwrap());
+        let d = ok(lifecycle(
+            &s,
+            &ctx(),
+            id,
+            &Lifecycle::Rerun { failed_only: false },
+        ));
+        assert_eq!((d.out.run.rerun, d.out.run.rerun_failed_only), (2, false));
+
+        let later = t0().naive_utc() + chrono::Duration::days(1);
+        let change = AdvertChange {
+            add_mandatory: vec![later, later],
+            recurring_secs: Some(7 * 86400),
+            command: Some("setup.sh --quiet".into()),
+            timeout_secs: Some(60),
+        };
+        let d = ok(lifecycle(&s, &ctx(), id, &Lifecycle::Change(change)));
+        assert_eq!(
+            d.out.mandatory,
+            vec![later],
+            "a time added twice is there once"
+        );
+        assert_eq!(d.out.run.recurring_secs, Some(7 * 86400));
+        assert_eq!(d.out.program.command_line, "setup.sh --quiet");
+        assert_eq!(d.out.run.timeout_secs, 60);
+        for bad in [
+            AdvertChange::default(),
+            AdvertChange {
+                add_mandatory: vec![t0().naive_utc() - chrono::Duration::days(1)],
+                ..Default::default()
+            },
+            AdvertChange {
+                command: Some("  ".into()),
+                ..Default::default()
+            },
+            AdvertChange {
+                timeout_secs: Some(0),
+                ..Default::default()
+            },
+        ] {
+            refused(lifecycle(&s, &ctx(), id, &Lifecycle::Change(bad)));
+        }
+    }
+
+    #[test]
+    fn collections_and_approvals() {
+        let s = MemStore::default();
+        let c = Collection {
+            name: "web".into(),
+            rules: vec![Rule::parse("os=linux").unwrap()],
+            members: vec![],
+        };
+        assert!(refused(set_collection(&s, &ctx(), &c, true)).contains("does not exist"));
+        let d = ok(set_collection(&s, &ctx(), &c, false));
+        put(&s, 1, d.event.unwrap());
+        assert!(refused(set_collection(&s, &ctx(), &c, false)).contains("exists already"));
+        let empty = Collection {
+            name: "e".into(),
+            ..Default::default()
+        };
+        assert!(refused(set_collection(&s, &ctx(), &empty, false)).contains("no rule"));
+
+        let k = PublicKey([3; 32]);
+        let d = ok(approve_machine(
+            &s,
+            &ctx(),
+            "web-1",
+            k,
+            ApprovedBy::Operator,
+        ));
+        assert!(d.out);
+        put(&s, 2, d.event.unwrap());
+        let same = ok(approve_machine(
+            &s,
+            &ctx(),
+            "WEB-1",
+            k,
+            ApprovedBy::Automatic,
+        ));
+        assert!(same.event.is_none(), "the same key again changes nothing");
+        let other = ok(approve_machine(
+            &s,
+            &ctx(),
+            "web-1",
+            PublicKey([4; 32]),
+            ApprovedBy::Operator,
+        ));
+        assert!(other.event.is_some(), "a new key replaces the old");
+        refused(approve_machine(
+            &s,
+            &ctx(),
+            "bad/name",
+            k,
+            ApprovedBy::Operator,
+        ));
+        let d = ok(set_auto_approval(&s, &ctx(), true));
+        put(&s, 3, d.event.unwrap());
+        assert!(ok(set_auto_approval(&s, &ctx(), true)).event.is_none());
+    }
+
+    #[test]
+    fn a_machines_steps_become_status_messages_and_roll_up() {
+        let own = code("S01");
+        let step = |seq, step| MachineReport {
+            seq,
+            time: t0(),
+            body: MachineEvent::Program {
+                advert: "CEN20001".parse().unwrap(),
+                rerun: 1,
+                step,
+            },
+        };
+        let long = "x".repeat(10_000);
+        let r = machine_reports(
+            own,
+            "web-3",
+            &step(
+                1,
+                Step::Failed {
+                    exit: 3,
+                    tail: long,
+                },
+            ),
+        );
+        let Report::Status(m) = &r[0] else {
+            panic!("a status message")
+        };
+        assert_eq!((m.id, m.site, m.machine.as_str()), (10006, own, "web-3"));
+        assert!(
+            m.insertion[2].len() <= schema::machine::TAIL_BYTES,
+            "the output is cut"
+        );
+        let am = advance(m).unwrap();
+        assert_eq!(
+            (am.state, am.exit, am.rerun),
+            (MachineState::Failed, Some(3), 1)
+        );
+
+        let inv = Inventory {
+            name: "spoofed".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let r = machine_reports(
+            own,
+            "web-3",
+            &MachineReport {
+                seq: 2,
+                time: t0(),
+                body: MachineEvent::Inventory(inv),
+            },
+        );
+        let Report::SiteData(SiteData::Machine(i)) = &r[0] else {
+            panic!("site data")
+        };
+        assert_eq!(i.name, "web-3", "a machine speaks only for itself");
+
+        let rec = touch_machine(None, own, "web-3", t0(), Some(i), Some(m));
+        let c = Collection {
+            name: "web".into(),
+            rules: vec![Rule::parse("os=linux").unwrap()],
+            members: vec![],
+        };
+        let rows = advert_rows(&[advert()], &[("web".to_string(), c)].into(), &[am], &[rec]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].in_collection, rows[0].failed), (1, 1));
+    }
 }
