@@ -52,7 +52,14 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
 }
 
-pub fn run(work: &Path, mib: u64, runs: usize, agents: usize, samples: usize) -> Result<()> {
+pub fn run(
+    work: &Path,
+    mib: u64,
+    runs: usize,
+    agents: usize,
+    samples: usize,
+    keep: bool,
+) -> Result<()> {
     let ss = site_server()?;
     let dpb = dist_point()?;
     let sa = site_agent()?;
@@ -75,7 +82,7 @@ pub fn run(work: &Path, mib: u64, runs: usize, agents: usize, samples: usize) ->
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
     eprintln!("starting CEN -> P01 -> S01 with a DP at S01");
-    let (cen, _p01, mut s01) = three_tiers(&ss, &root)?;
+    let (cen, p01, mut s01) = three_tiers(&ss, &root)?;
     s01.pin_listen_port()?;
     let dp_bins = Bins {
         site_server: ss.clone(),
@@ -285,6 +292,25 @@ pub fn run(work: &Path, mib: u64, runs: usize, agents: usize, samples: usize) ->
         pct(&answers, 0.99) * 1e3,
         cpu / window * 100.0
     );
+    if keep {
+        // For whole-process timings from outside (farm-bench): the tree keeps running.
+        let cache = adata.join("cache");
+        println!("\nkept running; the download, agent against curl:");
+        println!(
+            "farm-bench -n 5 --timeout 600 --vs \"sh -c 'rm -f {w}/curl/big.bin && exec curl -s -f -o {w}/curl/big.bin {file_url}'\" -- sh -c 'rm -rf {c} {a}/state.json {a}/policy.bin && exec {sa} run-once --data {a}'",
+            w = work.display(),
+            c = cache.display(),
+            sa = sa.display(),
+        );
+        let mut pids = Vec::new();
+        for s in [cen, p01, s01] {
+            pids.extend(s.detach());
+        }
+        pids.extend(dp.detach());
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        println!("stop it with: kill {}", pids.join(" "));
+        return Ok(());
+    }
     drop(dp);
     Ok(())
 }

@@ -87,6 +87,9 @@ enum Cmd {
         /// Advertisements timed from create to started.
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// Leave the tree running and print a farm-bench command line for the download.
+        #[arg(long)]
+        keep: bool,
     },
     /// Courier: export and import of one package beside cp of the same bytes.
     Courier {
@@ -203,7 +206,8 @@ fn main() -> Result<()> {
             runs,
             agents,
             samples,
-        } => agents::run(&work, mib, runs, agents, samples),
+            keep,
+        } => agents::run(&work, mib, runs, agents, samples, keep),
         Cmd::Soak {
             work,
             kills,

@@ -1395,15 +1395,30 @@ mod tests {
         root: &str,
         allow_rebuild_pending: bool,
     ) -> Result<Db, DbError> {
-        let db = Db::open(
-            path,
-            code(site),
-            allow_rebuild_pending,
-            Trust {
-                signer: key_of(site),
-                root_key: Some(PublicKey::of(&key_of(root))),
-            },
-        )?;
+        // sled lets go of its file lock from its flusher thread, a moment after the last
+        // handle is dropped: a reopen right after a drop waits for it (never a lock held by
+        // another live handle, which no test here makes).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            let r = Db::open(
+                path,
+                code(site),
+                allow_rebuild_pending,
+                Trust {
+                    signer: key_of(site),
+                    root_key: Some(PublicKey::of(&key_of(root))),
+                },
+            );
+            match r {
+                Err(DbError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r?,
+            }
+        };
         if site == root && db.counts()?.config_events == 0 {
             db.append_own(Utc::now(), |_| {
                 Ok(Decided {
