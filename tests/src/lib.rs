@@ -558,12 +558,12 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
-    /// `site-agent init` for machine `name` of `dp`, trusting `root` (the top's key), polling
-    /// every second.
-    pub fn init(name: &str, dp: &TestDp, root: &str, tags: &[&str]) -> Self {
+    /// `site-agent init` for machine `name` of the DP at `dp` (HOST:PORT), trusting `root`
+    /// (the top's key), polling every second.
+    pub fn init(name: &str, dp: &str, root: &str, tags: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("agent");
-        let url = format!("http://{}", dp.addr);
+        let url = format!("http://{dp}");
         let mut args = vec![
             "init",
             "--data",

@@ -5,7 +5,8 @@
 //! with the exit code and output; a re-run of the failed, once fixed, turns it green; a
 //! disabled advertisement runs nowhere. Then the bad inputs: an agent not approved, a
 //! request signed by another key, a policy that does not chain to the trust root, a command
-//! that is not in the package, a time limit, and an agent killed during a run.
+//! that is not in the package, a time limit, an agent killed during a run, and a DP gone bad
+//! (a proxy that alters package files: the chunk fails its hash and nothing runs).
 
 use serde_json::Value;
 use tests::{attach_dps, publish, three_tiers, TestAgent, TestDp, TestSite};
@@ -77,11 +78,11 @@ fn tree() -> Tree {
     }
 }
 
-fn agent(name: &str, dp: &TestDp, root: &str) -> TestAgent {
+fn agent(name: &str, dp: &str, root: &str) -> TestAgent {
     tagged(name, dp, root, &["role=web"])
 }
 
-fn tagged(name: &str, dp: &TestDp, root: &str, tags: &[&str]) -> TestAgent {
+fn tagged(name: &str, dp: &str, root: &str, tags: &[&str]) -> TestAgent {
     let mut a = TestAgent::init(name, dp, root, tags);
     let marker = a.tmp.path().join("marker");
     a.set_env("SITEREP_TEST_MARKER", marker.to_str().unwrap());
@@ -148,9 +149,9 @@ fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
     let t = tree();
     // S01 approves every new machine; P01 approves by hand.
     t.s01.cli(&["machine", "approve", "--auto"]).ok();
-    let web1 = agent("web-1", &t.dp_s01, &t.root);
-    let mut web2 = agent("web-2", &t.dp_s01, &t.root);
-    let mut web3 = agent("web-3", &t.dp_p01, &t.root);
+    let web1 = agent("web-1", &t.dp_s01.addr, &t.root);
+    let mut web2 = agent("web-2", &t.dp_s01.addr, &t.root);
+    let mut web3 = agent("web-3", &t.dp_p01.addr, &t.root);
     let broken = web3.tmp.path().join("broken");
     std::fs::write(&broken, "").unwrap();
     web3.set_env("SITEREP_TEST_FAIL", broken.to_str().unwrap());
@@ -283,7 +284,7 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
         .as_str()
         .unwrap()
         .to_string();
-    let stranger = agent("web-5", &t.dp_s01, &p01_key);
+    let stranger = agent("web-5", &t.dp_s01.addr, &p01_key);
     let mut r = stranger.run_once();
     t.s01.wait_until(30, "web-5 approved and polled", || {
         r = stranger.run_once();
@@ -298,7 +299,7 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
     assert!(!stranger.data().join("policy.bin").exists());
 
     // A request signed by another key than the one approved: refused, and said at P01.
-    let web3 = agent("web-3", &t.dp_p01, &t.root);
+    let web3 = agent("web-3", &t.dp_p01.addr, &t.root);
     t.p01
         .cli(&[
             "machine", "approve", "--name", "web-3", "--pubkey", &web3.key,
@@ -318,7 +319,7 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
     assert!(refused.contains("agent request refused"), "{refused}");
 
     // A command that is not in the package, and a time limit.
-    let web1 = agent("web-1", &t.dp_s01, &t.root);
+    let web1 = agent("web-1", &t.dp_s01.addr, &t.root);
     let bad = adv_create(&t, "Setup", "web", "setup.exe", &[]);
     let slow = adv_create(
         &t,
@@ -350,7 +351,7 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
     // The agent killed during a run: after its restart the run is reported as not
     // completed (never as installed), and the program it left is stopped.
     // Not in `web` (no tag): only the one advertisement runs there.
-    let mut web9 = tagged("web-9", &t.dp_s01, &t.root, &[]);
+    let mut web9 = tagged("web-9", &t.dp_s01.addr, &t.root, &[]);
     let long = adv_create(
         &t,
         "Long",
@@ -382,4 +383,96 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
         !states.to_string().contains("\"succeeded\""),
         "nothing reported installed: {states}"
     );
+}
+
+/// An HTTP proxy in front of `dp` that passes every request on (one per connection) and
+/// flips the last byte of every package file it hands back: a DP gone bad.
+fn corrupting_proxy(dp: &str) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let dp = dp.to_string();
+    let find = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n");
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let dp = dp.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut c = c;
+                let (mut buf, mut b) = (Vec::new(), [0u8; 4096]);
+                let end = loop {
+                    let n = c.read(&mut b)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                    if let Some(p) = find(&buf) {
+                        break p + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + len {
+                    let n = c.read(&mut b)?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                }
+                let lines: Vec<&str> = head
+                    .trim_end()
+                    .split("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect();
+                let mut up = std::net::TcpStream::connect(&dp)?;
+                up.write_all(
+                    format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n")).as_bytes(),
+                )?;
+                up.write_all(&buf[end..])?;
+                let mut resp = Vec::new();
+                up.read_to_end(&mut resp)?;
+                if head.contains("/files/") {
+                    if let Some(p) = find(&resp) {
+                        if resp.len() > p + 4 {
+                            *resp.last_mut().unwrap() ^= 1;
+                        }
+                    }
+                }
+                c.write_all(&resp)?;
+                Ok(())
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_package_that_fails_its_hash_is_never_run() {
+    let t = tree();
+    t.s01.cli(&["machine", "approve", "--auto"]).ok();
+    t.cen
+        .cli(&["collection", "create", "web", "--rule", "tag:role=web"])
+        .ok();
+    // The agent's DP is the proxy: policy and reports pass, package files come back altered.
+    let proxy = corrupting_proxy(&t.dp_s01.addr);
+    let web1 = agent("web-1", &proxy, &t.root);
+    let adv = adv_create(&t, "Install", "web", "install.sh", &[]);
+    until_ran(&t.s01, &web1, &adv, "failed");
+    assert_eq!(runs(&web1), 0, "nothing ran");
+    t.cen.wait_until(60, "40502 at CEN", || {
+        tests::messages(&t.cen, 40502).iter().any(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|s| s.contains("fails its hash"))
+        })
+    });
+    let cached = web1.data().join(format!("cache/{}-v1/install.sh", t.pkg));
+    assert!(!cached.exists(), "nothing unverified is kept");
 }
