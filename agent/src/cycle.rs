@@ -92,7 +92,10 @@ impl Agent {
         let Some(r) = self.state.running.take() else {
             return Ok(());
         };
-        exec::kill_group(r.pid);
+        // Stop what it left running, if that process is still the program's (pids are reused).
+        if r.pid.is_some_and(|p| exec::is_running(p, &r.program)) {
+            exec::kill_group(r.pid);
+        }
         tracing::warn!(advert = %r.advert, "the agent stopped during a run: reported as not completed");
         self.report(MachineEvent::Program {
             advert: r.advert,
@@ -294,6 +297,7 @@ impl Agent {
             due,
             started: Utc::now(),
             pid: None,
+            program: program.display().to_string(),
         });
         self.save()?;
         let _ = self.flush().await;

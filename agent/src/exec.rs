@@ -147,6 +147,21 @@ pub async fn run(
     }
 }
 
+/// Whether process `pid` is running `program` and leads its own process group (what the
+/// agent started), so that a reused pid is never signalled.
+pub fn is_running(pid: u32, program: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let leads = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 2..].split_whitespace().nth(2).map(str::to_string))
+        .is_some_and(|pgrp| pgrp == pid.to_string());
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+    leads && !program.is_empty() && first == program.as_bytes()
+}
+
 /// Kills the process group the program leads (its children too).
 pub fn kill_group(pid: Option<u32>) {
     #[cfg(unix)]

@@ -23,6 +23,9 @@ pub struct Running {
     pub due: DateTime<Utc>,
     pub started: DateTime<Utc>,
     pub pid: Option<u32>,
+    /// The program, to recognise the process after a restart (a pid can be reused).
+    #[serde(default)]
+    pub program: String,
 }
 
 /// See the module doc.

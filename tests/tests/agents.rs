@@ -348,6 +348,26 @@ fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
     });
     assert_eq!(runs(&web1), 0, "nothing installed");
 
+    // Automatic approval takes new names only: another key claiming web-1 waits for the
+    // operator.
+    std::fs::write(web1.data().join("machine.key"), "22".repeat(32)).unwrap();
+    let r = web1.run_once();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not approved at S01 with key"),
+        "{}",
+        r.stderr
+    );
+    t.s01.wait_until(20, "40510 for web-1 at S01", || {
+        tests::messages(&t.s01, 40510)
+            .iter()
+            .any(|m| m["text"].as_str().unwrap_or_default().contains("web-1"))
+    });
+    assert!(
+        web1.run_once().code == 1,
+        "still refused after the site heard of it"
+    );
+
     // The agent killed during a run: after its restart the run is reported as not
     // completed (never as installed), and the program it left is stopped.
     // Not in `web` (no tag): only the one advertisement runs there.

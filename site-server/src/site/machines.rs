@@ -171,11 +171,19 @@ impl Site {
     }
 
     /// A machine that is not approved (with `key`) asked through a DP: approved at once if
-    /// this site approves automatically, else noted (40510 once per name and key).
+    /// this site approves automatically and the name is new, else noted (40510 once per
+    /// name and key).
     pub fn machine_seen(&self, name: &str, key: PublicKey, inv: &Inventory) -> Result<(), OpError> {
         schema::machine::check_name(name).map_err(crate::sansio::decide::Refusal::Invalid)?;
         let site = self.cfg.code;
-        if self.db.auto_approval(site)? {
+        // Automatic approval takes new names only: a new key for a name already approved (a
+        // reinstalled machine, or another claiming its name) waits for the operator.
+        let taken = self
+            .db
+            .approvals(site)?
+            .iter()
+            .any(|a| a.name.eq_ignore_ascii_case(name) && a.key != key);
+        if !taken && self.db.auto_approval(site)? {
             let ctx = self.ctx();
             let new = self.db.append_own(ctx.now, |v| {
                 agents::approve_machine(v, &ctx, name, key, ApprovedBy::Automatic)
