@@ -146,21 +146,27 @@ impl Agent {
             .ok()
             .and_then(|b| schema::encoding::decode::<Policy>(&b).ok());
         let etag = kept.as_ref().and(self.state.policy_etag.clone());
-        let p = match self.client.policy(etag.as_deref()).await? {
-            PolicyAnswer::Unchanged => kept.expect("an etag only with a kept policy"),
+        let root = self.cfg.root_key;
+        match self.client.policy(etag.as_deref()).await? {
+            PolicyAnswer::Unchanged => {
+                // A DP that says "not modified" to an agent that holds no policy is wrong.
+                let p = kept.ok_or_else(|| {
+                    AgentError::Failed(
+                        "the distribution point answered 'not modified' but this agent holds no policy".into(),
+                    )
+                })?;
+                plan::verify(&p, root).map_err(AgentError::Untrusted)
+            }
             PolicyAnswer::New(p, tag) => {
-                let p = *p;
                 // Verified before it is kept: a policy that fails is never stored.
-                plan::verify(&p, self.cfg.root_key).map_err(AgentError::Untrusted)?;
+                let v = plan::verify(&p, root).map_err(AgentError::Untrusted)?;
                 let b =
-                    schema::encoding::encode(&p).map_err(|e| AgentError::Failed(e.to_string()))?;
+                    schema::encoding::encode(&*p).map_err(|e| AgentError::Failed(e.to_string()))?;
                 crate::state::write_atomic(&self.policy_path(), &b)?;
                 self.state.policy_etag = tag;
-                p
+                Ok(v)
             }
-        };
-        let v = plan::verify(&p, self.cfg.root_key).map_err(AgentError::Untrusted)?;
-        Ok(v)
+        }
     }
 
     /// One cycle (see the module doc).

@@ -14,7 +14,7 @@
 
 use crate::dp::{dist_point, vm_rss};
 use crate::replicate::three_tiers;
-use crate::{median, run_timed, site_server, xorshift_fill};
+use crate::{median, run_timed, site_server};
 use anyhow::{bail, Context, Result};
 use site_server::harness::{self, Bins, LocalDp};
 use std::fs;
@@ -64,19 +64,7 @@ pub fn run(
     let dpb = dist_point()?;
     let sa = site_agent()?;
     let src = work.join("package");
-    if !src.join(format!(".complete-{mib}")).exists() {
-        let _ = fs::remove_dir_all(&src);
-        fs::create_dir_all(&src)?;
-        let mut out = std::io::BufWriter::new(fs::File::create(src.join("big.bin"))?);
-        let mut buf = vec![0u8; 16 << 20];
-        let mut state = 0x853c_49e6_748f_ea9b;
-        for _ in 0..mib.div_ceil(16) {
-            xorshift_fill(&mut buf, &mut state);
-            std::io::Write::write_all(&mut out, &buf)?;
-        }
-        std::io::Write::flush(&mut out)?;
-        fs::write(src.join(format!(".complete-{mib}")), b"")?;
-    }
+    crate::dp::big_file(&src, mib)?;
     let total = fs::metadata(src.join("big.bin"))?.len();
     let root = work.join("sites");
     let _ = fs::remove_dir_all(&root);

@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One file of `mib` MiB of noise in `dir` (kept for the next run).
-fn big_file(dir: &Path, mib: u64) -> Result<PathBuf> {
+pub(crate) fn big_file(dir: &Path, mib: u64) -> Result<PathBuf> {
     let f = dir.join("big.bin");
     let marker = dir.join(format!(".complete-{mib}"));
     if marker.exists() {

@@ -47,7 +47,8 @@ type AckTx = tokio::sync::oneshot::Sender<(u64, Option<String>)>;
 #[derive(Default)]
 struct Served {
     site: Option<SiteCode>,
-    bytes: Arc<Vec<u8>>,
+    /// Shared by every answer (a clone is a reference count, not a copy).
+    bytes: Bytes,
     etag: String,
     approved: HashMap<String, PublicKey>,
 }
@@ -126,7 +127,7 @@ impl Desk {
         let etag = format!("\"{}\"", &blake3::hash(&bytes).to_hex()[..32]);
         *self.served.lock().expect("desk lock") = Arc::new(Served {
             site: p.site,
-            bytes: Arc::new(bytes),
+            bytes: Bytes::from(bytes),
             etag,
             approved,
         });
@@ -296,7 +297,7 @@ async fn policy(State(c): State<Ctx>, headers: HeaderMap) -> Response {
             (header::ETAG, served.etag.clone()),
             (header::CONTENT_TYPE, "application/octet-stream".into()),
         ],
-        Bytes::from(served.bytes.to_vec()),
+        served.bytes.clone(),
     )
         .into_response()
 }

@@ -233,42 +233,31 @@ pub async fn run(cli: Cli) -> Res {
             crate::cli::sync::status(&data.dir(), json).await
         }
         Cmd::Agent { args } => {
-            use clap::Parser;
-            let cli = match agent::cli::Cli::try_parse_from(
-                std::iter::once("site-agent".to_string()).chain(args),
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = e.print();
-                    return Err(CliError {
-                        code: if e.use_stderr() { 2 } else { 0 },
-                        message: String::new(),
-                    });
-                }
-            };
+            let cli: agent::cli::Cli = embedded("site-agent", args)?;
             agent::cli::run(cli).await.map_err(|e| CliError {
                 code: e.exit_code(),
                 message: e.to_string(),
             })
         }
         Cmd::DistPoint { args } => {
-            use clap::Parser;
-            let cli = match dist_point::cli::Cli::try_parse_from(
-                std::iter::once("dist-point".to_string()).chain(args),
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = e.print();
-                    return Err(CliError {
-                        code: if e.use_stderr() { 2 } else { 0 },
-                        message: String::new(),
-                    });
-                }
-            };
+            let cli: dist_point::cli::Cli = embedded("dist-point", args)?;
             dist_point::cli::run(cli).await.map_err(|e| CliError {
                 code: e.exit_code() as u8,
                 message: e.to_string(),
             })
         }
     }
+}
+
+/// The command line of another role's binary run as `site-server ROLE ARGS...` (`agent`,
+/// `dist-point`): parsed as that binary parses it; help and usage errors printed as it prints
+/// them (exit 0 for help, 2 for a usage error).
+fn embedded<C: clap::Parser>(bin: &str, args: Vec<String>) -> Result<C, CliError> {
+    C::try_parse_from(std::iter::once(bin.to_string()).chain(args)).map_err(|e| {
+        let _ = e.print();
+        CliError {
+            code: if e.use_stderr() { 2 } else { 0 },
+            message: String::new(),
+        }
+    })
 }
