@@ -23,6 +23,15 @@ echo run >> "$SITEREP_TEST_MARKER"
 exit 0
 "#;
 
+/// The tests of this file run one at a time: each starts five processes and makes many
+/// short connections, and a DP's port is chosen free before the DP binds it (at its start,
+/// after its site's restart); parallel tests' outgoing connections could take it meanwhile.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Tree {
     cen: TestSite,
     p01: TestSite,
@@ -146,6 +155,7 @@ fn row(cen: &TestSite, adv: &str, site: &str) -> Value {
 
 #[test]
 fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
+    let _one = one_at_a_time();
     let t = tree();
     // S01 approves every new machine; P01 approves by hand.
     t.s01.cli(&["machine", "approve", "--auto"]).ok();
@@ -270,6 +280,7 @@ fn an_advertisement_runs_on_the_collection_and_its_status_reaches_the_top() {
 
 #[test]
 fn bad_inputs_are_refused_and_nothing_half_installed_is_reported_installed() {
+    let _one = one_at_a_time();
     let t = tree();
     t.s01.cli(&["machine", "approve", "--auto"]).ok();
     t.cen
@@ -475,6 +486,7 @@ fn corrupting_proxy(dp: &str) -> String {
 
 #[test]
 fn a_package_that_fails_its_hash_is_never_run() {
+    let _one = one_at_a_time();
     let t = tree();
     t.s01.cli(&["machine", "approve", "--auto"]).ok();
     t.cen
