@@ -1,7 +1,7 @@
 //! Machines and their agents: what an agent says about itself ([`Inventory`]), the rules that
 //! make a [`Collection`], what it reports per advertisement ([`MachineReport`], [`Step`]),
 //! and how its requests and reports are signed (the policy its distribution point hands it
-//! is [`crate::event::Policy`]).
+//! is `Policy`, beside the config events).
 //!
 //! An agent's identity is an ed25519 key that its site approved (a `MachineApproved` event).
 //! Every request it makes to its distribution point carries a signature over
