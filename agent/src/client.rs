@@ -8,6 +8,28 @@ use schema::machine::{self, Registration, ReportsStored, SignedMachineReport};
 use schema::trust::PublicKey;
 use std::time::Duration;
 
+/// The most bytes the agent reads of one answer (a policy, a registration, an ack): a
+/// distribution point gone bad cannot make it buffer more.
+pub const MAX_ANSWER: usize = 64 << 20;
+
+/// An answer's body, read up to [`MAX_ANSWER`].
+async fn read_answer(mut r: reqwest::Response, base: &str) -> Result<Vec<u8>, AgentError> {
+    let mut out = Vec::new();
+    while let Some(c) = r
+        .chunk()
+        .await
+        .map_err(|e| AgentError::Unreachable(format!("{base}: {e}")))?
+    {
+        if out.len() + c.len() > MAX_ANSWER {
+            return Err(AgentError::Failed(format!(
+                "the distribution point at {base} sent an answer over {MAX_ANSWER} bytes: refused"
+            )));
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
 /// The agent's side of its distribution point.
 pub struct DpClient {
     base: String,
@@ -91,7 +113,7 @@ impl DpClient {
             .map_err(|e| self.unreachable(e))?;
         let code = r.status();
         if code == StatusCode::OK || code == StatusCode::FORBIDDEN {
-            let b = r.bytes().await.map_err(|e| self.unreachable(e))?;
+            let b = read_answer(r, &self.base).await?;
             if let Ok(reg) = schema::encoding::decode::<Registration>(&b) {
                 return Ok(reg);
             }
@@ -117,7 +139,7 @@ impl DpClient {
                     .get(reqwest::header::ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let b = r.bytes().await.map_err(|e| self.unreachable(e))?;
+                let b = read_answer(r, &self.base).await?;
                 let p: Policy = schema::encoding::decode(&b).map_err(|e| {
                     AgentError::Failed(format!(
                         "the policy from {} does not decode: {e}",
@@ -145,7 +167,7 @@ impl DpClient {
         if r.status() != StatusCode::OK {
             return Err(Self::refusal(r).await);
         }
-        let b = r.bytes().await.map_err(|e| self.unreachable(e))?;
+        let b = read_answer(r, &self.base).await?;
         schema::encoding::decode(&b)
             .map_err(|e| AgentError::Failed(format!("the DP's answer does not decode: {e}")))
     }
