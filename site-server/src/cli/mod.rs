@@ -208,12 +208,9 @@ pub async fn run(cli: Cli) -> Res {
             limit,
             json,
         } => log(&data.dir(), from, limit, json).await,
-        Cmd::Status(StatusCmd::Messages {
-            data,
-            since,
-            id,
-            json,
-        }) => messages(&data.dir(), since, id, json).await,
+        Cmd::Status(StatusCmd::Messages { data, filter, json }) => {
+            messages(&data.dir(), filter, json).await
+        }
         Cmd::Status(StatusCmd::Catalogue { json }) => catalogue(json),
         Cmd::Status(StatusCmd::Sites { data, json }) => sites(&data.dir(), json).await,
         Cmd::Status(StatusCmd::Senders { data, json }) => {

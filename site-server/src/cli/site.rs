@@ -126,6 +126,22 @@ pub(super) fn rebuild(dir: &DataDir) -> Res {
             " (the old projections differed from the log and were replaced)"
         }
     );
+    println!(
+        "re-indexed {} reports{}: digest before {}, after {}{}",
+        r.reports,
+        if r.report_rollups {
+            " and recomputed their roll-ups"
+        } else {
+            " (roll-ups kept: retention has removed older reports, whose words they hold)"
+        },
+        &r.report_digest_before[..16],
+        &r.report_digest_after[..16],
+        if r.report_digest_before == r.report_digest_after {
+            " (identical)"
+        } else {
+            " (the old ones differed from the log and were replaced)"
+        }
+    );
     Ok(())
 }
 

@@ -9,16 +9,13 @@ use site_server::site::{LogEntry, MessageQuery, MessageRow};
 
 #[derive(Subcommand)]
 pub enum StatusCmd {
-    /// Status messages raised at this site (and, with replication, its subtree).
+    /// Status messages raised at this site and its subtree: the newest page, or one page from
+    /// a position on (`--from`) or before one (`--before`); filters go through indexes.
     Messages {
         #[command(flatten)]
         data: DataArg,
-        /// Only messages since a time (RFC 3339) or for a duration back (30m, 2h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only messages with this id.
-        #[arg(long)]
-        id: Option<u32>,
+        #[command(flatten)]
+        filter: MessageArgs,
         #[arg(long)]
         json: bool,
     },
@@ -108,24 +105,113 @@ pub(super) async fn log(dir: &DataDir, from: u64, limit: usize, json: bool) -> R
     Ok(())
 }
 
-pub(super) async fn messages(
-    dir: &DataDir,
+/// The filters and page of `status messages`.
+#[derive(clap::Args)]
+pub struct MessageArgs {
+    /// Only messages since a time (RFC 3339) or for a duration back (30m, 2h, 7d).
+    #[arg(long)]
     since: Option<String>,
+    /// Only messages before a time (RFC 3339) or a duration ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only messages with this id.
+    #[arg(long)]
     id: Option<u32>,
-    json: bool,
-) -> Res {
-    let q = MessageQuery {
-        since: since
-            .as_deref()
-            .map(|s| parse_since(s, Utc::now()))
-            .transpose()?,
-        id,
-        limit: None,
-    };
+    /// Only messages raised at this site.
+    #[arg(long)]
+    site: Option<String>,
+    /// Only messages of this severity (info, warning, error).
+    #[arg(long)]
+    severity: Option<String>,
+    /// Only messages of this component (sender, distribution_manager, ...).
+    #[arg(long)]
+    component: Option<String>,
+    /// Only messages about this package.
+    #[arg(long)]
+    package: Option<String>,
+    /// Only messages about this advertisement.
+    #[arg(long)]
+    advert: Option<String>,
+    /// The page from this log position on (the positions are in `--json`).
+    #[arg(long, conflicts_with = "before")]
+    from: Option<u64>,
+    /// The page before this log position.
+    #[arg(long)]
+    before: Option<u64>,
+    /// Messages on the page (default 1000, at most 100000).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn parsed<T: std::str::FromStr>(
+    what: &str,
+    v: Option<String>,
+    fix: &str,
+) -> Result<Option<T>, CliError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.map(|s| {
+        s.parse::<T>()
+            .map_err(|e| CliError::usage(format!("--{what} {s}: {e}; {fix}")))
+    })
+    .transpose()
+}
+
+impl MessageArgs {
+    fn query(self) -> Result<MessageQuery, CliError> {
+        let now = Utc::now();
+        let time = |v: Option<String>| v.as_deref().map(|s| parse_since(s, now)).transpose();
+        let severity = match self.severity.as_deref().map(str::to_ascii_lowercase) {
+            None => None,
+            Some(s) => Some(match s.as_str() {
+                "info" => schema::status::Severity::Info,
+                "warning" => schema::status::Severity::Warning,
+                "error" => schema::status::Severity::Error,
+                _ => {
+                    return Err(CliError::usage(format!(
+                        "--severity {s}: not a severity; give info, warning or error"
+                    )))
+                }
+            }),
+        };
+        Ok(MessageQuery {
+            since: time(self.since)?,
+            until: time(self.until)?,
+            id: self.id,
+            site: parsed("site", self.site, "give a site code such as P01")?,
+            severity,
+            component: self.component,
+            package: parsed(
+                "package",
+                self.package,
+                "give a package id such as CEN00001",
+            )?,
+            advert: parsed(
+                "advert",
+                self.advert,
+                "give an advertisement id such as CEN20001",
+            )?,
+            from: self.from,
+            before: self.before,
+            limit: self.limit,
+        })
+    }
+}
+
+pub(super) async fn messages(dir: &DataDir, filter: MessageArgs, json: bool) -> Res {
+    let q = filter.query()?;
     let client = AdminClient::from_dir(dir)?;
     let rows: Vec<MessageRow> = client.get_query("/v1/status/messages", &q).await?;
     if json {
         return print_json(&rows);
+    }
+    if let (Some(first), true) = (rows.first(), rows.len() >= q.page() && q.from.is_none()) {
+        eprintln!(
+            "showing the newest {} that match; older ones: --before {}",
+            rows.len(),
+            first.position
+        );
     }
     let table: Vec<Vec<String>> = rows
         .iter()

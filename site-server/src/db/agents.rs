@@ -228,6 +228,19 @@ impl Db {
         self.agents_scan(&keys::agent_machines(site))
     }
 
+    /// Removes the roll-ups derived from reports (machine records, advertisement states), for
+    /// a rebuild; approvals asked for and report numbers stay.
+    pub(super) fn clear_machine_rollups(&self) -> Result<(), DbError> {
+        let mut b = sled::Batch::default();
+        for prefix in [keys::agent_machines(None), keys::agent_adverts(None)] {
+            for kv in self.trees[AGENTS].scan_prefix(prefix) {
+                b.remove(kv?.0);
+            }
+        }
+        self.trees[AGENTS].apply_batch(b)?;
+        Ok(())
+    }
+
     fn agents_scan<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &[u8],

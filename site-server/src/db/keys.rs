@@ -10,18 +10,31 @@
 //!   machine record, `a:ADVERT/SITE/NAME` -> where the machine stands with the
 //!   advertisement, `seq:NAME` -> the last report number stored of a machine of this site,
 //!   `pending:NAME` -> the key an unapproved machine asked with
+//! - `status`: roll-ups and indexes of the report log (see [`super::status`]):
+//!   `snd:PKG:VER:SITE` -> a sender's last word, `dpw:PKG:VER:SITE:DP` -> a DP's last word,
+//!   `cat:SITE` -> a site's catalog word, `x` + index + term hash (8) + position (u64 BE) ->
+//!   nothing (messages by attribute), `w` + minute (u64 BE) -> the first position whose
+//!   watermark reached that minute, `Wlast` -> the newest watermark minute
 //! - `proj_*`: the projections of [`crate::sansio::projection`]
 
 use schema::{PackageId, SiteCode};
 
 /// The trees before the projections, in the order of the index constants.
-pub(super) const TREES: [&str; 5] = ["config_log", "report_log", "dedupe", "cursors", "agents"];
+pub(super) const TREES: [&str; 6] = [
+    "config_log",
+    "report_log",
+    "dedupe",
+    "cursors",
+    "agents",
+    "status",
+];
 pub(super) const LOG: usize = 0;
 pub(super) const REPORTS: usize = 1;
 pub(super) const DEDUPE: usize = 2;
 pub(super) const CURSORS: usize = 3;
 pub(super) const AGENTS: usize = 4;
-pub(super) const PROJ: usize = 5;
+pub(super) const STATUS: usize = 5;
+pub(super) const PROJ: usize = 6;
 
 /// Counters of the `cursors` tree that only the database itself moves.
 pub(super) const CONFIG_LEN: &[u8] = b"config_len";
@@ -33,6 +46,9 @@ pub(super) const REBUILDING: &[u8] = b"rebuilding";
 /// Present once every origin of the config log has its [`config_origin`] key (databases
 /// written before those keys existed are indexed once, at open).
 pub(super) const CONFIG_ORIGINS_INDEXED: &[u8] = b"config_origins_indexed";
+/// Present once the report log's roll-ups and indexes are complete (a database written
+/// before they existed is indexed once, at open).
+pub(super) const STATUS_INDEXED: &[u8] = b"status_indexed";
 /// The prefix of [`config_origin`] keys.
 pub(super) const CONFIG_ORIGIN_PREFIX: &[u8] = b"config_origin:";
 
@@ -176,6 +192,71 @@ pub(super) fn agent_pending(name: &str) -> Vec<u8> {
 
 /// The prefix of [`agent_pending`] keys.
 pub(super) const AGENT_PENDING_PREFIX: &[u8] = b"pending:";
+
+/// The `status` tree's key of a sender's last word about a package version for a site.
+pub(super) fn status_sending(package: &PackageId, version: u32, site: SiteCode) -> Vec<u8> {
+    format!("snd:{package}:{version}:{site}").into_bytes()
+}
+
+/// The prefix of [`status_sending`] keys (of one package version, if given).
+pub(super) fn status_sendings(v: Option<(&PackageId, u32)>) -> Vec<u8> {
+    match v {
+        Some((p, n)) => format!("snd:{p}:{n}:").into_bytes(),
+        None => b"snd:".to_vec(),
+    }
+}
+
+/// The `status` tree's key of a DP's last word about a package version.
+pub(super) fn status_dp(package: &PackageId, version: u32, site: SiteCode, dp: &str) -> Vec<u8> {
+    format!("dpw:{package}:{version}:{site}:{dp}").into_bytes()
+}
+
+/// The prefix of [`status_dp`] keys (of one package version, if given).
+pub(super) fn status_dps(v: Option<(&PackageId, u32)>) -> Vec<u8> {
+    match v {
+        Some((p, n)) => format!("dpw:{p}:{n}:").into_bytes(),
+        None => b"dpw:".to_vec(),
+    }
+}
+
+/// The `status` tree's key of a site's catalog word.
+pub(super) fn status_catalog(site: SiteCode) -> Vec<u8> {
+    format!("cat:{site}").into_bytes()
+}
+
+/// The prefix of [`status_catalog`] keys.
+pub(super) const STATUS_CATALOG_PREFIX: &[u8] = b"cat:";
+
+/// The prefix of one index term's entries: `x`, the index, the term's hash.
+pub(super) fn status_index(index: u8, term: &[u8]) -> [u8; 10] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[index]);
+    h.update(term);
+    let mut k = [0u8; 10];
+    k[0] = b'x';
+    k[1] = index;
+    k[2..].copy_from_slice(&h.finalize().as_bytes()[..8]);
+    k
+}
+
+/// An index entry: the term's prefix and the position.
+pub(super) fn status_index_entry(prefix: &[u8; 10], pos: u64) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[..10].copy_from_slice(prefix);
+    k[10..].copy_from_slice(&pos.to_be_bytes());
+    k
+}
+
+/// The watermark entry of a minute.
+pub(super) fn status_watermark(minute: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'w';
+    k[1..].copy_from_slice(&minute.to_be_bytes());
+    k
+}
+
+/// The newest watermark minute entered.
+pub(super) const STATUS_WATERMARK_LAST: &[u8] = b"Wlast";
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ use std::path::Path;
 
 pub mod agents;
 pub mod keys;
+pub mod status;
 
 pub use keys::{
     catalog_last_sync, child_config_acked, child_reports_applied, content_complete, courier_state,
@@ -221,6 +222,14 @@ pub struct RebuildReport {
     pub events: u64,
     pub digest_before: String,
     pub digest_after: String,
+    /// Reports in the log, re-indexed.
+    pub reports: u64,
+    /// Whether the report roll-ups were recomputed too (not when retention has removed
+    /// reports: they keep what the removed ones said).
+    pub report_rollups: bool,
+    /// BLAKE3 over the report roll-ups and indexes, before and after.
+    pub report_digest_before: String,
+    pub report_digest_after: String,
 }
 
 impl Db {
@@ -260,6 +269,9 @@ impl Db {
             return Err(DbError::RebuildPending);
         }
         d.index_config_origins()?;
+        if allow_rebuild_pending || d.trees[CURSORS].get(REBUILDING)?.is_none() {
+            d.index_reports_once()?;
+        }
         Ok(d)
     }
 
@@ -1116,6 +1128,7 @@ impl Db {
     /// rebuild has completed.
     pub fn rebuild(&self) -> Result<RebuildReport, DbError> {
         let digest_before = self.projection_digest()?;
+        let report_digest_before = self.report_digest()?;
         self.trees[CURSORS].insert(REBUILDING, &1u64.to_be_bytes())?;
         self.db.flush()?;
         for t in Table::ALL {
@@ -1159,13 +1172,38 @@ impl Db {
                 Ok(())
             }))?;
         }
+        let report_rollups = self.reindex_reports()?;
         self.trees[CURSORS].remove(REBUILDING)?;
         self.db.flush()?;
         Ok(RebuildReport {
             events,
             digest_before,
             digest_after: self.projection_digest()?,
+            reports: self.trees[REPORTS].len() as u64,
+            report_rollups,
+            report_digest_before,
+            report_digest_after: self.report_digest()?,
         })
+    }
+
+    /// BLAKE3 over the report roll-ups and indexes (the `status` tree, the machine records
+    /// and advertisement states), hex.
+    pub fn report_digest(&self) -> Result<String, DbError> {
+        let mut h = blake3::Hasher::new();
+        let agents = [keys::agent_machines(None), keys::agent_adverts(None)];
+        let parts = self.trees[keys::STATUS].iter().chain(
+            agents
+                .iter()
+                .flat_map(|p| self.trees[keys::AGENTS].scan_prefix(p)),
+        );
+        for kv in parts {
+            let (k, v) = kv?;
+            for part in [&k[..], &v[..]] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+        Ok(h.finalize().to_hex().to_string())
     }
 }
 
@@ -1315,6 +1353,7 @@ fn append_report_tx(tx: &[TransactionalTree], env: &ReportEnvelope) -> TxResult<
         tx[CURSORS].insert(keys::reported_children(env.origin), v)?;
     }
     agents::project_report(tx, env)?;
+    status::project_report(tx, pos, env, true)?;
     if let Report::SiteData(SiteData::DistributionPoints(dps)) = &env.body {
         let v = encoding::encode(dps).map_err(|e| {
             ConflictableTransactionError::Abort(DbError::Refused(Refusal::Invalid(e.to_string())))

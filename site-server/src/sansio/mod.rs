@@ -12,6 +12,8 @@
 //! - [`catalog_plan`]: catalog sources read into updates, and a sync's delta.
 //! - [`plugin_args`]: plug-in arguments in CAU's `Name=Value;...` syntax.
 //! - [`sync_schedule`]: when the next scheduled catalog sync is.
+//! - [`rollups`]: the last word of each sender, DP and catalog, folded message by message;
+//!   the filter of `status messages`; what retention removes.
 //! - [`refusals`]: refused connections counted per peer address, reported once per interval.
 //! - [`scope`]: which reports a child, and which events the parent, may send this site.
 //! - [`trust`]: which events and reports this site believes: signatures, authority, order.
@@ -25,6 +27,7 @@ pub mod links;
 pub mod plugin_args;
 pub mod projection;
 pub mod refusals;
+pub mod rollups;
 pub mod scope;
 pub mod sync_schedule;
 pub mod trust;

@@ -1,14 +1,13 @@
-//! Catalog views of a site: `status sync` (every site's catalog version, from the report
-//! log), `catalog list` and `catalog show`. Read-only: nothing here writes or wakes.
+//! Catalog views of a site: `status sync` (every site's catalog version, from the roll-ups
+//! of the report log), `catalog list` and `catalog show`. Read-only: nothing here writes or wakes.
 //!
 //! Called by the admin API on a blocking thread. No lock of the site is taken.
 
 use crate::sansio::decide::Refusal;
-use schema::status;
+use crate::sansio::rollups::CatalogWord;
 
 use chrono::{DateTime, Utc};
 use schema::catalog::{Classification, Update};
-use schema::report::{Report, ReportEnvelope};
 use schema::SiteCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,64 +30,30 @@ pub struct SyncRow {
     pub last_error: Option<String>,
 }
 
-/// Every site's sync status from the report log: `sites` (this site and its subtree) in
-/// order, this site's own catalog version `own`. Pure.
-pub fn sync_status(sites: &[SiteCode], own: u64, reports: &[ReportEnvelope]) -> Vec<SyncRow> {
+/// Every site's sync status from the sites' catalog words: `sites` (this site and its
+/// subtree) in order, this site's own catalog version `own`. Pure.
+pub fn sync_status(
+    sites: &[SiteCode],
+    own: u64,
+    words: &BTreeMap<SiteCode, CatalogWord>,
+) -> Vec<SyncRow> {
     let mut rows: BTreeMap<SiteCode, SyncRow> = sites
         .iter()
         .map(|s| {
+            let w = words.get(s).cloned().unwrap_or_default();
             (
                 *s,
                 SyncRow {
                     site: *s,
-                    catalog_version: 0,
-                    applied: None,
+                    catalog_version: w.catalog_version,
+                    applied: w.applied,
                     behind_by: 0,
-                    last_sync: None,
-                    last_error: None,
+                    last_sync: w.last_sync,
+                    last_error: w.last_error,
                 },
             )
         })
         .collect();
-    for env in reports {
-        let Report::Status(m) = &env.body else {
-            continue;
-        };
-        if !matches!(
-            m.id,
-            status::CATALOG_SYNC_STARTED
-                | status::CATALOG_SYNC_COMPLETED
-                | status::CATALOG_SYNC_FAILED
-                | status::CATALOG_VERSION_APPLIED
-        ) {
-            continue;
-        }
-        let Some(r) = rows.get_mut(&m.site) else {
-            continue;
-        };
-        match m.id {
-            status::CATALOG_SYNC_STARTED => {
-                r.last_sync = Some(m.time);
-                r.last_error = None;
-            }
-            status::CATALOG_SYNC_FAILED => {
-                let e = m.text();
-                r.last_error = Some(match r.last_error.take() {
-                    Some(prev) => format!("{prev}; {e}"),
-                    None => e,
-                });
-                r.last_sync.get_or_insert(m.time);
-            }
-            _ => {
-                if let Some(v) = m.catalog_version() {
-                    if v > r.catalog_version || r.applied.is_none() {
-                        r.catalog_version = r.catalog_version.max(v);
-                        r.applied = Some(m.time);
-                    }
-                }
-            }
-        }
-    }
     let newest = rows
         .values()
         .map(|r| r.catalog_version)
@@ -111,16 +76,8 @@ impl Site {
                 sites.push(s);
             }
         }
-        let reports: Vec<ReportEnvelope> = self
-            .db
-            .reports(1, usize::MAX, |e| {
-                matches!(&e.body, Report::Status(m) if matches!(m.id, status::CATALOG_SYNC_STARTED | status::CATALOG_SYNC_COMPLETED | status::CATALOG_SYNC_FAILED | status::CATALOG_VERSION_APPLIED))
-            })?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
         let own = self.db.meta()?.catalog_version;
-        Ok(sync_status(&sites, own, &reports))
+        Ok(sync_status(&sites, own, &self.db.catalog_words()?))
     }
 
     /// `catalog list`.
@@ -207,8 +164,22 @@ pub struct CatalogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::report::Attribute;
     use schema::report::StatusMessage;
+    use schema::report::{Attribute, Report, ReportEnvelope};
+    use schema::status;
+
+    /// The catalog words of `reports`, folded in order as the database does.
+    fn words(reports: &[ReportEnvelope]) -> BTreeMap<SiteCode, CatalogWord> {
+        let mut out: BTreeMap<SiteCode, CatalogWord> = BTreeMap::new();
+        for e in reports {
+            let Report::Status(m) = &e.body else { continue };
+            let w = out.entry(m.site).or_default();
+            if let Some(next) = crate::sansio::rollups::fold_catalog(w, m) {
+                *w = next;
+            }
+        }
+        out
+    }
 
     fn msg(site: &str, id: u32, t: i64, v: Option<u64>, ins: &[&str]) -> ReportEnvelope {
         let time = DateTime::from_timestamp(1_800_000_000 + t, 0).unwrap();
@@ -267,7 +238,7 @@ mod tests {
                 &["2", "1", "CEN"],
             ),
         ];
-        let rows = sync_status(&sites, 2, &reports);
+        let rows = sync_status(&sites, 2, &words(&reports));
         let view: Vec<(String, u64, u64, bool)> = rows
             .iter()
             .map(|r| {
@@ -308,7 +279,7 @@ mod tests {
             Some(2),
             &["2"],
         ));
-        let rows = sync_status(&sites, 2, &more);
+        let rows = sync_status(&sites, 2, &words(&more));
         assert_eq!(rows[0].last_error, None);
         assert_eq!(rows[0].applied.unwrap().timestamp(), 1_800_000_012);
     }

@@ -6,11 +6,10 @@
 //! [`Wake::ReportsGrew`]; reports wake [`Wake::ReportsGrew`]. No lock of the site is taken.
 
 use crate::sansio::decide::{self};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use schema::event::DistributionTarget;
-use schema::report::{Attribute, Report, ReportEnvelope, SiteData};
-use schema::status;
-use schema::{PackageId, SiteCode};
+use schema::report::{Report, SiteData};
+use schema::SiteCode;
 use serde::{Deserialize, Serialize};
 
 use super::{OpError, Site, Wake};
@@ -34,9 +33,9 @@ pub struct DpRow {
     pub fingerprint: String,
 }
 
-/// Per (package, version, site, DP): the time and state of its last distribution message.
+/// Per (site, DP) of one package version: the last word of its distribution messages.
 pub(super) type DpProgress =
-    std::collections::HashMap<(PackageId, u32, SiteCode, String), (DateTime<Utc>, String)>;
+    std::collections::HashMap<(SiteCode, String), crate::sansio::rollups::DpWord>;
 
 /// The DPs of one site a package version is targeted at, and how many have it installed
 /// (the seed's "DPs targeted / installed / % installed" per site).
@@ -236,53 +235,10 @@ impl Site {
         Ok(())
     }
 
-    /// The last distribution word (2342, 2330, 40150-40152) per (package, version, site, DP),
-    /// from the report log.
-    pub(super) fn dp_progress(&self) -> Result<DpProgress, OpError> {
-        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if matches!(m.id, status::DP_DISTRIBUTION_COMPLETE | status::DP_DISTRIBUTION_STARTED | status::DP_DISTRIBUTION_FAILED..=status::DP_PACKAGE_REMOVED));
-        let mut out: DpProgress = Default::default();
-        for (_, e) in self.db.reports(1, usize::MAX, keep)? {
-            let Report::Status(m) = e.body else { continue };
-            let (mut pkg, mut ver, mut dp) = (None, None, None);
-            for a in &m.attributes {
-                match a {
-                    Attribute::Package(p) => pkg = Some(*p),
-                    Attribute::SourceVersion(v) => ver = Some(*v),
-                    Attribute::DistributionPoint(d) => dp = Some(d.clone()),
-                    _ => {}
-                }
-            }
-            let (Some(pkg), Some(ver), Some(dp)) = (pkg, ver, dp) else {
-                continue;
-            };
-            // A DP names itself SITE/ID in its messages; the machine is its id at its site.
-            let dp = dp.rsplit('/').next().unwrap_or(&dp).to_string();
-            let state = match m.id {
-                status::DP_DISTRIBUTION_STARTED => "pulling".to_string(),
-                status::DP_DISTRIBUTION_COMPLETE => "installed".to_string(),
-                status::DP_DISTRIBUTION_FAILED => format!(
-                    "failed: {}",
-                    m.insertion.get(3).cloned().unwrap_or_default()
-                ),
-                status::DP_PACKAGE_DAMAGED => "damaged, fetching again".to_string(),
-                _ => "removed".to_string(),
-            };
-            let slot = out
-                .entry((pkg, ver, m.site, dp))
-                .or_insert((m.time, String::new()));
-            if slot.0 <= m.time {
-                *slot = (m.time, state);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Per site of the subtree, the DPs `package` is targeted at there (directly or through
-    /// a group) and how far `version` is installed on them.
+    /// Per site of the subtree, the DPs a package version is targeted at there (directly or
+    /// through a group, by `targets`) and how far it is installed on them (`progress`).
     pub(super) fn dp_rows(
         &self,
-        package: &PackageId,
-        version: u32,
         targets: &[DistributionTarget],
         groups: &crate::sansio::projection::DpGroups,
         known: &std::collections::BTreeSet<SiteCode>,
@@ -315,8 +271,8 @@ impl Site {
                     continue;
                 }
                 let state = progress
-                    .get(&(*package, version, *site, d.id.clone()))
-                    .map_or("waiting for its site".to_string(), |(_, s)| s.clone());
+                    .get(&(*site, d.id.clone()))
+                    .map_or("waiting for its site".to_string(), |w| w.state.clone());
                 row.targeted += 1;
                 if state == "installed" {
                     row.installed += 1;

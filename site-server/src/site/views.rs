@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use schema::advert::Advertisement;
 use schema::event::{ConfigEvent, DistributionTarget, Priority};
 use schema::manifest::Manifest;
-use schema::report::{Attribute, Report, ReportEnvelope};
-use schema::status;
+use schema::report::{Attribute, Report};
 use schema::status::Severity;
 use schema::{PackageId, SiteCode};
 use serde::{Deserialize, Serialize};
+
+pub use crate::sansio::rollups::{MessageQuery, SiteSending};
 
 use super::{OpError, Site, SiteDps};
 
@@ -39,23 +40,6 @@ pub struct ContentRow {
     /// Per site with DPs the package is targeted at: targeted, installed, % installed.
     #[serde(default)]
     pub dps: Vec<SiteDps>,
-}
-
-/// Per package version, per destination site: the last word of its sender.
-type SendingProgress =
-    std::collections::HashMap<(PackageId, u32), std::collections::BTreeMap<SiteCode, SiteSending>>;
-
-/// How far a package version has been sent to one site.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SiteSending {
-    pub site: SiteCode,
-    /// The site whose sender sends it.
-    pub from: SiteCode,
-    pub pct: u8,
-    /// sending, error (with the error), sent.
-    pub state: String,
-    pub error: Option<String>,
-    pub time: DateTime<Utc>,
 }
 
 /// One row of `status sites`.
@@ -152,14 +136,6 @@ pub struct MessageRow {
     pub insertion: Vec<String>,
 }
 
-/// Filters of `status messages`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct MessageQuery {
-    pub since: Option<DateTime<Utc>>,
-    pub id: Option<u32>,
-    pub limit: Option<usize>,
-}
-
 impl Site {
     pub fn identity(&self) -> Result<IdentityView, OpError> {
         let public = sender::identity::load_public(&self.dir.root)?;
@@ -208,63 +184,10 @@ impl Site {
         Ok(out)
     }
 
-    /// `status packages`: how much of each needed package version is here.
-    /// The last sender message per (package, version, destination), from the report log
-    /// (this site's and its subtree's).
-    fn sending_progress(&self) -> Result<SendingProgress, OpError> {
-        let keep = |e: &ReportEnvelope| matches!(&e.body, Report::Status(m) if (status::SENDER_PROGRESS..=status::SENDER_COMPLETE).contains(&m.id));
-        let mut out: std::collections::HashMap<_, std::collections::BTreeMap<_, SiteSending>> =
-            Default::default();
-        for (_, e) in self.db.reports(1, usize::MAX, keep)? {
-            let Report::Status(m) = e.body else { continue };
-            let (mut pkg, mut ver, mut dest) = (None, None, None);
-            for a in &m.attributes {
-                match a {
-                    Attribute::Package(p) => pkg = Some(*p),
-                    Attribute::SourceVersion(v) => ver = Some(*v),
-                    Attribute::DestinationSite(d) => dest = Some(*d),
-                    _ => {}
-                }
-            }
-            let (Some(pkg), Some(ver), Some(dest)) = (pkg, ver, dest) else {
-                continue;
-            };
-            let per = out.entry((pkg, ver)).or_default();
-            let prev = per.get(&dest).map_or(0, |p| p.pct);
-            if per.get(&dest).is_some_and(|p| p.time > m.time) {
-                continue;
-            }
-            let (pct, state, error) = match m.id {
-                status::SENDER_PROGRESS => (
-                    m.insertion
-                        .get(3)
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or(prev),
-                    "sending",
-                    None,
-                ),
-                status::SENDER_ERROR => (prev, "error", m.insertion.get(3).cloned()),
-                _ => (100, "sent", None),
-            };
-            per.insert(
-                dest,
-                SiteSending {
-                    site: dest,
-                    from: m.site,
-                    pct,
-                    state: state.into(),
-                    error,
-                    time: m.time,
-                },
-            );
-        }
-        Ok(out)
-    }
-
+    /// `status packages`: how much of each needed package version is here, how far it has
+    /// been sent to each site below and installed on each DP (from the roll-ups).
     pub fn content(&self) -> Result<Vec<ContentRow>, OpError> {
         let mut rows = Vec::new();
-        let progress = self.sending_progress()?;
-        let dp_progress = self.dp_progress()?;
         let groups = self.db.dp_groups()?;
         let known = self.known_sites()?;
         for (p, m, targets) in self.needed_versions()? {
@@ -277,21 +200,18 @@ impl Site {
                 chunks_present: 0,
                 bytes: 0,
                 bytes_present: 0,
-                sending: p
-                    .current()
-                    .and_then(|v| progress.get(&(p.id, v.source_version)))
-                    .map(|m| m.values().cloned().collect())
-                    .unwrap_or_default(),
+                sending: match p.current() {
+                    Some(v) => self.db.sendings(&p.id, v.source_version)?,
+                    None => Vec::new(),
+                },
                 dps: Vec::new(),
             };
             if let Some(v) = p.current() {
                 r.dps = self.dp_rows(
-                    &p.id,
-                    v.source_version,
                     &r.targets,
                     &groups,
                     &known,
-                    &dp_progress,
+                    &self.db.dp_words(&p.id, v.source_version)?,
                 )?;
             }
             for c in m.unique_chunks() {
@@ -361,15 +281,11 @@ impl Site {
             .collect())
     }
 
+    /// `status messages`: one page, through the report log's indexes.
     pub fn messages(&self, q: &MessageQuery) -> Result<Vec<MessageRow>, OpError> {
-        let keep = |e: &ReportEnvelope| match &e.body {
-            Report::Status(m) => {
-                q.since.is_none_or(|s| m.time >= s) && q.id.is_none_or(|id| m.id == id)
-            }
-            Report::SiteData(_) | Report::Key(_) => false,
-        };
-        let rows = self.db.reports(1, q.limit.unwrap_or(usize::MAX), keep)?;
-        Ok(rows
+        Ok(self
+            .db
+            .messages(q)?
             .into_iter()
             .filter_map(|(position, e)| match e.body {
                 Report::Status(m) => Some(MessageRow {
