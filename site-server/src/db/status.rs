@@ -433,7 +433,7 @@ mod tests {
         ];
         let id = ids[i as usize % ids.len()];
         let site = code(&format!("S{:02}", i % 11));
-        let t = if i % 7 == 0 {
+        let t = if i.is_multiple_of(7) {
             at(i as i64 * 10 - 3600)
         } else {
             at(i as i64 * 10)
