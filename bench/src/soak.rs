@@ -189,7 +189,7 @@ fn settled(tree: &Tree, packages: &BTreeMap<String, (PathBuf, u32)>) -> Result<O
     // Every report has reached the parent (the acknowledged position is the log's end).
     for s in &tree.sites[1..] {
         let have = s.api_json("/v1/identity")?["logs"]["reports"].as_u64();
-        let rows = s.cli_json(&["status", "sites", "--json"])?;
+        let rows = s.cli_json(&["status", "sites", "--json"])?["links"].clone();
         let acked = rows
             .as_array()
             .into_iter()

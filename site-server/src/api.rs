@@ -487,8 +487,8 @@ async fn messages(
     blocking(&st.site, move |s| s.messages(&q)).await
 }
 
-async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SiteLinkRow>> {
-    blocking(&st.site, |s| s.sites()).await
+async fn sites(State(st): State<Arc<AppState>>) -> ApiResult<crate::site::SitesView> {
+    blocking(&st.site, |s| s.sites_view()).await
 }
 
 async fn sync_status(State(st): State<Arc<AppState>>) -> ApiResult<Vec<crate::site::SyncRow>> {

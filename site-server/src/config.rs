@@ -83,6 +83,12 @@ pub struct SiteConfig {
     /// The top's checkpoints (read at the top only).
     #[serde(default, skip_serializing_if = "TrustConfig::is_default")]
     pub trust: TrustConfig,
+    /// `[reports]`: how long the report log keeps what the parent already has.
+    #[serde(default, skip_serializing_if = "ReportsConfig::is_default")]
+    pub reports: ReportsConfig,
+    /// `[storage]`: the database's memory and flush interval.
+    #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
+    pub storage: StorageConfig,
 }
 
 /// `[trust]` of `site.toml`: how often the top signs a checkpoint, and for how long one
@@ -141,6 +147,153 @@ impl TrustConfig {
             ));
         }
         Ok((every, expiry))
+    }
+}
+
+/// `[reports]` of `site.toml`: retention of the report log. Reports the parent has
+/// acknowledged (every report, at the top) are removed once older than `keep` or beyond the
+/// newest `max`; the roll-ups of `status` keep what they said. A report not yet passed up is
+/// never removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// How long reports are kept (`90d` unless set; `forever` keeps them by age).
+    #[serde(default = "default_reports_keep")]
+    pub keep: String,
+    /// The most reports kept (2,000,000 unless set; 0: no limit by count).
+    #[serde(default = "default_reports_max")]
+    pub max: u64,
+    /// How often retention runs (`10m` unless set).
+    #[serde(default = "default_reports_every")]
+    pub every: String,
+}
+
+fn default_reports_keep() -> String {
+    "90d".into()
+}
+fn default_reports_max() -> u64 {
+    2_000_000
+}
+fn default_reports_every() -> String {
+    "10m".into()
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            keep: default_reports_keep(),
+            max: default_reports_max(),
+            every: default_reports_every(),
+        }
+    }
+}
+
+/// Retention as the daemon applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Reports older than this go (`None`: kept by age).
+    pub keep: Option<std::time::Duration>,
+    /// Beyond the newest this many, reports go (`None`: no limit by count).
+    pub max: Option<u64>,
+    pub every: std::time::Duration,
+}
+
+impl ReportsConfig {
+    fn is_default(&self) -> bool {
+        *self == ReportsConfig::default()
+    }
+
+    /// The retention, checked.
+    pub fn retention(&self) -> Result<Retention, String> {
+        let keep = if self.keep == "forever" {
+            None
+        } else {
+            let d = sender::schedule::parse_duration(&self.keep)
+                .map_err(|e| format!("[reports] keep: {e} (or \"forever\")"))?;
+            if d < std::time::Duration::from_secs(3600) {
+                return Err(format!(
+                    "[reports] keep = \"{}\": keep reports at least 1h, or the sites above see gaps in what just happened",
+                    self.keep
+                ));
+            }
+            Some(d)
+        };
+        let every = sender::schedule::parse_duration(&self.every)
+            .map_err(|e| format!("[reports] every: {e}"))?;
+        if every < std::time::Duration::from_secs(1) {
+            return Err(format!(
+                "[reports] every = \"{}\": must be at least 1s",
+                self.every
+            ));
+        }
+        Ok(Retention {
+            keep,
+            max: (self.max > 0).then_some(self.max),
+            every,
+        })
+    }
+}
+
+/// `[storage]` of `site.toml`: what the site's database may hold in memory, and how often it
+/// writes behind (appends are flushed before they are answered either way).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The database's page cache (`16MiB` unless set; sled's own default is 1 GiB, too much
+    /// for one of many sites on a machine). A top site answering status for a big tree
+    /// may want more.
+    #[serde(default = "default_storage_cache")]
+    pub cache: String,
+    /// How often the database flushes what no append flushed (`1s` unless set).
+    #[serde(default = "default_storage_flush_every")]
+    pub flush_every: String,
+}
+
+fn default_storage_cache() -> String {
+    "16MiB".into()
+}
+fn default_storage_flush_every() -> String {
+    "1s".into()
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache: default_storage_cache(),
+            flush_every: default_storage_flush_every(),
+        }
+    }
+}
+
+impl StorageConfig {
+    fn is_default(&self) -> bool {
+        *self == StorageConfig::default()
+    }
+
+    /// The settings, checked: a cache of at least 1 MiB, a flush interval of 10ms to 1h.
+    pub fn storage(&self) -> Result<crate::db::Tuning, String> {
+        let cache_bytes = sender::schedule::parse_size(&self.cache)
+            .map_err(|e| format!("[storage] cache: {e}"))?;
+        if cache_bytes < 1 << 20 {
+            return Err(format!(
+                "[storage] cache = \"{}\": give at least 1MiB",
+                self.cache
+            ));
+        }
+        let flush = sender::schedule::parse_duration(&self.flush_every)
+            .map_err(|e| format!("[storage] flush_every: {e}"))?;
+        if flush < std::time::Duration::from_millis(10)
+            || flush > std::time::Duration::from_secs(3600)
+        {
+            return Err(format!(
+                "[storage] flush_every = \"{}\": give 10ms to 1h",
+                self.flush_every
+            ));
+        }
+        Ok(crate::db::Tuning {
+            cache_bytes,
+            flush_every_ms: flush.as_millis() as u64,
+        })
     }
 }
 
@@ -434,6 +587,8 @@ impl SiteConfig {
             sync: SyncConfig::default(),
             root_key: None,
             trust: TrustConfig::default(),
+            reports: ReportsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 
@@ -458,6 +613,8 @@ impl SiteConfig {
             }
         }
         self.trust.durations()?;
+        self.reports.retention()?;
+        self.storage.storage()?;
         if !self.api.ip().is_loopback() {
             return Err(format!(
                 "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",

@@ -84,11 +84,13 @@ pub fn open_site(
         })?),
         None => None,
     };
-    let db = Db::open(
+    let tuning = cfg.storage.storage().map_err(StartError::Config)?;
+    let db = Db::open_tuned(
         &dir.db(),
         cfg.code,
         allow_rebuild_pending,
         crate::db::Trust { signer, root_key },
+        tuning,
     )
     .map_err(|e| match e {
         e @ crate::db::DbError::OldFormat { .. } => StartError::Config(e.to_string()),
@@ -169,6 +171,34 @@ async fn trust_clock(site: Arc<Site>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = grew => {}
+        }
+    }
+}
+
+/// Retention of the report log, every `[reports] every` (first a minute after start).
+async fn retention(site: Arc<Site>) {
+    let every = site
+        .cfg()
+        .reports
+        .retention()
+        .map(|r| r.every)
+        .unwrap_or(std::time::Duration::from_secs(600));
+    let mut wait = every.min(std::time::Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = every;
+        let s = site.clone();
+        match tokio::task::spawn_blocking(move || s.prune_reports(chrono::Utc::now())).await {
+            Ok(Ok(p)) if p.removed > 0 => {
+                tracing::info!(
+                    removed = p.removed,
+                    first_kept = p.first_kept,
+                    "report retention"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "report retention failed; trying again later"),
+            Err(_) => return,
         }
     }
 }
@@ -258,6 +288,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let site = Arc::new(site);
     tokio::spawn(trust_clock(site.clone()));
+    tokio::spawn(retention(site.clone()));
     tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
     tokio::spawn(crate::net::serve_children(
         site.clone(),

@@ -42,7 +42,7 @@ fn chunks_present(site: &TestSite, pkg: &str) -> u64 {
 
 /// S01's view of its link to CEN (`status sites`): its state.
 fn parent_link_state(s01: &TestSite) -> String {
-    let rows = s01.cli(&["status", "sites", "--json"]).json();
+    let rows = s01.cli(&["status", "sites", "--json"]).json()["links"].clone();
     rows.as_array()
         .and_then(|r| r.iter().find(|x| x["role"] == "parent"))
         .and_then(|x| x["state"].as_str().map(String::from))

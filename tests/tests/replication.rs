@@ -52,14 +52,14 @@ fn events_flow_down_three_tiers_once_and_in_order() {
 
     // Link status on both ends: active, cursors at the end of the log, no backlog.
     cen.wait_until(20, "P01's acknowledgement at CEN", || {
-        let sites = cen.cli(&["status", "sites", "--json"]).json();
+        let sites = cen.cli(&["status", "sites", "--json"]).json()["links"].clone();
         sites[0]["peer"] == "P01"
             && sites[0]["role"] == "child"
             && sites[0]["state"] == "active"
             && sites[0]["config_cursor"] == want.len()
             && sites[0]["backlog_events"] == 0
     });
-    let up = s01.cli(&["status", "sites", "--json"]).json();
+    let up = s01.cli(&["status", "sites", "--json"]).json()["links"].clone();
     assert_eq!(up[0]["peer"], "P01");
     assert_eq!(up[0]["role"], "parent");
     assert_eq!(up[0]["state"], "active");

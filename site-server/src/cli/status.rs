@@ -351,10 +351,27 @@ pub(super) async fn content(dir: &DataDir, json: bool) -> Res {
 
 pub(super) async fn sites(dir: &DataDir, json: bool) -> Res {
     let client = AdminClient::from_dir(dir)?;
-    let rows: Vec<site_server::site::SiteLinkRow> = client.get("/v1/status/sites").await?;
+    let view: site_server::site::SitesView = client.get("/v1/status/sites").await?;
     if json {
-        return print_json(&rows);
+        return print_json(&view);
     }
+    let p = &view.site;
+    println!(
+        "{} (pid {}): {} resident (peak {}), {} threads, {} of {} files open, {:.1} s CPU, database {}, {} events, {} reports",
+        p.code,
+        p.pid,
+        human_bytes(p.rss_bytes),
+        human_bytes(p.peak_rss_bytes),
+        p.threads,
+        p.open_files,
+        p.open_files_limit,
+        p.cpu_secs,
+        human_bytes(p.db_bytes),
+        p.logs.config_events,
+        p.logs.reports
+    );
+    println!();
+    let rows = view.links;
     let keys: site_server::site::KeysView = client.get("/v1/keys").await?;
     let table: Vec<Vec<String>> = rows
         .iter()

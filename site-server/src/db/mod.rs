@@ -137,6 +137,24 @@ enum Verified<'a> {
     Known(&'a [Option<PublicKey>]),
 }
 
+/// How the database uses memory and the disk (`[storage]` of `site.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// How often sled flushes what no append flushed.
+    pub flush_every_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            cache_bytes: 16 << 20,
+            flush_every_ms: 1000,
+        }
+    }
+}
+
 /// What a site signs with and trusts: its current origin key and the trust root.
 pub struct Trust {
     pub signer: SigningKey,
@@ -241,7 +259,22 @@ impl Db {
         allow_rebuild_pending: bool,
         trust: Trust,
     ) -> Result<Self, DbError> {
-        let db = sled::Config::new().path(path).open()?;
+        Self::open_tuned(path, own, allow_rebuild_pending, trust, Tuning::default())
+    }
+
+    /// As [`Db::open`], with the cache and flush interval of `tuning`.
+    pub fn open_tuned(
+        path: &Path,
+        own: SiteCode,
+        allow_rebuild_pending: bool,
+        trust: Trust,
+        tuning: Tuning,
+    ) -> Result<Self, DbError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(tuning.cache_bytes)
+            .flush_every_ms(Some(tuning.flush_every_ms))
+            .open()?;
         let mut trees = Vec::new();
         for name in keys::TREES {
             trees.push(db.open_tree(name)?);

@@ -48,7 +48,7 @@ pub use machines::{AdvertsView, ApproveRequest, LifecycleRequest, MachinesView};
 pub use ops::{set_child_policy, BoostView, LinkPolicyRequest, RetryRequest, SendersView};
 pub use views::{
     ContentRow, CourierLinkView, IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail,
-    PackageSummary, SiteLinkRow, SiteSending,
+    PackageSummary, ProcessView, SiteLinkRow, SiteSending, SitesView,
 };
 
 use crate::config::{DataDir, SiteConfig};

@@ -112,6 +112,21 @@ impl Site {
         }
     }
 
+    /// Retention of the report log (`[reports]`): removes what the parent has acknowledged (the
+    /// whole log at the top) and is older than `keep` or beyond the newest `max`, as of `now`.
+    pub fn prune_reports(&self, now: DateTime<Utc>) -> Result<crate::db::status::Pruned, OpError> {
+        let r = self.cfg.reports.retention().map_err(Refusal::Invalid)?;
+        let acked = match &self.cfg.parent {
+            Some(_) => self.db.cursor(&crate::db::parent_reports_acked())?,
+            None => u64::MAX,
+        };
+        let cutoff = r
+            .keep
+            .and_then(|k| chrono::Duration::from_std(k).ok())
+            .and_then(|k| now.checked_sub_signed(k));
+        Ok(self.db.prune_reports(acked, cutoff, r.max)?)
+    }
+
     /// `sender retry`: failed sendings go again now.
     pub fn sender_retry(&self, req: &RetryRequest) -> Result<usize, OpError> {
         let n = self.sender(|s| s.retry(req.site, req.package));

@@ -42,6 +42,94 @@ pub struct ContentRow {
     pub dps: Vec<SiteDps>,
 }
 
+/// `status sites`: this site's process and every link.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SitesView {
+    pub site: ProcessView,
+    pub links: Vec<SiteLinkRow>,
+}
+
+/// What this site's process costs the machine, read from `/proc/self` when asked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub code: SiteCode,
+    pub pid: u32,
+    /// Resident memory now, and its peak.
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub threads: u64,
+    /// File descriptors open now (sockets, database files, logs), and the soft limit.
+    pub open_files: u64,
+    pub open_files_limit: u64,
+    /// CPU time used since start (user + system).
+    pub cpu_secs: f64,
+    /// The database's size on disk.
+    pub db_bytes: u64,
+    pub logs: LogCounts,
+}
+
+/// Reads this process's memory, threads, open files and CPU time from `/proc/self`
+/// (zeros where the system has no `/proc`).
+fn process_now(code: SiteCode, db_bytes: u64, logs: LogCounts) -> ProcessView {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let open_files = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let open_files_limit = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // utime and stime, fields 14 and 15, after the command name in parentheses.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ProcessView {
+        code,
+        db_bytes,
+        logs,
+        pid: std::process::id(),
+        rss_bytes: field("VmRSS:") * 1024,
+        peak_rss_bytes: field("VmHWM:") * 1024,
+        threads: field("Threads:"),
+        open_files,
+        open_files_limit,
+        // The kernel's clock ticks are 100 a second on every Linux this runs on.
+        cpu_secs: ticks as f64 / 100.0,
+    }
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(d) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    d.filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// One row of `status sites`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SiteLinkRow {
@@ -305,6 +393,15 @@ impl Site {
                 Report::SiteData(_) | Report::Key(_) => None,
             })
             .collect())
+    }
+
+    /// `status sites`: this site's process (memory, threads, open files, CPU, database size)
+    /// and every configured link.
+    pub fn sites_view(&self) -> Result<SitesView, OpError> {
+        Ok(SitesView {
+            site: process_now(self.cfg.code, dir_bytes(&self.dir.db()), self.db.counts()?),
+            links: self.sites()?,
+        })
     }
 
     /// Every configured link with its state, cursors and backlog.
