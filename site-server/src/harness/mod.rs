@@ -11,13 +11,16 @@
 //! - [`LocalSite`]: one site's data directory and, once started, its daemon.
 //! - [`LocalDp`]: one distribution point of a site.
 //! - [`link_child`], [`link_parent`], [`link_courier`], [`three_tiers`]: the links.
+//! - [`SiteTree`]: a whole tree of any shape, built and started on a few threads.
 //! - [`http_get`], [`http`], [`free_port`], [`poll`]: the small tools the rest needs.
 
 mod dp;
 mod http;
+mod tree;
 
 pub use dp::{attach_dps, LocalDp};
 pub use http::{free_port, http, http_get, poll};
+pub use tree::{code_at, parse_shape, size_of, SiteTree};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -5,13 +5,15 @@
 use super::{blocking, ReplError};
 use crate::net::sending::Input;
 use crate::sansio::links::Role;
-use crate::site::Site;
+use crate::site::{Site, Wake};
 use chrono::Utc;
 use schema::report::Attribute;
 use schema::status;
 use schema::wire::Frame;
+use schema::SiteCode;
 use sender::link::{FrameReader, FrameWriter, LinkError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Inputs from a child's readers waiting for its sender, at most.
 const INPUTS: usize = 64;
@@ -131,6 +133,7 @@ pub(super) async fn serve_child(
     // answered goes to the sender, the only writer.
     let reader_site = site.clone();
     let reader = tokio::spawn(async move {
+        let mut key_known = false;
         loop {
             match r.recv().await {
                 Ok(Frame::EventsAck { upto }) => {
@@ -148,6 +151,12 @@ pub(super) async fn serve_child(
                     }
                 }
                 Ok(Frame::Reports { first, reports }) => {
+                    if !key_known {
+                        if let Err(e) = child_key_delegated(&reader_site, child_code).await {
+                            return e;
+                        }
+                        key_known = true;
+                    }
                     let o = match blocking(&reader_site, move |s| {
                         s.apply_child_reports(child_code, first, &reports)
                     })
@@ -170,4 +179,27 @@ pub(super) async fn serve_child(
         }
     });
     crate::net::sending::run(site.clone(), child_code, w, inputs, reader, applied).await
+}
+
+/// Waits until this site's log delegates `child`'s key. Until then the sites above could not
+/// verify the child's reports (they learn its key from this site's report of that
+/// delegation, which must come first in this site's report log), so none is accepted: they
+/// wait at the child, nothing is refused or lost. A whole tree starting at once meets this.
+async fn child_key_delegated(site: &Arc<Site>, child: SiteCode) -> Result<(), ReplError> {
+    let t = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let grew = site.woken(Wake::LogGrew);
+        if blocking(site, move |s| s.knows_child_key(child)).await? {
+            return Ok(());
+        }
+        if !warned && t.elapsed() > Duration::from_secs(30) {
+            tracing::warn!(%child, "the child's reports wait until this site delegates its key (this site's own delegation from its parent has not arrived)");
+            warned = true;
+        }
+        tokio::select! {
+            _ = grew => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }

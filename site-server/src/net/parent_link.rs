@@ -181,8 +181,17 @@ async fn on_frame(
                 })
                 .map(|e| e.body.clone())
                 .collect();
+            // Each origin's newest event in the batch: what the log line names (an operator, or
+            // `bench tree`, reads when an event arrived where).
+            let mut newest: std::collections::BTreeMap<SiteCode, u64> = Default::default();
+            for e in &events {
+                let n = newest.entry(e.origin).or_default();
+                *n = (*n).max(e.origin_seq);
+            }
             let o = blocking(site, move |s| s.apply_parent_events(first, &events)).await?;
             if o.applied > 0 {
+                let newest: Vec<String> = newest.iter().map(|(o, n)| format!("{o}:{n}")).collect();
+                tracing::info!(applied = o.applied, upto = o.cursor, newest = %newest.join(","), "applied the parent's events");
                 site.after_parent_events(&sender_events);
                 site.wake(Wake::LogGrew);
             }

@@ -309,6 +309,12 @@ impl Site {
         Ok(o)
     }
 
+    /// Whether this site's log delegates a key to `child` (revoked or not), or this site has
+    /// no trust root (then nothing is verified by key).
+    pub fn knows_child_key(&self, child: SiteCode) -> Result<bool, OpError> {
+        Ok(self.db.keyring()?.is_none_or(|r| r.knows(child)))
+    }
+
     /// Who child `child` may speak for, as this site knows the tree now.
     fn child_scope(&self, child: SiteCode) -> Result<ChildScope, OpError> {
         let mut ancestors = self.db.config_origins()?;
