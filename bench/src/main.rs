@@ -13,6 +13,8 @@ mod dp;
 mod replicate;
 mod sender;
 mod soak;
+mod status;
+mod tree;
 mod trust;
 mod wan;
 
@@ -33,13 +35,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build a benchmark tree: half incompressible, half shared libraries and source.
-    Tree {
+    /// Build a source tree for `publish`: half incompressible, half shared libraries and source.
+    SourceTree {
         #[arg(long)]
         out: PathBuf,
         /// Total size in MiB.
         #[arg(long, default_value_t = 1024)]
         mib: u64,
+    },
+    /// A tree of real sites (default 301: 1 top, 15 primaries, 19 secondaries each): links
+    /// active, idle RSS, open files and CPU, an advertisement everywhere, a package to every
+    /// leaf beside one leaf.
+    Tree {
+        #[arg(long, default_value = "/tmp/siterep-bench-sites")]
+        work: PathBuf,
+        /// Children per site at each depth.
+        #[arg(long, default_value = "15,19")]
+        shape: String,
+        /// Size of the package sent to the leaves, in MiB.
+        #[arg(long, default_value_t = 16)]
+        mib: u64,
+        /// Seconds the idle CPU is measured over.
+        #[arg(long, default_value_t = 20)]
+        idle: u64,
+        /// Threads that build and start the tree.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Status at scale: a top site whose report log holds `messages` status messages from
+    /// `sites` sites, replayed in through a real child link; the status queries' times, the
+    /// log's size on disk, a rebuild, and retention over a simulated week.
+    Status {
+        #[arg(long, default_value = "/tmp/siterep-bench-status")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 300)]
+        sites: usize,
+        /// Keep the generated sites for another run of the queries.
+        #[arg(long)]
+        keep: bool,
     },
     /// Content replication CEN -> P01 (and -> S01) vs raw quinn vs rsync; small-event latency.
     Replicate {
@@ -178,7 +213,7 @@ enum Cmd {
     },
     /// Publish vs tar|zstd vs raw BLAKE3 on one tree.
     Publish {
-        /// The tree (built with `bench tree` if it does not exist).
+        /// The tree (built with `bench source-tree` if it does not exist).
         #[arg(long)]
         tree: PathBuf,
         #[arg(long, default_value_t = 1024)]
@@ -191,7 +226,20 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Tree { out, mib } => build_tree(&out, mib << 20),
+        Cmd::SourceTree { out, mib } => build_tree(&out, mib << 20),
+        Cmd::Tree {
+            work,
+            shape,
+            mib,
+            idle,
+            threads,
+        } => tree::run(&work, &shape, mib, idle, threads),
+        Cmd::Status {
+            work,
+            messages,
+            sites,
+            keep,
+        } => status::run(&work, messages, sites, keep),
         Cmd::Publish { tree, mib, runs } => publish(&tree, mib << 20, runs),
         Cmd::Replicate {
             work,
@@ -410,7 +458,7 @@ fn blake3_single_thread(files: &[PathBuf], buf: &mut [u8]) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn site_server() -> Result<PathBuf> {
+pub(crate) fn site_server() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().unwrap().join("site-server");
     if !p.is_file() {
