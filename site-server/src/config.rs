@@ -840,6 +840,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retention_and_storage_are_checked_with_the_fix_named() {
+        let r = ReportsConfig::default().retention().unwrap();
+        assert_eq!(r.keep, Some(std::time::Duration::from_secs(90 * 86400)));
+        assert_eq!(r.max, Some(2_000_000));
+        let forever = ReportsConfig {
+            keep: "forever".into(),
+            max: 0,
+            ..Default::default()
+        };
+        assert_eq!(forever.retention().unwrap().keep, None);
+        assert_eq!(forever.retention().unwrap().max, None);
+        for (keep, needle) in [("10m", "at least 1h"), ("soon", "not a duration")] {
+            let bad = ReportsConfig {
+                keep: keep.into(),
+                ..Default::default()
+            };
+            let e = bad.retention().unwrap_err();
+            assert!(e.contains("[reports] keep") && e.contains(needle), "{e}");
+        }
+        let t = StorageConfig::default().storage().unwrap();
+        assert_eq!((t.cache_bytes, t.flush_every_ms), (16 << 20, 1000));
+        let bad = StorageConfig {
+            cache: "10KiB".into(),
+            ..Default::default()
+        };
+        assert!(bad.storage().unwrap_err().contains("at least 1MiB"));
+        let bad = StorageConfig {
+            flush_every: "2h".into(),
+            ..Default::default()
+        };
+        assert!(bad.storage().unwrap_err().contains("10ms to 1h"));
+    }
+
+    #[test]
     fn roundtrip_and_errors() {
         let d = tempfile::tempdir().unwrap();
         let dir = DataDir::new(d.path());

@@ -64,6 +64,11 @@ pub(super) fn project_report(tx: &[TransactionalTree], env: &ReportEnvelope) -> 
             put(&tx[AGENTS], &key, &rec)
         }
         Report::SiteData(SiteData::Machine(inv)) => {
+            put(
+                &tx[AGENTS],
+                &keys::agent_inventory(env.origin, &inv.name),
+                &(env.origin, inv),
+            )?;
             let key = keys::agent_machine(env.origin, &inv.name);
             let rec = core::touch_machine(
                 get(&tx[AGENTS], &key)?,
@@ -232,13 +237,24 @@ impl Db {
     /// a rebuild; approvals asked for and report numbers stay.
     pub(super) fn clear_machine_rollups(&self) -> Result<(), DbError> {
         let mut b = sled::Batch::default();
-        for prefix in [keys::agent_machines(None), keys::agent_adverts(None)] {
+        for prefix in [
+            keys::agent_machines(None),
+            keys::agent_adverts(None),
+            keys::AGENT_INVENTORY_PREFIX.to_vec(),
+        ] {
             for kv in self.trees[AGENTS].scan_prefix(prefix) {
                 b.remove(kv?.0);
             }
         }
         self.trees[AGENTS].apply_batch(b)?;
         Ok(())
+    }
+
+    /// Every machine's site and last inventory (of the whole subtree).
+    pub fn machine_inventories(
+        &self,
+    ) -> Result<Vec<(SiteCode, schema::machine::Inventory)>, DbError> {
+        self.agents_scan(keys::AGENT_INVENTORY_PREFIX)
     }
 
     fn agents_scan<T: serde::de::DeserializeOwned>(

@@ -7,7 +7,7 @@
 //! - `dedupe`: `c`|`r` + origin site (3 bytes) + origin seq (u64 BE) -> local position
 //! - `cursors`: the counters, cursors and records below
 //! - `agents`: roll-ups of machines' reports (see [`super::agents`]): `m:SITE/NAME` ->
-//!   machine record, `a:ADVERT/SITE/NAME` -> where the machine stands with the
+//!   machine record, `i:SITE/NAME` -> its last inventory alone, `a:ADVERT/SITE/NAME` -> where the machine stands with the
 //!   advertisement, `seq:NAME` -> the last report number stored of a machine of this site,
 //!   `pending:NAME` -> the key an unapproved machine asked with
 //! - `status`: roll-ups and indexes of the report log (see [`super::status`]):
@@ -162,6 +162,15 @@ pub(super) fn agent_machines(site: Option<SiteCode>) -> Vec<u8> {
         None => b"m:".to_vec(),
     }
 }
+
+/// The `agents` tree's key of a machine's last inventory alone (what `status adverts`
+/// counts collections from, without the machine's history).
+pub(super) fn agent_inventory(site: SiteCode, name: &str) -> Vec<u8> {
+    format!("i:{site}/{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+/// The prefix of every [`agent_inventory`] key.
+pub(super) const AGENT_INVENTORY_PREFIX: &[u8] = b"i:";
 
 /// The `agents` tree's key of where a machine stands with an advertisement.
 pub(super) fn agent_advert(

@@ -1223,7 +1223,11 @@ impl Db {
     /// and advertisement states), hex.
     pub fn report_digest(&self) -> Result<String, DbError> {
         let mut h = blake3::Hasher::new();
-        let agents = [keys::agent_machines(None), keys::agent_adverts(None)];
+        let agents = [
+            keys::agent_machines(None),
+            keys::agent_adverts(None),
+            keys::AGENT_INVENTORY_PREFIX.to_vec(),
+        ];
         let parts = self.trees[keys::STATUS].iter().chain(
             agents
                 .iter()

@@ -186,9 +186,45 @@ impl Db {
             return Ok(Vec::new());
         }
         let page = q.page();
-        // Newest first unless paging forward; reversed to log order at the end.
-        let forward = q.from.is_some();
-        let mut out = Vec::new();
+        if q.from.is_some() {
+            let mut out = Vec::new();
+            self.walk(q, lo, hi, |pos, env| {
+                out.push((pos, env));
+                out.len() < page
+            })?;
+            return Ok(out);
+        }
+        // The newest page: windows walked forward from the end, each four times the last,
+        // until the page is full or `lo` is reached (sled walks forward far faster than back).
+        let mut end = hi.min(self.counts()?.reports.saturating_add(1));
+        let mut width = (page as u64).max(256);
+        let mut out: Vec<(u64, ReportEnvelope)> = Vec::new();
+        while end > lo && out.len() < page {
+            let start = end.saturating_sub(width).max(lo);
+            let mut window = Vec::new();
+            self.walk(q, start, end, |pos, env| {
+                window.push((pos, env));
+                true
+            })?;
+            window.append(&mut out);
+            out = window;
+            end = start;
+            width = width.saturating_mul(4);
+        }
+        let extra = out.len().saturating_sub(page);
+        out.drain(..extra);
+        Ok(out)
+    }
+
+    /// Walks the messages that pass `q` at positions `lo..hi`, in log order, through the
+    /// narrowest index that applies (or the log), while `f` says go on.
+    fn walk(
+        &self,
+        q: &MessageQuery,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(u64, ReportEnvelope) -> bool,
+    ) -> Result<(), DbError> {
         let mut take = |pos: u64, bytes: Option<sled::IVec>| -> Result<bool, DbError> {
             // An index entry whose report retention has just removed: skipped.
             let Some(v) = bytes else { return Ok(true) };
@@ -197,10 +233,7 @@ impl Db {
                 position: pos,
                 source,
             })?;
-            if q.matches(&env) {
-                out.push((pos, env));
-            }
-            Ok(out.len() < page)
+            Ok(!q.matches(&env) || f(pos, env))
         };
         match q.index() {
             Some((index, term)) => {
@@ -208,50 +241,24 @@ impl Db {
                 let range = self.trees[STATUS].range(
                     keys::status_index_entry(&prefix, lo)..keys::status_index_entry(&prefix, hi),
                 );
-                let mut walk = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+                for kv in range {
                     let (k, _) = kv?;
                     let pos = u64_of(Some(k.subslice(10, 8)));
-                    take(pos, self.trees[REPORTS].get(pos.to_be_bytes())?)
-                };
-                if forward {
-                    for kv in range {
-                        if !walk(kv)? {
-                            break;
-                        }
-                    }
-                } else {
-                    for kv in range.rev() {
-                        if !walk(kv)? {
-                            break;
-                        }
+                    if !take(pos, self.trees[REPORTS].get(pos.to_be_bytes())?)? {
+                        break;
                     }
                 }
             }
             None => {
-                let range = self.trees[REPORTS].range(lo.to_be_bytes()..hi.to_be_bytes());
-                let mut walk = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+                for kv in self.trees[REPORTS].range(lo.to_be_bytes()..hi.to_be_bytes()) {
                     let (k, v) = kv?;
-                    take(u64_of(Some(k)), Some(v))
-                };
-                if forward {
-                    for kv in range {
-                        if !walk(kv)? {
-                            break;
-                        }
-                    }
-                } else {
-                    for kv in range.rev() {
-                        if !walk(kv)? {
-                            break;
-                        }
+                    if !take(u64_of(Some(k)), Some(v))? {
+                        break;
                     }
                 }
             }
         }
-        if !forward {
-            out.reverse();
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Removes the reports that retention lets go: positions up to `acked` (what the parent

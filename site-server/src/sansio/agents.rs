@@ -499,7 +499,7 @@ pub fn advert_rows(
     adverts: &[Advertisement],
     collections: &std::collections::BTreeMap<String, Collection>,
     states: &[AdvertMachine],
-    machines: &[MachineRecord],
+    machines: &[(SiteCode, Inventory)],
 ) -> Vec<AdvertSiteRow> {
     use std::collections::BTreeMap;
     fn row(
@@ -521,11 +521,9 @@ pub fn advert_rows(
         let Some(c) = collections.get(&a.collection) else {
             continue;
         };
-        for m in machines {
-            if let Some(inv) = &m.inventory {
-                if c.contains(inv, m.site) {
-                    row(&mut rows, a.id, m.site).in_collection += 1;
-                }
+        for (site, inv) in machines {
+            if c.contains(inv, *site) {
+                row(&mut rows, a.id, *site).in_collection += 1;
             }
         }
     }
@@ -786,7 +784,13 @@ mod tests {
             rules: vec![Rule::parse("os=linux").unwrap()],
             members: vec![],
         };
-        let rows = advert_rows(&[advert()], &[("web".to_string(), c)].into(), &[am], &[rec]);
+        let inventories = [(rec.site, rec.inventory.clone().unwrap())];
+        let rows = advert_rows(
+            &[advert()],
+            &[("web".to_string(), c)].into(),
+            &[am],
+            &inventories,
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].in_collection, rows[0].failed), (1, 1));
     }

@@ -239,7 +239,7 @@ impl Site {
             .map(|c| (c.name.clone(), c))
             .collect();
         let states = self.db.advert_machines(id.as_ref())?;
-        let machines = self.db.machine_records(None)?;
+        let machines = self.db.machine_inventories()?;
         let rows = agents::advert_rows(&adverts, &collections, &states, &machines);
         let failed = if failed {
             states
