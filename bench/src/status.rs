@@ -124,17 +124,19 @@ fn message(
     m
 }
 
-/// Replays the subtree's reports into CEN through a child link, as P01.
-async fn replay(
-    cen: &LocalSite,
-    p01: &LocalSite,
-    subs: &[SiteCode],
+/// What the replayed messages are about, and when they were raised.
+struct Stream {
     messages: u64,
-    packages: &[PackageId],
-    adverts: &[schema::AdvertisementId],
+    packages: Vec<PackageId>,
+    adverts: Vec<schema::AdvertisementId>,
     start: DateTime<Utc>,
     span: Days,
-) -> Result<f64> {
+}
+
+/// Replays the subtree's reports into CEN through a child link, as P01.
+async fn replay(cen: &LocalSite, p01: &LocalSite, subs: &[SiteCode], st: &Stream) -> Result<f64> {
+    let (messages, start, span) = (st.messages, st.start, st.span);
+    let (packages, adverts) = (&st.packages[..], &st.adverts[..]);
     let me = sender::tls::TlsIdentity::load(p01.data())?;
     let (fp, _) = cen.keys()?;
     let pins = sender::tls::Pins::new();
