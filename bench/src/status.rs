@@ -338,9 +338,14 @@ pub fn run(work: &Path, messages: u64, sites: usize, keep: bool) -> Result<()> {
         subs.len()
     );
     let rt = tokio::runtime::Runtime::new()?;
-    let secs = rt.block_on(replay(
-        &cen, &p01, &subs, messages, &packages, &adverts, start, span,
-    ))?;
+    let stream = Stream {
+        messages,
+        packages: packages.clone(),
+        adverts,
+        start,
+        span,
+    };
+    let secs = rt.block_on(replay(&cen, &p01, &subs, &stream))?;
     println!(
         "stored {messages} messages at CEN in {secs:.1} s ({:.0} reports/s: each verified, stored once, indexed and rolled up)",
         messages as f64 / secs
