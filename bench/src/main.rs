@@ -415,7 +415,7 @@ fn wait_rusage(child: Child) -> Result<(i32, u64)> {
     Ok((status, ru.ru_maxrss as u64))
 }
 
-fn run_timed(cmd: &mut Command) -> Result<(f64, u64)> {
+pub(crate) fn run_timed(cmd: &mut Command) -> Result<(f64, u64)> {
     let t = Instant::now();
     let child = cmd.stdout(Stdio::null()).spawn().context("spawn")?;
     let (status, rss) = wait_rusage(child)?;

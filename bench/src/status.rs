@@ -383,6 +383,13 @@ pub fn run(work: &Path, messages: u64, sites: usize, keep: bool) -> Result<()> {
         let (ms, bytes) = timed(&cen, path)?;
         println!("{what:<45} {ms:>7.1} ms (median of 5, {bytes} bytes of JSON)");
     }
+    let v = cen.api_json("/v1/status/sites")?;
+    println!(
+        "CEN holding them: {:.0} MiB resident (peak {:.0} MiB), {} open files",
+        v["site"]["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        v["site"]["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        v["site"]["open_files"]
+    );
     cen.stop()?;
     let db = cen.data().join("db");
     println!(
@@ -391,12 +398,14 @@ pub fn run(work: &Path, messages: u64, sites: usize, keep: bool) -> Result<()> {
         messages,
         dir_bytes(&db) as f64 / messages as f64
     );
-    let t = Instant::now();
-    let out = cli(&ss, &["rebuild", "--data", cen.data_str()])?;
+    let (secs, peak_kib) = crate::run_timed(std::process::Command::new(&ss).args([
+        "rebuild",
+        "--data",
+        cen.data_str(),
+    ]))?;
     println!(
-        "rebuild: {:.1} s ({})",
-        t.elapsed().as_secs_f64(),
-        out.lines().last().unwrap_or("").trim()
+        "rebuild (the config log, then every report re-indexed and rolled up again): {secs:.1} s, peak RSS {:.0} MiB",
+        peak_kib as f64 / 1024.0
     );
 
     week(&cen)?;

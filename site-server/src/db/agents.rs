@@ -237,6 +237,7 @@ impl Db {
     /// a rebuild; approvals asked for and report numbers stay.
     pub(super) fn clear_machine_rollups(&self) -> Result<(), DbError> {
         let mut b = sled::Batch::default();
+        let mut n = 0usize;
         for prefix in [
             keys::agent_machines(None),
             keys::agent_adverts(None),
@@ -244,6 +245,11 @@ impl Db {
         ] {
             for kv in self.trees[AGENTS].scan_prefix(prefix) {
                 b.remove(kv?.0);
+                n += 1;
+                if n >= 20_000 {
+                    self.trees[AGENTS].apply_batch(std::mem::take(&mut b))?;
+                    n = 0;
+                }
             }
         }
         self.trees[AGENTS].apply_batch(b)?;

@@ -13,7 +13,8 @@
 //! - `status`: roll-ups and indexes of the report log (see [`super::status`]):
 //!   `snd:PKG:VER:SITE` -> a sender's last word, `dpw:PKG:VER:SITE:DP` -> a DP's last word,
 //!   `cat:SITE` -> a site's catalog word, `x` + index + term hash (8) + position (u64 BE) ->
-//!   nothing (messages by attribute), `w` + minute (u64 BE) -> the first position whose
+//!   nothing (messages by attribute), `t` + minute (u64 BE) + position -> nothing (messages
+//!   by time), `w` + minute (u64 BE) -> the first position whose
 //!   watermark reached that minute, `Wlast` -> the newest watermark minute
 //! - `proj_*`: the projections of [`crate::sansio::projection`]
 
@@ -253,6 +254,15 @@ pub(super) fn status_index_entry(prefix: &[u8; 10], pos: u64) -> [u8; 18] {
     let mut k = [0u8; 18];
     k[..10].copy_from_slice(prefix);
     k[10..].copy_from_slice(&pos.to_be_bytes());
+    k
+}
+
+/// A time index entry: `t`, the message's minute, its position.
+pub(super) fn status_time(minute: u64, pos: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b't';
+    k[1..9].copy_from_slice(&minute.to_be_bytes());
+    k[9..].copy_from_slice(&pos.to_be_bytes());
     k
 }
 

@@ -68,6 +68,7 @@ pub(super) fn project_report(
         t.insert(&keys::status_index_entry(&prefix, pos)[..], &[])?;
     }
     let minute = rollups::watermark_minute(m.time);
+    t.insert(&keys::status_time(minute, pos)[..], &[])?;
     let last = t.get(keys::STATUS_WATERMARK_LAST)?;
     if last.is_none() || minute > u64_of(last) {
         t.insert(&keys::status_watermark(minute)[..], &pos.to_be_bytes())?;
@@ -108,6 +109,17 @@ pub struct Pruned {
     /// The first position still in the log (0: the log is empty).
     pub first_kept: u64,
 }
+
+/// The most messages a time window may hold for `status messages` to read them all through
+/// the time index (more: it walks an attribute index instead). Small under test, so that
+/// the tests take both ways.
+#[cfg(not(test))]
+const TIME_WALK: usize = 50_000;
+#[cfg(test)]
+const TIME_WALK: usize = 60;
+
+/// Keys removed per sled batch while a rebuild clears the indexes.
+const CLEAR_STEP: usize = 20_000;
 
 /// Reports removed per sled batch while pruning (bounds the memory of one step).
 const PRUNE_STEP: usize = 4096;
@@ -177,6 +189,11 @@ impl Db {
     /// `status messages`: one page of the messages that pass `q`, in log order, walking the
     /// narrowest index that applies (or the log) from the watermark of `q.since` on.
     pub fn messages(&self, q: &MessageQuery) -> Result<Vec<(u64, ReportEnvelope)>, DbError> {
+        if q.since.is_some() || q.until.is_some() {
+            if let Some(out) = self.messages_by_time(q)? {
+                return Ok(out);
+            }
+        }
         let mut lo = q.from.unwrap_or(1).max(1);
         if let Some(s) = q.since {
             lo = lo.max(self.watermark_position(s)?);
@@ -214,6 +231,63 @@ impl Db {
         let extra = out.len().saturating_sub(page);
         out.drain(..extra);
         Ok(out)
+    }
+
+    /// `status messages` with a time window holding at most [`TIME_WALK`] messages: every
+    /// message of the window read through the time index, filtered, one page of them in log
+    /// order. `None` when the window holds more (the attribute indexes do better then).
+    fn messages_by_time(
+        &self,
+        q: &MessageQuery,
+    ) -> Result<Option<Vec<(u64, ReportEnvelope)>>, DbError> {
+        let from = keys::status_time(q.since.map_or(0, rollups::watermark_minute), 0);
+        let to = keys::status_time(
+            q.until
+                .map_or(u64::MAX, |u| rollups::watermark_minute(u).saturating_add(1)),
+            0,
+        );
+        let (lo, hi) = (q.from.unwrap_or(1), q.before.unwrap_or(u64::MAX));
+        let mut positions = Vec::new();
+        for (seen, kv) in self.trees[STATUS].range(from..to).enumerate() {
+            let (k, _) = kv?;
+            if seen >= TIME_WALK {
+                return Ok(None);
+            }
+            let pos = u64_of(Some(k.subslice(9, 8)));
+            if pos >= lo && pos < hi {
+                positions.push(pos);
+            }
+        }
+        positions.sort_unstable();
+        let page = q.page();
+        let mut out = Vec::new();
+        // The page's length after position `pos` is looked at.
+        let mut take = |pos: u64| -> Result<usize, DbError> {
+            if let Some(v) = self.trees[REPORTS].get(pos.to_be_bytes())? {
+                let env: ReportEnvelope = encoding::decode(&v).map_err(|source| DbError::Log {
+                    what: "report",
+                    position: pos,
+                    source,
+                })?;
+                if q.matches(&env) {
+                    out.push((pos, env));
+                }
+            }
+            Ok(out.len())
+        };
+        let newest_first = q.from.is_none();
+        if newest_first {
+            positions.reverse();
+        }
+        for pos in positions {
+            if take(pos)? >= page {
+                break;
+            }
+        }
+        if newest_first {
+            out.reverse();
+        }
+        Ok(Some(out))
     }
 
     /// Walks the messages that pass `q` at positions `lo..hi`, in log order, through the
@@ -293,6 +367,8 @@ impl Db {
                     break;
                 }
                 if let Report::Status(m) = &env.body {
+                    let minute = rollups::watermark_minute(m.time);
+                    index.remove(&keys::status_time(minute, pos)[..]);
                     for (ix, term) in rollups::index_terms(m) {
                         let prefix = keys::status_index(ix as u8, &term);
                         index.remove(&keys::status_index_entry(&prefix, pos)[..]);
@@ -345,13 +421,20 @@ impl Db {
     pub(super) fn reindex_reports(&self) -> Result<bool, DbError> {
         use sled::Transactional;
         let rollups = !self.reports_pruned()?;
+        // Removed in steps: one batch of millions of keys would hold them all in memory.
         let mut clear = sled::Batch::default();
+        let mut n = 0usize;
         for kv in self.trees[STATUS].iter() {
             let (k, _) = kv?;
             let is_rollup =
                 k.starts_with(b"snd:") || k.starts_with(b"dpw:") || k.starts_with(b"cat:");
             if rollups || !is_rollup {
                 clear.remove(k);
+                n += 1;
+            }
+            if n >= CLEAR_STEP {
+                self.trees[STATUS].apply_batch(std::mem::take(&mut clear))?;
+                n = 0;
             }
         }
         self.trees[STATUS].apply_batch(clear)?;
@@ -528,6 +611,24 @@ mod tests {
             },
             MessageQuery {
                 since: Some(at(999_999)),
+                ..Default::default()
+            },
+            // Narrow windows: read through the time index.
+            MessageQuery {
+                since: Some(at(6800)),
+                ..Default::default()
+            },
+            MessageQuery {
+                since: Some(at(6500)),
+                until: Some(at(6800)),
+                id: Some(status::SENDER_PROGRESS),
+                ..Default::default()
+            },
+            MessageQuery {
+                since: Some(at(6000)),
+                until: Some(at(6300)),
+                from: Some(610),
+                limit: Some(5),
                 ..Default::default()
             },
         ];
