@@ -337,9 +337,9 @@ impl Db {
 
     /// Removes the reports that retention lets go: positions up to `acked` (what the parent
     /// has acknowledged; the whole log at the top) older than `cutoff` or beyond the newest
-    /// `max`. Stops at the first report retention keeps (the log is roughly in time order: a
-    /// late old report waits for the ones before it). Roll-ups stay; index entries and dedupe
-    /// keys go.
+    /// `max`. From the head of the log while it goes; then, through the time index, every
+    /// older message behind a younger one (a backlog that arrived late). Roll-ups stay;
+    /// index entries and dedupe keys go.
     pub fn prune_reports(
         &self,
         acked: u64,
@@ -348,51 +348,53 @@ impl Db {
     ) -> Result<Pruned, DbError> {
         let len = self.counts()?.reports;
         let mut removed = 0u64;
+        // The head, in steps.
         loop {
-            let mut log = sled::Batch::default();
-            let mut index = sled::Batch::default();
-            let mut dedupe = sled::Batch::default();
-            let mut n = 0usize;
-            let mut done = false;
+            let mut doomed = Vec::new();
             for kv in self.trees[REPORTS].iter() {
                 let (k, v) = kv?;
-                let pos = u64_of(Some(k.clone()));
-                let env: ReportEnvelope = encoding::decode(&v).map_err(|source| DbError::Log {
-                    what: "report",
-                    position: pos,
-                    source,
-                })?;
+                let pos = u64_of(Some(k));
+                let env = Self::decode_report(pos, &v)?;
                 if !rollups::retention_drops(pos, env.time, acked, len, cutoff, max) {
-                    done = true;
                     break;
                 }
-                if let Report::Status(m) = &env.body {
-                    let minute = rollups::watermark_minute(m.time);
-                    index.remove(&keys::status_time(minute, pos)[..]);
-                    for (ix, term) in rollups::index_terms(m) {
-                        let prefix = keys::status_index(ix as u8, &term);
-                        index.remove(&keys::status_index_entry(&prefix, pos)[..]);
+                doomed.push((pos, env));
+                if doomed.len() >= PRUNE_STEP {
+                    break;
+                }
+            }
+            if doomed.is_empty() {
+                break;
+            }
+            removed += self.remove_reports(&doomed)?;
+        }
+        // Older messages behind younger ones: through the time index, minutes wholly before
+        // the cutoff.
+        if let Some(c) = cutoff {
+            let to = keys::status_time(rollups::watermark_minute(c), 0);
+            loop {
+                let mut doomed = Vec::new();
+                for kv in self.trees[STATUS].range(keys::status_time(0, 0)..to) {
+                    let (k, _) = kv?;
+                    let pos = u64_of(Some(k.subslice(9, 8)));
+                    if pos > acked {
+                        continue;
+                    }
+                    match self.trees[REPORTS].get(pos.to_be_bytes())? {
+                        Some(v) => doomed.push((pos, Self::decode_report(pos, &v)?)),
+                        // A time entry left by a crash between the two steps below.
+                        None => {
+                            self.trees[STATUS].remove(k)?;
+                        }
+                    }
+                    if doomed.len() >= PRUNE_STEP {
+                        break;
                     }
                 }
-                dedupe.remove(&keys::dedupe(b'r', env.origin, env.origin_seq)[..]);
-                log.remove(k);
-                n += 1;
-                if n >= PRUNE_STEP {
+                if doomed.is_empty() {
                     break;
                 }
-            }
-            if n == 0 {
-                break;
-            }
-            // Index entries first: a crash between the two leaves reports without entries
-            // (found by a walk of the log), never entries without reports that matter.
-            self.trees[STATUS].apply_batch(index)?;
-            self.trees[DEDUPE].apply_batch(dedupe)?;
-            self.trees[REPORTS].apply_batch(log)?;
-            self.db.flush()?;
-            removed += n as u64;
-            if done {
-                break;
+                removed += self.remove_reports(&doomed)?;
             }
         }
         let first_kept = match self.trees[REPORTS].first()? {
@@ -403,6 +405,40 @@ impl Db {
             removed,
             first_kept,
         })
+    }
+
+    fn decode_report(pos: u64, v: &[u8]) -> Result<ReportEnvelope, DbError> {
+        encoding::decode(v).map_err(|source| DbError::Log {
+            what: "report",
+            position: pos,
+            source,
+        })
+    }
+
+    /// Removes `reports` (position, report) with their index entries and dedupe keys; index
+    /// entries first: a crash between the steps leaves reports without entries (found by a
+    /// walk of the log), never entries that matter without reports.
+    fn remove_reports(&self, reports: &[(u64, ReportEnvelope)]) -> Result<u64, DbError> {
+        let mut log = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut dedupe = sled::Batch::default();
+        for (pos, env) in reports {
+            if let Report::Status(m) = &env.body {
+                let minute = rollups::watermark_minute(m.time);
+                index.remove(&keys::status_time(minute, *pos)[..]);
+                for (ix, term) in rollups::index_terms(m) {
+                    let prefix = keys::status_index(ix as u8, &term);
+                    index.remove(&keys::status_index_entry(&prefix, *pos)[..]);
+                }
+            }
+            dedupe.remove(&keys::dedupe(b'r', env.origin, env.origin_seq)[..]);
+            log.remove(&pos.to_be_bytes()[..]);
+        }
+        self.trees[STATUS].apply_batch(index)?;
+        self.trees[DEDUPE].apply_batch(dedupe)?;
+        self.trees[REPORTS].apply_batch(log)?;
+        self.db.flush()?;
+        Ok(reports.len() as u64)
     }
 
     /// Whether reports were ever removed from the head of the log (so roll-ups older than
@@ -697,8 +733,35 @@ mod tests {
             }
         );
         // Young reports within the count stay.
-        let p = db.prune_reports(300, Some(at(0)), Some(50)).unwrap();
+        let p = db.prune_reports(300, Some(at(-7200)), Some(50)).unwrap();
         assert_eq!(p.removed, 0);
+        // A young report at the head does not shield older ones behind it (a backlog that
+        // arrived late): they go by the time index.
+        let young = message(1);
+        let mut young = young;
+        young.time = at(999_999);
+        let d2 = tempfile::tempdir().unwrap();
+        let db2 = open(&d2.path().join("db"));
+        db2.append_own_reports(at(999_999), vec![Report::Status(young)])
+            .unwrap();
+        fill(&db2, 100);
+        let p = db2.prune_reports(u64::MAX, Some(at(500)), None).unwrap();
+        assert_eq!(p.first_kept, 1, "the young head stays");
+        let left: Vec<u64> = db2
+            .reports(1, usize::MAX, |_| true)
+            .unwrap()
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        // Messages 0..49 are at 0..490 s (every 7th an hour earlier): all go; from 50 on,
+        // those at or after the cutoff's minute stay.
+        assert!(left.len() < 60 && left.len() > 40, "{left:?}");
+        assert!(db2
+            .reports(1, usize::MAX, |_| true)
+            .unwrap()
+            .iter()
+            .skip(1)
+            .all(|(_, e)| matches!(&e.body, Report::Status(m) if m.time >= at(480))));
         // A rebuild re-indexes what is left and keeps the roll-ups.
         assert!(!db.reindex_reports().unwrap());
         assert_eq!(db.sendings(&pkg(1), 1).unwrap(), sending);
