@@ -20,26 +20,13 @@ use schema::wire::Frame;
 use schema::{PackageId, SiteCode};
 use sender::link::{FrameReader, FrameWriter};
 use site_server::harness::{link_child, LocalSite};
+use site_server::site::dir_bytes;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn sub_key(code: SiteCode) -> SigningKey {
     SigningKey::from_bytes(blake3::hash(code.as_bytes().as_slice()).as_bytes())
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Message `i` of the stream, raised at `site` at `time`: a mix like a big tree's (sender

@@ -47,8 +47,8 @@ pub use keys::{load_origin_keys, KeysView, ViewFromTop};
 pub use machines::{AdvertsView, ApproveRequest, LifecycleRequest, MachinesView};
 pub use ops::{set_child_policy, BoostView, LinkPolicyRequest, RetryRequest, SendersView};
 pub use views::{
-    ContentRow, CourierLinkView, IdentityView, LogEntry, MessageQuery, MessageRow, PackageDetail,
-    PackageSummary, ProcessView, SiteLinkRow, SiteSending, SitesView,
+    dir_bytes, ContentRow, CourierLinkView, IdentityView, LogEntry, MessageQuery, MessageRow,
+    PackageDetail, PackageSummary, ProcessView, SiteLinkRow, SiteSending, SitesView,
 };
 
 use crate::config::{DataDir, SiteConfig};

@@ -117,7 +117,8 @@ fn process_now(code: SiteCode, db_bytes: u64, logs: LogCounts) -> ProcessView {
     }
 }
 
-fn dir_bytes(path: &std::path::Path) -> u64 {
+/// The bytes of the files under `path` (0 where it cannot be read).
+pub fn dir_bytes(path: &std::path::Path) -> u64 {
     let Ok(d) = std::fs::read_dir(path) else {
         return 0;
     };
