@@ -218,11 +218,18 @@ impl Db {
         let mut out: Vec<(u64, ReportEnvelope)> = Vec::new();
         while end > lo && out.len() < page {
             let start = end.saturating_sub(width).max(lo);
-            let mut window = Vec::new();
+            // Only the newest of the window that the page still needs are kept: a wide
+            // window over a dense stretch holds no more than a page.
+            let need = page - out.len();
+            let mut window = std::collections::VecDeque::with_capacity(need.min(4096));
             self.walk(q, start, end, |pos, env| {
-                window.push((pos, env));
+                if window.len() == need {
+                    window.pop_front();
+                }
+                window.push_back((pos, env));
                 true
             })?;
+            let mut window: Vec<_> = window.into();
             window.append(&mut out);
             out = window;
             end = start;
