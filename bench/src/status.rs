@@ -267,27 +267,8 @@ pub fn run(work: &Path, messages: u64, sites: usize, keep: bool) -> Result<()> {
     let mut packages = Vec::new();
     for k in 0..5 {
         std::fs::write(src.join("setup.sh"), format!("#!/bin/sh\n# {k}\nexit 0\n"))?;
-        let out = cli(
-            &ss,
-            &[
-                "package",
-                "publish",
-                "--data",
-                cen.data_str(),
-                "--source",
-                src.to_str().context("path")?,
-                "--name",
-                &format!("App{k}"),
-                "--json",
-            ],
-        )?;
-        let v: serde_json::Value = serde_json::from_str(&out)?;
-        packages.push(
-            v["package"]
-                .as_str()
-                .context("package")?
-                .parse::<PackageId>()?,
-        );
+        let id = crate::tree::publish(&ss, &cen, &src, &format!("App{k}"))?;
+        packages.push(id.parse::<PackageId>()?);
     }
     for p in &packages[..3] {
         cli(

@@ -129,7 +129,8 @@ fn targeted_at(top: &LocalSite, pkg: &str) -> Result<DateTime<Utc>> {
     }
 }
 
-fn publish(ss: &Path, top: &LocalSite, src: &Path, name: &str) -> Result<String> {
+/// `package publish` of `src` at `top` under `name`; the package id.
+pub(crate) fn publish(ss: &Path, top: &LocalSite, src: &Path, name: &str) -> Result<String> {
     let out = cli(
         ss,
         &[
