@@ -33,4 +33,5 @@ pub mod store;
 
 pub use store::{
     verify_encoded, Batch, ContentStore, FileReader, ScrubProblem, ScrubReport, StoreError,
+    StoreUsage,
 };

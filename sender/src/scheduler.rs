@@ -272,6 +272,8 @@ struct Link {
     connected: bool,
     /// Bytes written per second, the last 60 seconds: (second, bytes).
     history: VecDeque<(u64, u64)>,
+    /// Bytes written since start, per priority (high, medium, low).
+    sent: [u64; 3],
 }
 
 /// The sender of one site: every link it sends on and every job (see the module doc).
@@ -625,9 +627,11 @@ impl Scheduler {
             return;
         };
         let boosted = self.jobs.get(&id).is_some_and(|j| self.boosted(j, wall));
+        let priority = self.jobs.get(&id).map(|j| j.priority).unwrap_or_default();
         let rate = link.policy.rate.at(wall, self.zone);
         let sec = now.saturating_duration_since(self.epoch).as_secs();
         let link = self.links.get_mut(dest).expect("link");
+        link.sent[rank(priority) as usize] += bytes;
         if !boosted {
             link.meter.on_sent(now, rate, bytes);
         }
@@ -861,6 +865,10 @@ impl Scheduler {
                     queue,
                     current,
                     bytes_per_sec: minute / 60,
+                    sent_bytes: [Priority::High, Priority::Medium, Priority::Low]
+                        .iter()
+                        .map(|p| (p.as_str().to_string(), l.sent[rank(*p) as usize]))
+                        .collect(),
                     jobs,
                 }
             })
@@ -932,6 +940,9 @@ pub struct LinkView {
     pub current: Option<String>,
     /// Bytes per second over the last minute.
     pub bytes_per_sec: u64,
+    /// Bytes written since the process started, per priority (`high`, `medium`, `low`).
+    #[serde(default)]
+    pub sent_bytes: BTreeMap<String, u64>,
     /// Its package jobs: open, failed, and sent within the last hour.
     pub jobs: Vec<JobView>,
 }

@@ -32,6 +32,9 @@ pub struct AdminInfo {
     /// The address the site's QUIC listener is bound to (children dial it).
     #[serde(default)]
     pub listen: String,
+    /// The console's URL (`[ui] listen`).
+    #[serde(default)]
+    pub ui: String,
 }
 
 pub struct ApiError(StatusCode, String);

@@ -45,6 +45,10 @@ impl DataDir {
     pub fn publish_cache(&self) -> PathBuf {
         self.root.join("publish-cache")
     }
+    /// The console's viewer token (mode 0600; `site-server ui token` prints it).
+    pub fn ui_token(&self) -> PathBuf {
+        self.root.join("ui-token")
+    }
 }
 
 /// What `site.toml` holds.
@@ -89,6 +93,9 @@ pub struct SiteConfig {
     /// `[storage]`: the database's memory and flush interval.
     #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
     pub storage: StorageConfig,
+    /// `[ui]`: the operator's console and `/metrics`.
+    #[serde(default, skip_serializing_if = "UiConfig::is_default")]
+    pub ui: UiConfig,
 }
 
 /// `[trust]` of `site.toml`: how often the top signs a checkpoint, and for how long one
@@ -294,6 +301,74 @@ impl StorageConfig {
             cache_bytes,
             flush_every_ms: flush.as_millis() as u64,
         })
+    }
+}
+
+/// `[ui]` of `site.toml`: where the console (and `/metrics`) listens, and its TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// `127.0.0.1:0` unless set (loopback, a free port at each start; `admin.json` and
+    /// `ui token` say which). Another address than loopback is served over TLS only.
+    #[serde(default = "default_ui_listen")]
+    pub listen: SocketAddr,
+    /// A certificate chain and its private key (PEM files) to serve TLS with. Unset: a
+    /// loopback console is plain HTTP, another one uses the site's own certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Host names the console is reached by, besides IP addresses and `localhost`: a
+    /// request naming another host is refused (DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+fn default_ui_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            listen: default_ui_listen(),
+            cert: None,
+            key: None,
+            hosts: Vec::new(),
+        }
+    }
+}
+
+impl UiConfig {
+    fn is_default(&self) -> bool {
+        *self == UiConfig::default()
+    }
+
+    /// Whether the console is served over TLS.
+    pub fn tls(&self) -> bool {
+        self.cert.is_some() || !self.listen.ip().is_loopback()
+    }
+
+    /// Checks what serde cannot: cert and key come together; host names are names.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(
+                "[ui] cert and key: give both (a PEM certificate chain and its key), or neither"
+                    .into(),
+            );
+        }
+        for h in &self.hosts {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "[ui] hosts: {h:?} is not a host name (letters, digits, '-' and '.'; no port)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -589,6 +664,7 @@ impl SiteConfig {
             trust: TrustConfig::default(),
             reports: ReportsConfig::default(),
             storage: StorageConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 
@@ -615,6 +691,7 @@ impl SiteConfig {
         self.trust.durations()?;
         self.reports.retention()?;
         self.storage.storage()?;
+        self.ui.check()?;
         if !self.api.ip().is_loopback() {
             return Err(format!(
                 "api = \"{}\" is not a loopback address: the admin API listens on 127.0.0.1 or ::1 only",

@@ -252,6 +252,20 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         );
     }
     let token = random_token().map_err(|e| StartError::Failed(e.to_string()))?;
+    // One stop for the admin API and the console: SIGINT or SIGTERM.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let site = Arc::new(site);
+    let console = crate::ui::bind(
+        site.clone(),
+        dir.clone(),
+        token.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .map_err(StartError::Config)?;
     write_admin_file(
         &dir,
         &AdminInfo {
@@ -259,6 +273,7 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
             token: token.clone(),
             pid: std::process::id(),
             listen: quic_addr.to_string(),
+            ui: console.url.clone(),
         },
     )
     .map_err(|e| StartError::Failed(format!("{e:#}")))?;
@@ -286,10 +301,11 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         .map_err(|e| StartError::Failed(e.to_string()))?;
     site.start_trust()
         .map_err(|e| StartError::Failed(e.to_string()))?;
-    let site = Arc::new(site);
     tokio::spawn(trust_clock(site.clone()));
     tokio::spawn(retention(site.clone()));
-    tracing::info!(site = %code, api = %addr, listen = %quic_addr, data = %dir.root.display(), "site server started");
+    let ui_url = console.url.clone();
+    let console = tokio::spawn(console.run());
+    tracing::info!(site = %code, api = %addr, listen = %quic_addr, ui = %ui_url, data = %dir.root.display(), "site server started");
     tokio::spawn(crate::net::serve_children(
         site.clone(),
         endpoint.clone(),
@@ -306,10 +322,19 @@ pub async fn run(dir: DataDir) -> Result<(), StartError> {
         tokio::spawn(crate::catalog::sync::run_schedule(site.clone()));
     }
 
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     let app = api::router(site.clone(), token);
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopped(stop_rx))
         .await;
+    match console.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "the console failed"),
+        Err(e) => tracing::error!(error = %e, "the console's task failed"),
+        Ok(Ok(())) => {}
+    }
     endpoint.close(0u32.into(), b"site server stopping");
     site.note(status::SITE_SERVER_STOPPING, vec![], vec![code.to_string()]);
     let _ = std::fs::remove_file(dir.admin());

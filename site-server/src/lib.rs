@@ -8,6 +8,7 @@
 //! - [`publish::build`]: a source directory into the content store and a manifest.
 //! - [`courier`]: bundles and receipts for sites reached by removable media.
 //! - [`catalog::sync::sync_now`]: the top site's catalog sync.
+//! - [`ui`]: the operator's console (web pages, live updates) and `/metrics`.
 //! - [`harness`]: a local hierarchy of real processes on 127.0.0.1, for the demo, the
 //!   end-to-end tests and the benchmarks.
 //!
@@ -33,3 +34,4 @@ pub mod net;
 pub mod publish;
 pub mod sansio;
 pub mod site;
+pub mod ui;

@@ -191,6 +191,16 @@ fn print_keep(root: &Path, demo: Demo) {
         );
     }
     println!("then: site-server status sites | status packages | status messages | package list");
+    if let Some(top) = demo.sites.first() {
+        match (top.ui_url(), top.ui_token()) {
+            (Ok(url), Ok(token)) => println!(
+                "{}'s console: {url}/   sign in with the viewer token {token}\n  (site-server ui token --data {} prints it; metrics: curl -H 'Authorization: Bearer {token}' {url}/metrics)",
+                top.code,
+                top.data_str()
+            ),
+            (Err(e), _) | (_, Err(e)) => println!("{}'s console: cannot tell ({e})", top.code),
+        }
+    }
     for d in &demo.dps {
         println!(
             "{}/{}: site-server dist-point status --data {}   (http://{}/, log {})",

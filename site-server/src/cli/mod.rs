@@ -16,6 +16,7 @@ mod sender;
 mod site;
 mod status;
 mod sync;
+mod ui;
 
 use adv::*;
 use clap::{Parser, Subcommand};
@@ -122,6 +123,9 @@ pub enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// The operator's console: its viewer token.
+    #[command(subcommand)]
+    Ui(crate::cli::ui::UiCmd),
     /// Keys: rotate this site's, revoke one below, sign a checkpoint (top), show them all.
     #[command(subcommand)]
     Key(crate::cli::key::KeyCmd),
@@ -191,6 +195,7 @@ pub async fn run(cli: Cli) -> Res {
         ),
         Cmd::Package(p) => package(p).await,
         Cmd::Adv(a) => adv(a).await,
+        Cmd::Ui(c) => crate::cli::ui::ui(c),
         Cmd::Machine(m) => crate::cli::machine::machine(m).await,
         Cmd::Collection(c) => crate::cli::machine::collection(c).await,
         Cmd::Status(StatusCmd::Adverts {

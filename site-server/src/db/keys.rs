@@ -48,8 +48,8 @@ pub(super) const REBUILDING: &[u8] = b"rebuilding";
 /// written before those keys existed are indexed once, at open).
 pub(super) const CONFIG_ORIGINS_INDEXED: &[u8] = b"config_origins_indexed";
 /// Present once the report log's roll-ups and indexes are complete (a database written
-/// before they existed is indexed once, at open).
-pub(super) const STATUS_INDEXED: &[u8] = b"status_indexed";
+/// before they existed is indexed once, at open). `_2`: with the site words.
+pub(super) const STATUS_INDEXED: &[u8] = b"status_indexed_2";
 /// The prefix of [`config_origin`] keys.
 pub(super) const CONFIG_ORIGIN_PREFIX: &[u8] = b"config_origin:";
 
@@ -236,6 +236,22 @@ pub(super) fn status_catalog(site: SiteCode) -> Vec<u8> {
 
 /// The prefix of [`status_catalog`] keys.
 pub(super) const STATUS_CATALOG_PREFIX: &[u8] = b"cat:";
+
+/// How many status messages of one severity were ever stored here.
+pub(super) fn status_count(severity: &str) -> Vec<u8> {
+    format!("n:{severity}").into_bytes()
+}
+
+/// The prefix of [`status_count`] keys.
+pub(super) const STATUS_COUNT_PREFIX: &[u8] = b"n:";
+
+/// The word of one site (`sansio::rollups::SiteWord`).
+pub(super) fn status_site(site: SiteCode) -> Vec<u8> {
+    format!("ste:{site}").into_bytes()
+}
+
+/// The prefix of [`status_site`] keys.
+pub(super) const STATUS_SITE_PREFIX: &[u8] = b"ste:";
 
 /// The prefix of one index term's entries: `x`, the index, the term's hash.
 pub(super) fn status_index(index: u8, term: &[u8]) -> [u8; 10] {

@@ -14,7 +14,7 @@
 
 use super::keys::{self, DEDUPE, REPORTS, STATUS};
 use super::{u64_of, Db, DbError, TxResult};
-use crate::sansio::rollups::{self, CatalogWord, DpWord, MessageQuery, SiteSending};
+use crate::sansio::rollups::{self, CatalogWord, DpWord, MessageQuery, SiteSending, SiteWord};
 use chrono::{DateTime, Utc};
 use schema::encoding;
 use schema::report::{Report, ReportEnvelope};
@@ -91,6 +91,16 @@ pub(super) fn project_report(
             tx_put(t, &key, &next)?;
         }
     }
+    let counted = keys::status_count(&m.severity.to_string());
+    let n = u64_of(t.get(&counted)?) + 1;
+    t.insert(counted, &n.to_be_bytes())?;
+    if let Some(site) = rollups::site_word_key(m) {
+        let key = keys::status_site(site);
+        let prev: SiteWord = tx_get(t, &key)?.unwrap_or_default();
+        if let Some(next) = rollups::fold_site(&prev, m) {
+            tx_put(t, &key, &next)?;
+        }
+    }
     if rollups::is_catalog(m) {
         let key = keys::status_catalog(m.site);
         let prev: CatalogWord = tx_get(t, &key)?.unwrap_or_default();
@@ -152,6 +162,32 @@ impl Db {
                 continue;
             };
             out.insert((site, dp.to_string()), decode("DP roll-up", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Status messages stored here, ever, by severity (`info`, `warning`, `error`).
+    pub fn message_counts(&self) -> Result<BTreeMap<String, u64>, DbError> {
+        let mut out = BTreeMap::new();
+        for kv in self.trees[STATUS].scan_prefix(keys::STATUS_COUNT_PREFIX) {
+            let (k, v) = kv?;
+            let sev = String::from_utf8_lossy(&k[keys::STATUS_COUNT_PREFIX.len()..]).into_owned();
+            out.insert(sev, u64_of(Some(v)));
+        }
+        Ok(out)
+    }
+
+    /// Each site's word, as the messages about it told.
+    pub fn site_words(&self) -> Result<BTreeMap<SiteCode, SiteWord>, DbError> {
+        let mut out = BTreeMap::new();
+        for kv in self.trees[STATUS].scan_prefix(keys::STATUS_SITE_PREFIX) {
+            let (k, v) = kv?;
+            let site = std::str::from_utf8(&k[keys::STATUS_SITE_PREFIX.len()..])
+                .ok()
+                .and_then(|s| SiteCode::new(s).ok());
+            if let Some(site) = site {
+                out.insert(site, decode("site roll-up", &v)?);
+            }
         }
         Ok(out)
     }
@@ -469,8 +505,11 @@ impl Db {
         let mut n = 0usize;
         for kv in self.trees[STATUS].iter() {
             let (k, _) = kv?;
-            let is_rollup =
-                k.starts_with(b"snd:") || k.starts_with(b"dpw:") || k.starts_with(b"cat:");
+            let is_rollup = k.starts_with(b"snd:")
+                || k.starts_with(b"dpw:")
+                || k.starts_with(b"cat:")
+                || k.starts_with(b"ste:")
+                || k.starts_with(keys::STATUS_COUNT_PREFIX);
             if rollups || !is_rollup {
                 clear.remove(k);
                 n += 1;

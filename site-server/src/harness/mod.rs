@@ -413,6 +413,21 @@ impl LocalSite {
         Ok((self.admin_field("addr")?, self.admin_field("token")?))
     }
 
+    /// The running daemon's console URL (`http://127.0.0.1:PORT`).
+    pub fn ui_url(&self) -> Result<String> {
+        self.admin_field("ui")
+    }
+
+    /// The console's viewer token (made if the site has none yet).
+    pub fn ui_token(&self) -> Result<String> {
+        crate::ui::viewer_token(&crate::config::DataDir::new(self.data()), false).map_err(
+            |source| HarnessError::Io {
+                path: format!("{}/ui-token", self.data_str()),
+                source,
+            },
+        )
+    }
+
     /// The address the running daemon's QUIC listener is bound to.
     pub fn listen_addr(&self) -> Result<String> {
         self.admin_field("listen")

@@ -425,8 +425,10 @@ fn store_received(
     rx: std::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
     pool: std::sync::mpsc::Sender<Vec<u8>>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::mpsc::RecvTimeoutError;
     let site = &*site;
+    let counters = site.counters().peer(parent.as_str());
     // Making a batch durable (one syncfs) waits for the disk: a committing thread does it,
     // so that this one goes on verifying and writing what keeps arriving.
     std::thread::scope(|scope| {
@@ -486,6 +488,11 @@ fn store_received(
                 Some(e) => Err(e),
                 None => batch.put_encoded(&id, &buf),
             };
+            counters.received_bytes.fetch_add(buf.len() as u64, Relaxed);
+            counters.chunks_fetched.fetch_add(1, Relaxed);
+            if matches!(put, Ok(true)) {
+                counters.chunks_verified.fetch_add(1, Relaxed);
+            }
             match put {
                 Ok(true) => {
                     oldest.get_or_insert_with(now);
@@ -501,6 +508,7 @@ fn store_received(
                     e @ (dist_point::StoreError::HashMismatch { .. }
                     | dist_point::StoreError::BadEncoding { .. }),
                 ) => {
+                    counters.chunks_refused.fetch_add(1, Relaxed);
                     let n = site.fetch_plan(|p| p.on_bad(&id, now()));
                     tracing::warn!(chunk = %id, from = %parent, error = %e, times = n, "refused a corrupt chunk");
                     site.note(

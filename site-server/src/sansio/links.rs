@@ -37,6 +37,9 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
     /// When the state last changed.
     pub since: DateTime<Utc>,
+    /// Connections made since this process started (the first and every reconnect).
+    #[serde(default)]
+    pub connects: u64,
 }
 
 impl LinkStatus {
@@ -48,6 +51,7 @@ impl LinkStatus {
             failures: 0,
             last_error: None,
             since: now,
+            connects: 0,
         }
     }
 
@@ -60,6 +64,7 @@ impl LinkStatus {
 
     pub fn on_connected(&mut self, now: DateTime<Utc>) {
         self.failures = 0;
+        self.connects += 1;
         self.set(LinkState::Active, now);
     }
 

@@ -177,6 +177,80 @@ pub fn fold_catalog(prev: &CatalogWord, m: &StatusMessage) -> Option<CatalogWord
     (r != *prev).then_some(r)
 }
 
+/// One site as the messages about it tell (the hierarchy page's row for a site this site
+/// has no link to): its link as its parent last said (40200/40201), its view from the top
+/// (40221/40222), its last error, its server's start and stop (40001/40002) and its DPs
+/// (40205/40206).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteWord {
+    /// Up (`Some(true)`) or down, as the site's parent last said, and since when.
+    pub link_up: Option<bool>,
+    pub link_since: Option<DateTime<Utc>>,
+    /// Why the link last went down.
+    pub link_error: Option<String>,
+    /// Whether the site's view from the top is stale (the freeze alarm), and since when.
+    pub frozen: Option<bool>,
+    pub frozen_since: Option<DateTime<Utc>>,
+    /// The site's newest message of severity error: its id, time and text.
+    pub last_error: Option<(u32, DateTime<Utc>, String)>,
+    /// When its server last started, and last said it was stopping.
+    pub started: Option<DateTime<Utc>>,
+    pub stopping: Option<DateTime<Utc>>,
+    /// Its DPs: attached (true) or detached, as it last said.
+    pub dps: std::collections::BTreeMap<String, bool>,
+}
+
+/// The site message `m` tells about, if it is one [`fold_site`] keeps: the child for a link
+/// message, else the site that raised it.
+pub fn site_word_key(m: &StatusMessage) -> Option<SiteCode> {
+    match m.id {
+        status::CHILD_LINK_UP | status::CHILD_LINK_DOWN => {
+            m.insertion.first().and_then(|c| SiteCode::new(c).ok())
+        }
+        status::VIEW_FROM_TOP_STALE
+        | status::VIEW_FROM_TOP_FRESH
+        | status::SITE_SERVER_STARTED
+        | status::SITE_SERVER_STOPPING
+        | status::DP_ATTACHED
+        | status::DP_DETACHED => Some(m.site),
+        _ if m.severity == Severity::Error => Some(m.site),
+        _ => None,
+    }
+}
+
+/// The word of the site [`site_word_key`] named after message `m`: `None` if `m` changes
+/// nothing.
+pub fn fold_site(prev: &SiteWord, m: &StatusMessage) -> Option<SiteWord> {
+    let mut r = prev.clone();
+    let newer = |t: Option<DateTime<Utc>>| t.is_none_or(|t| m.time >= t);
+    match m.id {
+        status::CHILD_LINK_UP | status::CHILD_LINK_DOWN if newer(r.link_since) => {
+            let up = m.id == status::CHILD_LINK_UP;
+            r.link_up = Some(up);
+            r.link_since = Some(m.time);
+            if !up {
+                r.link_error = m.insertion.get(1).cloned();
+            }
+        }
+        status::VIEW_FROM_TOP_STALE | status::VIEW_FROM_TOP_FRESH if newer(r.frozen_since) => {
+            r.frozen = Some(m.id == status::VIEW_FROM_TOP_STALE);
+            r.frozen_since = Some(m.time);
+        }
+        status::SITE_SERVER_STARTED if newer(r.started) => r.started = Some(m.time),
+        status::SITE_SERVER_STOPPING if newer(r.stopping) => r.stopping = Some(m.time),
+        status::DP_ATTACHED | status::DP_DETACHED => {
+            if let Some(dp) = m.insertion.first() {
+                r.dps.insert(dp.clone(), m.id == status::DP_ATTACHED);
+            }
+        }
+        _ => {}
+    }
+    if m.severity == Severity::Error && newer(r.last_error.as_ref().map(|e| e.1)) {
+        r.last_error = Some((m.id, m.time, m.text()));
+    }
+    (r != *prev).then_some(r)
+}
+
 /// Filters and page of `status messages`. Without `from`, the newest `limit` messages (before
 /// `before`, if given) are shown; with it, the first `limit` from that position on. Always in
 /// log order.
@@ -387,6 +461,82 @@ mod tests {
         assert_eq!(fold_sending(Some(&d), &p), None, "older word arriving late");
         let other = msg(status::DP_DISTRIBUTION_COMPLETE, "P01", 40, attrs(), &[]);
         assert_eq!(sending_key(&other), None);
+    }
+
+    #[test]
+    fn a_sites_word_takes_its_parents_link_messages_and_its_own_alarms() {
+        let up = msg(status::CHILD_LINK_UP, "P01", 10, vec![], &["S01", "4"]);
+        assert_eq!(
+            site_word_key(&up),
+            Some(code("S01")),
+            "the child, not the parent"
+        );
+        let w = fold_site(&SiteWord::default(), &up).unwrap();
+        assert_eq!((w.link_up, w.link_since), (Some(true), Some(at(10))));
+        let down = msg(
+            status::CHILD_LINK_DOWN,
+            "P01",
+            20,
+            vec![],
+            &["S01", "timed out"],
+        );
+        let w = fold_site(&w, &down).unwrap();
+        assert_eq!(w.link_up, Some(false));
+        assert_eq!(w.link_error.as_deref(), Some("timed out"));
+        assert_eq!(fold_site(&w, &up), None, "an older word arriving late");
+        let stale = msg(
+            status::VIEW_FROM_TOP_STALE,
+            "S01",
+            30,
+            vec![],
+            &["30", "CEN", "9", "x"],
+        );
+        assert_eq!(site_word_key(&stale), Some(code("S01")));
+        let w = fold_site(&w, &stale).unwrap();
+        assert_eq!(w.frozen, Some(true));
+        let fresh = msg(
+            status::VIEW_FROM_TOP_FRESH,
+            "S01",
+            40,
+            vec![],
+            &["CEN", "9", "x"],
+        );
+        let w = fold_site(&w, &fresh).unwrap();
+        assert_eq!(w.frozen, Some(false));
+        let dp = msg(
+            status::DP_ATTACHED,
+            "S01",
+            50,
+            vec![],
+            &["DP1", "127.0.0.1:1", "0"],
+        );
+        let w = fold_site(&w, &dp).unwrap();
+        assert_eq!(w.dps.get("DP1"), Some(&true));
+        let gone = msg(status::DP_DETACHED, "S01", 60, vec![], &["DP1", "closed"]);
+        let w = fold_site(&w, &gone).unwrap();
+        assert_eq!(w.dps.get("DP1"), Some(&false));
+        let bad = msg(
+            status::CATALOG_SYNC_FAILED,
+            "S01",
+            70,
+            vec![],
+            &["src", "boom"],
+        );
+        assert_eq!(bad.severity, Severity::Error);
+        assert_eq!(site_word_key(&bad), Some(code("S01")));
+        let w = fold_site(&w, &bad).unwrap();
+        assert_eq!(
+            w.last_error.as_ref().map(|e| e.0),
+            Some(status::CATALOG_SYNC_FAILED)
+        );
+        let info = msg(
+            status::PACKAGE_PUBLISHED,
+            "S01",
+            80,
+            vec![],
+            &["a", "b", "c"],
+        );
+        assert_eq!(site_word_key(&info), None);
     }
 
     #[test]

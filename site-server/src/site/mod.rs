@@ -27,22 +27,28 @@
 //!   links' tasks) and read by it; the log is read before the lock is taken.
 //! - The catalog sync's turn ([`Site::sync_turn`], a tokio mutex) is held across a whole
 //!   sync, which takes the locks above only in the way just said.
+//! - The link counters ([`Site::counters`], `counters.rs`): relaxed atomics written by the
+//!   link tasks, read by `/metrics` and the console; their map's lock is taken alone.
 //! - Wake-ups are [`Wake`] signals: each says who sends it and who waits on it.
 
 mod catalog;
+mod counters;
 mod courier;
 mod dps;
+mod hierarchy;
 mod keys;
 mod machines;
 mod ops;
 mod views;
 
 pub use catalog::{CatalogEntry, CatalogQuery, CatalogState, SyncRow};
+pub use counters::{Counters, PeerCount};
 pub(crate) use courier::new_id;
 pub use courier::{
     BundleEvents, CourierState, ExportOutcome, ExportPlan, ImportOutcome, ReadReceipt, ReceiptState,
 };
 pub use dps::{DpGroupChange, DpInstall, DpRow, SiteDps};
+pub use hierarchy::{HierarchyView, Known, SiteRow};
 pub use keys::{load_origin_keys, KeysView, ViewFromTop};
 pub use machines::{AdvertsView, ApproveRequest, LifecycleRequest, MachinesView};
 pub use ops::{set_child_policy, BoostView, LinkPolicyRequest, RetryRequest, SendersView};
@@ -83,6 +89,7 @@ pub struct Site {
     sync_turn: tokio::sync::Mutex<()>,
     last_refusal: Mutex<Option<String>>,
     policy: Mutex<machines::PolicyCache>,
+    counters: Counters,
 }
 
 /// A wake-up signal between the tasks of a site.
@@ -152,7 +159,13 @@ impl Site {
             sync_turn: tokio::sync::Mutex::new(()),
             last_refusal: Mutex::new(None),
             policy: Mutex::new(Default::default()),
+            counters: Counters::default(),
         }
+    }
+
+    /// What crossed this site's links since start (for `/metrics`).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The configuration the site started with (`site.toml`).
@@ -308,6 +321,9 @@ pub enum OpError {
     /// A worker thread panicked or was cancelled.
     #[error("a worker thread failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A view could not be put into its format (the metrics' text).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<DbError> for OpError {
