@@ -42,7 +42,8 @@ pub struct SiteRow {
     pub parent: Option<SiteCode>,
     /// 0 for this site, 1 for its children, ...
     pub depth: usize,
-    /// `here`, `active`, `degraded`, `failed`, `waiting`, `down` or `unknown`.
+    /// `active` (this site: it answers), `degraded`, `failed`, `waiting`, `down` or
+    /// `unknown`.
     pub state: String,
     pub since: Option<DateTime<Utc>>,
     pub known: Known,
@@ -109,7 +110,7 @@ impl Site {
                 .iter()
                 .find(|l| l.link.peer == code && l.link.role == Role::Child);
             if depth == 0 {
-                row.state = "here".into();
+                row.state = "active".into();
                 row.known = Known::Here;
                 row.catalog_version = row.catalog_version.or(Some(own_catalog)).filter(|v| *v > 0);
             } else if let Some(l) = link {

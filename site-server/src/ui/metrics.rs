@@ -60,6 +60,17 @@ impl Collector for Snapshot {
                 MetricType::Gauge
             };
             let mut m = enc.encode_descriptor(f.name, f.help, None, kind)?;
+            // One sample without labels: no `{}` after the name.
+            if let [(labels, v)] = &f.samples[..] {
+                if labels.is_empty() {
+                    if f.counter {
+                        ConstCounter::new(*v as u64).encode(m)?;
+                    } else {
+                        ConstGauge::new(*v).encode(m)?;
+                    }
+                    continue;
+                }
+            }
             for (labels, v) in &f.samples {
                 let fam = m.encode_family(labels)?;
                 if f.counter {

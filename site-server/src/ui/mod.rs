@@ -412,7 +412,8 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it a browser posts the sign-in form with `Origin: null`.
+        header::HeaderValue::from_static("same-origin"),
     );
     r
 }
