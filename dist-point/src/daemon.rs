@@ -215,6 +215,24 @@ async fn admin_validate(AxState(h): AxState<Http>, headers: HeaderMap) -> Respon
     }
 }
 
+async fn metrics(node: Arc<Node>, served: Arc<crate::metrics::HttpCounters>) -> Response {
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&node, &served)).await {
+        Ok(Ok(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the metrics\n",
+        )
+            .into_response(),
+    }
+}
+
 /// Runs the DP until SIGINT or SIGTERM.
 pub async fn run(dir: PathBuf) -> Result<(), DpError> {
     let cfg = DpConfig::load(&dir).map_err(|e| DpError::Usage(e.to_string()))?;
@@ -322,13 +340,25 @@ pub async fn run(dir: PathBuf) -> Result<(), DpError> {
         node: node.clone(),
         token: Arc::new(token),
     };
+    let served = Arc::new(crate::metrics::HttpCounters::default());
+    let metrics_node = node.clone();
+    let metrics_served = served.clone();
     let app = crate::serve::router(store.clone(), node.clone(), cfg.max_downloads)
         .merge(
             Router::new()
                 .route("/chunks/{id}", get(chunk))
                 .with_state(http.clone()),
         )
-        .merge(crate::agents::router(desk));
+        .merge(crate::agents::router(desk))
+        .layer(axum::middleware::from_fn_with_state(
+            served,
+            crate::metrics::count,
+        ))
+        // Not counted itself; open like the files (it names no secret).
+        .route(
+            "/metrics",
+            get(move || metrics(metrics_node.clone(), metrics_served.clone())),
+        );
     let admin_app = Router::new()
         .route("/admin/status", get(admin_status))
         .route("/admin/validate", post(admin_validate))

@@ -24,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod intake;
 pub mod listener;
+pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod pull;

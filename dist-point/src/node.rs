@@ -270,7 +270,19 @@ pub(crate) struct Core {
     pub site_tx: Option<mpsc::UnboundedSender<Vec<ChunkId>>>,
     pub link: String,
     pub pulled: std::collections::BTreeMap<String, u64>,
+    pub validations: ValidationCounts,
     dirty: bool,
+}
+
+/// What the validations since start found (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ValidationCounts {
+    /// Runs that found nothing damaged or missing, and runs that did.
+    pub clean: u64,
+    pub damaged: u64,
+    pub checked: u64,
+    pub corrupt: u64,
+    pub missing: u64,
 }
 
 impl Node {
@@ -295,6 +307,11 @@ impl Node {
             Some(&c.puller),
             c.pulled.clone(),
         )
+    }
+
+    /// What the validations since start found.
+    pub fn validations(&self) -> ValidationCounts {
+        self.core.lock().expect("core lock").validations
     }
 
     /// Messages from position `after` on, to send to the site.
@@ -387,6 +404,7 @@ pub(crate) fn new_node(
             site_tx: None,
             link: "connecting".into(),
             pulled: Default::default(),
+            validations: Default::default(),
             dirty: true,
         }),
         events,
@@ -577,6 +595,15 @@ impl Node {
                 );
                 c.puller.set_wanted(c.state.holdings.wanted());
                 c.dirty = true;
+                let v = &mut c.validations;
+                if report.corrupt + report.missing == 0 {
+                    v.clean += 1;
+                } else {
+                    v.damaged += 1;
+                }
+                v.checked += report.checked;
+                v.corrupt += report.corrupt as u64;
+                v.missing += report.missing as u64;
                 if let Some(d) = done {
                     let _ = d.send(report);
                 }

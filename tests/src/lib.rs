@@ -675,3 +675,28 @@ impl Drop for TestAgent {
         self.kill9();
     }
 }
+
+/// A `/metrics` body parsed by a Prometheus text-format parser (panics if it does not parse).
+pub fn prometheus_text(body: &str) -> prometheus_parse::Scrape {
+    // Only comment and sample lines: the chunked transfer coding's size lines, if any, go.
+    let lines = body
+        .lines()
+        .filter(|l| l.starts_with('#') || l.starts_with("siterep_") || l.starts_with("process_"))
+        .map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
+}
+
+/// The sum of the samples of `name` whose labels include `labels` (0 when none).
+pub fn prometheus_value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tests::{
-    complete, distribute, link_child, link_parent, publish, sample_tree, three_tiers, TestSite,
+    complete, distribute, link_child, link_parent, prometheus_value as value, publish, sample_tree,
+    three_tiers, TestSite,
 };
 
 /// The console's address (`127.0.0.1:PORT`) and the viewer token.
@@ -58,28 +59,7 @@ fn scrape(site: &TestSite) -> prometheus_parse::Scrape {
         &format!("Authorization: Bearer {token}\r\n"),
     );
     assert_eq!(st, 200, "{out}");
-    let body = out.split_once("\r\n\r\n").unwrap().1;
-    // The chunked transfer coding, if any, is undone by keeping only metric lines.
-    let lines = body
-        .lines()
-        .filter(|l| l.starts_with('#') || l.starts_with("siterep_") || l.starts_with("process_"))
-        .map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
-}
-
-/// The value of `name` with labels `labels` (0 when absent).
-fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name)
-        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    tests::prometheus_text(out.split_once("\r\n\r\n").unwrap().1)
 }
 
 #[test]

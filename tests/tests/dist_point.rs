@@ -122,6 +122,26 @@ fn a_package_assigned_at_the_top_is_served_by_the_dp_byte_for_byte() {
     let st = dp1.status();
     assert_eq!(st["site_link"], "up");
     assert_eq!(st["versions"][0]["state"], "installed");
+    // Its /metrics: requests and bytes by status code, versions by state.
+    let (code, body) = dp1.get("/metrics", &[]);
+    assert_eq!(code, 200);
+    let m = tests::prometheus_text(&String::from_utf8_lossy(&body));
+    let v = |name: &str, labels: &[(&str, &str)]| tests::prometheus_value(&m, name, labels);
+    assert!(v("siterep_dp_http_requests_total", &[("code", "200")]) >= 3.0);
+    assert_eq!(v("siterep_dp_http_requests_total", &[("code", "206")]), 2.0);
+    assert!(v("siterep_dp_http_requests_total", &[("code", "404")]) >= 2.0);
+    let files: u64 = ["bin/tool.bin", "docs/en/guide.txt", "README"]
+        .iter()
+        .map(|f| std::fs::metadata(src.join(f)).unwrap().len())
+        .sum();
+    assert!(v("siterep_dp_http_sent_bytes_total", &[("code", "200")]) >= files as f64);
+    assert_eq!(
+        v("siterep_dp_http_sent_bytes_total", &[("code", "206")]),
+        130.0
+    );
+    assert_eq!(v("siterep_dp_versions", &[("state", "installed")]), 1.0);
+    assert_eq!(v("siterep_dp_site_link_up", &[]), 1.0);
+    assert!(v("siterep_dp_chunks_pulled_total", &[]) > 0.0);
     let _ = s01;
 }
 
@@ -469,6 +489,34 @@ fn a_damaged_chunk_is_found_by_validate_fetched_again_and_never_served() {
     assert_eq!(r["missing"], 1, "{r}");
     poll_until_served(dp1, &path, &tool);
     assert!(gone.exists());
+    // /metrics counts the validations: two found damage, one was clean.
+    let (code, body) = dp1.get("/metrics", &[]);
+    assert_eq!(code, 200);
+    let m = tests::prometheus_text(&String::from_utf8_lossy(&body));
+    let v = |name: &str, labels: &[(&str, &str)]| tests::prometheus_value(&m, name, labels);
+    assert_eq!(
+        v("siterep_dp_validations_total", &[("result", "damaged")]),
+        2.0
+    );
+    assert_eq!(
+        v("siterep_dp_validations_total", &[("result", "clean")]),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "siterep_dp_validation_bad_chunks_total",
+            &[("kind", "corrupt")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "siterep_dp_validation_bad_chunks_total",
+            &[("kind", "missing")]
+        ),
+        1.0
+    );
+    assert!(v("siterep_dp_http_requests_total", &[("code", "500")]) >= 1.0);
 }
 
 #[test]

@@ -118,8 +118,9 @@ fn state(s: &str) -> Markup {
 }
 
 fn bar(pct: u8) -> Markup {
+    // A <progress>, not a styled span: the console's CSP allows no inline style.
     html! {
-        span.bar { span style={ "width:" (pct.min(100)) "%" } {} }
+        progress.bar max="100" value=(pct.min(100)) {}
         span.pct { (pct) "%" }
     }
 }
@@ -154,11 +155,14 @@ pub fn hierarchy(v: &HierarchyView) -> Markup {
     }
 }
 
+/// The deepest indentation the stylesheet has (deeper rows are drawn at it).
+const MAX_INDENT: usize = 8;
+
 fn site_row(r: &SiteRow) -> Markup {
-    let indent = format!("padding-left:{}px", 8 + 22 * r.depth);
+    let indent = format!("depth-{}", r.depth.min(MAX_INDENT));
     html! {
         tr data-site=(r.code) data-state=(r.state) data-known=(known(r.known)) {
-            td style=(indent) { a href={ "/site/" (r.code) } { (r.code) } }
+            td class=(indent) { a href={ "/site/" (r.code) } { (r.code) } }
             td {
                 (state(&r.state))
                 @match r.known {
@@ -191,7 +195,7 @@ pub fn content(rows: &[ContentRow]) -> Markup {
     html! {
         @if rows.is_empty() { p.muted { "No package is published or passed on here yet." } }
         @for r in rows {
-            @let here_pct = if r.chunks == 0 { 100 } else { (r.chunks_present * 100 / r.chunks) as u8 };
+            @let here_pct = (r.chunks_present * 100).checked_div(r.chunks).unwrap_or(100).min(100) as u8;
             section data-package=(r.package) data-version=(r.source_version) {
                 h2 { (r.package) " " (r.name) " v" (r.source_version) }
                 p {
@@ -200,8 +204,7 @@ pub fn content(rows: &[ContentRow]) -> Markup {
                 }
                 table {
                     tr { th { "Site" } th { "Sent by" } th { "Sent" } th { "State" } th { "DPs targeted" } th { "Installed" } th { "Error" } }
-                    @let mut sites: Vec<_> = r.sending.iter().map(|s| s.site).chain(r.dps.iter().map(|d| d.site)).collect();
-                    @let _ = { sites.sort(); sites.dedup(); };
+                    @let sites: std::collections::BTreeSet<_> = r.sending.iter().map(|s| s.site).chain(r.dps.iter().map(|d| d.site)).collect();
                     @for site in &sites {
                         @let snd = r.sending.iter().find(|s| s.site == *site);
                         @let dps = r.dps.iter().find(|d| d.site == *site);
@@ -264,8 +267,8 @@ pub fn senders(v: &SendersView, rates: &BTreeMap<String, VecDeque<u64>>) -> Mark
                 }
                 table {
                     tr { th { "Priority" } th.num { "Jobs" } th.num { "Bytes queued" } th.num { "Sent since start" } }
-                    @for (p, q) in &l.queue {
-                        tr data-priority=(p) { td { (p) } td.num { (q.jobs) } td.num { (bytes(q.bytes)) } td.num { (bytes(l.sent_bytes.get(p).copied().unwrap_or(0))) } }
+                    @for (p, q) in ["high", "medium", "low"].iter().filter_map(|p| l.queue.get(*p).map(|q| (p, q))) {
+                        tr data-priority=(p) { td { (p) } td.num { (q.jobs) } td.num { (bytes(q.bytes)) } td.num { (bytes(l.sent_bytes.get(*p).copied().unwrap_or(0))) } }
                     }
                 }
                 p { (chart(rates.get(l.dest.as_str()))) }

@@ -69,7 +69,7 @@ pub async fn run(site: Arc<Site>, samples: Shared) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(totals, EVERY.as_secs());
-        if n % STORE_EVERY == 0 {
+        if n.is_multiple_of(STORE_EVERY) {
             let s = site.clone();
             if let Ok(Ok(u)) = tokio::task::spawn_blocking(move || s.store().usage()).await {
                 samples.lock().unwrap_or_else(|e| e.into_inner()).store = Some(u);
