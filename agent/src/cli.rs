@@ -16,6 +16,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines as `text` (the default) or `json`: one object per line, for journald and
+    /// log shippers.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text", env = "SITEREP_LOG_FORMAT")]
+    pub log_format: String,
 }
 
 #[derive(Subcommand)]

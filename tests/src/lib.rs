@@ -700,3 +700,38 @@ pub fn prometheus_value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&st
         })
         .sum()
 }
+
+/// Every metric name (`siterep_...`, `process_...`) the files under `contrib/` (alert rules,
+/// dashboards) use.
+pub fn contrib_metric_names() -> std::collections::BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    let mut out = std::collections::BTreeSet::new();
+    for (f, _) in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for start in ["siterep_", "process_"] {
+            for (i, _) in text.match_indices(start) {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // Not a metric: the names of the job and the dashboard.
+                if !name.ends_with('_') && name.chars().nth(start.len()).is_some() {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a scrape shows metric `name` (a sample's name, or a family that has its HELP
+/// line but no sample yet).
+pub fn scrape_has(s: &prometheus_parse::Scrape, name: &str) -> bool {
+    s.samples.iter().any(|x| x.metric == name)
+        || s.docs.contains_key(name)
+        || name
+            .strip_suffix("_total")
+            .is_some_and(|f| s.docs.contains_key(f))
+}

@@ -124,6 +124,15 @@ fn metrics_parse_as_prometheus_text_and_the_counters_move_as_a_package_is_sent()
             &[("severity", "info")]
         ) > 0.0
     );
+    // Every site metric the alert rules and the dashboard under contrib/ use exists.
+    for name in tests::contrib_metric_names() {
+        if !name.starts_with("siterep_dp_") {
+            assert!(
+                tests::scrape_has(&after, &name) || tests::scrape_has(&at_p01, &name),
+                "contrib/ uses {name}, which site-server does not serve"
+            );
+        }
+    }
     for f in [
         "siterep_sent_bytes",
         "siterep_link_connects",

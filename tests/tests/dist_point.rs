@@ -142,6 +142,15 @@ fn a_package_assigned_at_the_top_is_served_by_the_dp_byte_for_byte() {
     assert_eq!(v("siterep_dp_versions", &[("state", "installed")]), 1.0);
     assert_eq!(v("siterep_dp_site_link_up", &[]), 1.0);
     assert!(v("siterep_dp_chunks_pulled_total", &[]) > 0.0);
+    // Every DP metric the alert rules and the dashboard under contrib/ use exists.
+    for name in tests::contrib_metric_names() {
+        if name.starts_with("siterep_dp_") {
+            assert!(
+                tests::scrape_has(&m, &name),
+                "contrib/ uses {name}, which dist-point does not serve"
+            );
+        }
+    }
     let _ = s01;
 }
 

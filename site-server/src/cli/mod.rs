@@ -36,6 +36,10 @@ use std::net::SocketAddr;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    /// Log lines as `text` (the default) or `json`: one object per line, for journald and
+    /// log shippers.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text", env = "SITEREP_LOG_FORMAT")]
+    pub log_format: String,
 }
 
 #[derive(Subcommand)]
