@@ -4,7 +4,9 @@
 //! per site (median, max, total); the top's and the whole tree's CPU while idle; the time
 //! for an advertisement created at the top to be applied at every site (p50, p99, max, from
 //! each site's log line); the time for a 16 MiB package targeted at every leaf to be
-//! complete everywhere, beside the same size to one leaf.
+//! complete everywhere, beside the same size to one leaf; the top's console at that size
+//! (the hierarchy page and `/metrics` beside `status sites`, CPU with live pages open). The
+//! work directory is removed at the end.
 
 use crate::replicate::{bins, cli, message_time, noise_tree};
 use anyhow::{bail, Context, Result};
@@ -231,6 +233,8 @@ pub fn run(work: &Path, shape: &str, mib_size: u64, idle_secs: u64, threads: usi
         "idle CPU over {wall:.0} s: the top {top_cpu:.2}% of a core, all {n} sites {all_cpu:.1}% of a core"
     );
 
+    console(&tree, pids[0], idle_secs, top_cpu)?;
+
     // An advertisement at the top, applied everywhere.
     let top = &tree.sites[0];
     let small = work.join("small");
@@ -304,5 +308,122 @@ pub fn run(work: &Path, shape: &str, mib_size: u64, idle_secs: u64, threads: usi
         (mib_size << 20) as f64 * leaves.len() as f64 / last / 1e6
     );
     tree.stop_all(threads.max(4))?;
+    // Hundreds of sites' databases: gigabytes that nothing reads again.
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// One raw HTTP/1.1 request to the console: (status, head and body).
+fn console_request(addr: &str, req: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(req.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, out))
+}
+
+/// The top's console at the tree's size: how long the hierarchy page and `/metrics` take
+/// (median of 20), beside the admin API's `status sites` (the same links, without the
+/// subtree), and the top's CPU with 5 live hierarchy pages open, beside idle.
+fn console(tree: &SiteTree, top_pid: u32, idle_secs: u64, idle_cpu: f64) -> Result<()> {
+    let top = &tree.sites[0];
+    let url = top.ui_url()?;
+    let addr = url.trim_start_matches("http://").to_string();
+    let token = top.ui_token()?;
+    let body = format!("token={token}");
+    let (_, answer) = console_request(
+        &addr,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )?;
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .context("the console set no cookie")?
+        .to_string();
+    let time = |addr: &str, req: &str, what: &str| -> Result<f64> {
+        let mut ms = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let (code, out) = console_request(addr, req)?;
+            if code != 200 {
+                bail!("{what}: {code}: {}", out.lines().next().unwrap_or_default());
+            }
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(pct(&mut ms, 0.5))
+    };
+    let page = time(
+        &addr,
+        &format!("GET /hierarchy HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
+        "hierarchy page",
+    )?;
+    let metrics = time(
+        &addr,
+        &format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+        "metrics",
+    )?;
+    let (api, api_token) = top.admin()?;
+    let sites = time(
+        &api,
+        &format!("GET /v1/status/sites HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {api_token}\r\nConnection: close\r\n\r\n"),
+        "status sites",
+    )?;
+    println!(
+        "the top's console, {} sites: hierarchy page p50 {page:.1} ms, /metrics p50 {metrics:.1} ms; status sites (admin API, its own links only) p50 {sites:.1} ms: page/status sites {:.1}x",
+        tree.sites.len(),
+        page / sites
+    );
+    // Five live pages open: each re-renders every second, pushed when it changed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        let (addr, cookie, stop) = (addr.clone(), cookie.clone(), stop.clone());
+        readers.push(std::thread::spawn(move || -> Result<u64> {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            s.write_all(
+                format!("GET /live/hierarchy HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
+                    Err(_) => {}
+                }
+            }
+            Ok(n)
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let c0 = cpu_of(top_pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let wall = t.elapsed().as_secs_f64();
+    let live_cpu = (cpu_of(top_pid) - c0) / wall * 100.0;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut bytes = 0;
+    for r in readers {
+        bytes += r
+            .join()
+            .map_err(|_| anyhow::anyhow!("a reader panicked"))??;
+    }
+    println!(
+        "the top's CPU with 5 live hierarchy pages open: {live_cpu:.2}% of a core (idle {idle_cpu:.2}%); {bytes} bytes pushed"
+    );
     Ok(())
 }

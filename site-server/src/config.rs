@@ -979,6 +979,51 @@ mod tests {
     }
 
     #[test]
+    fn the_console_is_tls_off_loopback_and_cert_and_key_come_together() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(d.path());
+        let base = SiteConfig::new(
+            SiteCode::new("CEN").unwrap(),
+            "127.0.0.1:4710".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .to_toml();
+        std::fs::write(dir.config(), &base).unwrap();
+        let c = SiteConfig::load(&dir).unwrap();
+        assert!(
+            c.ui.listen.ip().is_loopback() && !c.ui.tls(),
+            "loopback, plain, by default"
+        );
+        std::fs::write(
+            dir.config(),
+            format!("{base}\n[ui]\nlisten = \"0.0.0.0:4780\"\n"),
+        )
+        .unwrap();
+        assert!(
+            SiteConfig::load(&dir).unwrap().ui.tls(),
+            "another address: TLS only"
+        );
+        std::fs::write(
+            dir.config(),
+            format!("{base}\n[ui]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n"),
+        )
+        .unwrap();
+        assert!(
+            SiteConfig::load(&dir).unwrap().ui.tls(),
+            "a named certificate: TLS"
+        );
+        for (extra, needle) in [
+            ("cert = \"/c.pem\"\n", "give both"),
+            ("hosts = [\"evil.example:80\"]\n", "not a host name"),
+            ("token = \"x\"\n", "unknown field"),
+        ] {
+            std::fs::write(dir.config(), format!("{base}\n[ui]\n{extra}")).unwrap();
+            let e = SiteConfig::load(&dir).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn one_certificate_is_one_peer() {
         let d = tempfile::tempdir().unwrap();
         let dir = DataDir::new(d.path());
