@@ -179,29 +179,28 @@ impl Db {
 
     /// Each site's word, as the messages about it told.
     pub fn site_words(&self) -> Result<BTreeMap<SiteCode, SiteWord>, DbError> {
-        let mut out = BTreeMap::new();
-        for kv in self.trees[STATUS].scan_prefix(keys::STATUS_SITE_PREFIX) {
-            let (k, v) = kv?;
-            let site = std::str::from_utf8(&k[keys::STATUS_SITE_PREFIX.len()..])
-                .ok()
-                .and_then(|s| SiteCode::new(s).ok());
-            if let Some(site) = site {
-                out.insert(site, decode("site roll-up", &v)?);
-            }
-        }
-        Ok(out)
+        self.per_site(keys::STATUS_SITE_PREFIX, "site roll-up")
     }
 
     /// Each site's catalog word, as its messages told.
     pub fn catalog_words(&self) -> Result<BTreeMap<SiteCode, CatalogWord>, DbError> {
+        self.per_site(keys::STATUS_CATALOG_PREFIX, "catalog roll-up")
+    }
+
+    /// The roll-ups kept per site under `prefix` (`PREFIX` + site code).
+    fn per_site<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<BTreeMap<SiteCode, T>, DbError> {
         let mut out = BTreeMap::new();
-        for kv in self.trees[STATUS].scan_prefix(keys::STATUS_CATALOG_PREFIX) {
+        for kv in self.trees[STATUS].scan_prefix(prefix) {
             let (k, v) = kv?;
-            let site = std::str::from_utf8(&k[keys::STATUS_CATALOG_PREFIX.len()..])
+            let site = std::str::from_utf8(&k[prefix.len()..])
                 .ok()
                 .and_then(|s| SiteCode::new(s).ok());
             if let Some(site) = site {
-                out.insert(site, decode("catalog roll-up", &v)?);
+                out.insert(site, decode(what, &v)?);
             }
         }
         Ok(out)
