@@ -35,6 +35,8 @@ use std::sync::Arc;
 const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live pages open at once; more are refused (503) until one closes.
 const LIVE_STREAMS: usize = 64;
+/// Connections a plain-HTTP console serves at once (more get a 503).
+const CONNECTIONS: usize = 256;
 /// Messages a console page shows unless asked otherwise.
 const CONSOLE_PAGE: usize = 200;
 
@@ -508,7 +510,12 @@ pub async fn bind(
             let l = tls::TlsListener::new(tcp, cfg).map_err(|e| e.to_string())?;
             Box::pin(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
         } else {
-            Box::pin(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await })
+            // The DP's accept loop: a cap on connections, a deadline for headers and for a
+            // client that stops reading.
+            Box::pin(async move {
+                dist_point::listener::serve(tcp, app, CONNECTIONS, stop).await;
+                Ok(())
+            })
         };
     Ok(Bound { url, serve })
 }
