@@ -217,14 +217,9 @@ async fn admin_validate(AxState(h): AxState<Http>, headers: HeaderMap) -> Respon
 
 async fn metrics(node: Arc<Node>, served: Arc<crate::metrics::HttpCounters>) -> Response {
     match tokio::task::spawn_blocking(move || crate::metrics::render(&node, &served)).await {
-        Ok(Ok(text)) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+        }
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot render the metrics\n",

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The content type of a `/metrics` answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// How long the store's size is reused between scrapes.
 pub const STORE_EVERY: Duration = Duration::from_secs(60);
 

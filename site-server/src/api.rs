@@ -82,10 +82,6 @@ struct AppState {
     token: String,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let presented = req
         .headers()
@@ -93,7 +89,9 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(t) if crate::ui::constant_time_eq(t.as_bytes(), st.token.as_bytes()) => {
+            next.run(req).await
+        }
         _ => {
             tracing::warn!("admin API call refused: missing or wrong token");
             ApiError(

@@ -846,6 +846,25 @@ impl SiteConfig {
     }
 }
 
+/// Writes `bytes` to `path` atomically with mode 0600 (a temporary file beside it, synced,
+/// then renamed): for the files that hold a token.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Checks a `HOST:PORT` address without resolving it.
 pub fn check_addr(addr: &str) -> Result<(), String> {
     let bad = || format!("address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:4710)");

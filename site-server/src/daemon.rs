@@ -118,19 +118,8 @@ fn random_token() -> anyhow::Result<String> {
 
 /// Writes `admin.json` atomically with mode 0600.
 fn write_admin_file(dir: &DataDir, info: &AdminInfo) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.root.join("admin.json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.admin())?;
-    Ok(())
+    crate::config::write_private(&dir.admin(), serde_json::to_string_pretty(info)?.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.admin().display()))
 }
 
 /// The trust clock: at the top, a signed checkpoint every `[trust] checkpoint_every`; at

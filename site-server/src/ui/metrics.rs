@@ -18,6 +18,14 @@ fn role(r: Role) -> String {
     .to_string()
 }
 
+/// The labels of a link: its peer and this site's role towards it.
+fn link_labels(l: &crate::site::SiteLinkRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("peer", l.link.peer.to_string()),
+        ("role", role(l.link.role)),
+    ]
+}
+
 fn u(v: u64) -> f64 {
     v as f64
 }
@@ -29,46 +37,30 @@ pub fn render(site: &Site, samples: &Shared) -> Result<String, OpError> {
     s.gauge("siterep_site_info", "This site (value 1).")
         .add(vec![("site", code.clone())], 1.0);
 
-    let links = site.sites()?;
+    // One read of the links and the process (`status sites`).
+    let view = site.sites_view()?;
+    let links = &view.links;
     let mut f = s.gauge(
         "siterep_link_up",
         "1 when the link to the peer is active, else 0.",
     );
-    for l in &links {
+    for l in links {
         let up = l.link.state == LinkState::Active;
-        f.add(
-            vec![
-                ("peer", l.link.peer.to_string()),
-                ("role", role(l.link.role)),
-            ],
-            if up { 1.0 } else { 0.0 },
-        );
+        f.add(link_labels(l), if up { 1.0 } else { 0.0 });
     }
     let mut f = s.gauge(
         "siterep_link_failures",
         "Failed attempts or drops of the link since it was last active.",
     );
-    for l in &links {
-        f.add(
-            vec![
-                ("peer", l.link.peer.to_string()),
-                ("role", role(l.link.role)),
-            ],
-            f64::from(l.link.failures),
-        );
+    for l in links {
+        f.add(link_labels(l), f64::from(l.link.failures));
     }
     let mut f = s.counter(
         "siterep_link_connects",
         "Connections made on the link since the process started (reconnects included).",
     );
-    for l in &links {
-        f.add(
-            vec![
-                ("peer", l.link.peer.to_string()),
-                ("role", role(l.link.role)),
-            ],
-            u(l.link.connects),
-        );
+    for l in links {
+        f.add(link_labels(l), u(l.link.connects));
     }
     let mut f = s.gauge(
         "siterep_child_backlog_events",
@@ -181,14 +173,8 @@ pub fn render(site: &Site, samples: &Shared) -> Result<String, OpError> {
     )
     .add(vec![], u(counts.reports));
     let mut f = s.gauge("siterep_config_acked_position", "The last position of this site's log the child acknowledged, or of the parent's log applied here.");
-    for l in &links {
-        f.add(
-            vec![
-                ("peer", l.link.peer.to_string()),
-                ("role", role(l.link.role)),
-            ],
-            u(l.config_cursor),
-        );
+    for l in links {
+        f.add(link_labels(l), u(l.config_cursor));
     }
     s.gauge(
         "siterep_catalog_version",
@@ -207,7 +193,7 @@ pub fn render(site: &Site, samples: &Shared) -> Result<String, OpError> {
         );
     }
 
-    let p = site.sites_view()?.site;
+    let p = &view.site;
     s.gauge("process_resident_memory_bytes", "Resident memory.")
         .add(vec![], u(p.rss_bytes));
     s.gauge("process_open_fds", "Open file descriptors.")

@@ -26,6 +26,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
+pub(crate) use guard::constant_time_eq;
 use guard::Tokens;
 use maud::Markup;
 use pages::Page;
@@ -51,8 +52,6 @@ fn read_viewer_token(dir: &DataDir) -> String {
 /// The viewer token: the one in the data directory, or a new one written there (mode 0600)
 /// when there is none or `new` asks for another (which ends every viewer session).
 pub fn viewer_token(dir: &DataDir, new: bool) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let now = read_viewer_token(dir);
     if !new && now.len() == 64 {
         return Ok(now);
@@ -61,16 +60,7 @@ pub fn viewer_token(dir: &DataDir, new: bool) -> std::io::Result<String> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| std::io::Error::other("no system randomness"))?;
     let token = hex::encode(b);
-    let tmp = dir.root.join("ui-token.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "{token}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.ui_token())?;
+    crate::config::write_private(&dir.ui_token(), format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 
@@ -328,10 +318,7 @@ async fn live(
 async fn metrics(State(c): State<Shared>) -> Response {
     match blocking(&c, |c| metrics::render(&c.site, &c.samples)).await {
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, dist_point::metrics::CONTENT_TYPE)],
             text,
         )
             .into_response(),
